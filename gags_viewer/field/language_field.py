@@ -73,6 +73,8 @@ class FieldMetadata:
             raise FieldError(f"metadata 'clip' must be an object with keys {sorted(clip_known)}")
         for key in ("negatives", "example_queries", "up"):
             if key in values:
+                if not isinstance(values[key], (list, tuple)):
+                    raise FieldError(f"metadata '{key}' must be a list")
                 values[key] = tuple(values[key])
         return FieldMetadata(clip=ClipSpec(**clip), **values)
 
