@@ -1,0 +1,63 @@
+"""The ``gags-viewer`` command: tyro subcommands, friendly one-line errors, nothing else."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import tyro
+from tyro.conf import Positional
+
+from gags_viewer.errors import GagsError
+
+
+def info(field: Positional[Path], iteration: Optional[int] = None) -> None:
+    """Print a summary of a field: Gaussians, SH degree, language features, decoders, CLIP model.
+
+    Args:
+        field: a field directory (native or official GAGS output), an Inria .ply or a .splat file.
+        iteration: for an official GAGS output directory, the iteration to read (default: latest).
+    """
+    from gags_viewer.field.load import load_field
+
+    loaded = load_field(field, iteration=iteration)
+    low, high = loaded.bounds()
+    meta = loaded.metadata
+    print(f"field      {field}")
+    print(f"source     {meta.source}")
+    print(f"gaussians  {loaded.num_gaussians:,}  (SH degree {loaded.sh_degree})")
+    print(f"bounds     {[round(v, 3) for v in low.tolist()]} .. {[round(v, 3) for v in high.tolist()]}")
+    if loaded.has_language:
+        clip = meta.clip.checkpoint_file or f"{meta.clip.model} / {meta.clip.pretrained}"
+        print(f"language   {loaded.feature_dim}-D features, decoder: {meta.decoder_kind or 'none'}, "
+              f"granularity decoder: {'yes' if loaded.granularity_decoder else 'no'}")
+        print(f"clip       {clip}")
+        print(f"negatives  {', '.join(meta.negatives)}")
+    else:
+        print("language   none (RGB only)")
+
+
+SUBCOMMANDS = {"info": info}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the console script; user mistakes print one line and exit with status 2."""
+    try:
+        tyro.extras.subcommand_cli_from_dict(SUBCOMMANDS, prog="gags-viewer", args=argv)
+    except GagsError as exc:
+        print(f"gags-viewer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gags-viewer: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def run() -> None:
+    """Console-script wrapper around :func:`main`."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
