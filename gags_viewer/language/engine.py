@@ -1,0 +1,406 @@
+"""The query engine: one place that turns a field, a camera and phrases into relevancy maps.
+
+Shared by the viewer, the render CLI and the evaluation. Two modes (DESIGN.md, "Two query modes"):
+
+- ``"pixel"`` (the GAGS protocol, the reference for quality): render the D-channel feature map,
+  decode every pixel to CLIP space, LERF relevancy per pixel. Decoding and relevancy are fused per
+  chunk of pixels, so the [H, W, 512] CLIP map is never held in memory (at 1080p it would be 4 GB).
+  Pixels nothing was rendered into (α = 0, feature exactly 0) are decoded once, not per pixel; their
+  relevancy is that of the zero feature, as in the official evaluator. Values are raw (not smoothed, not
+  normalised): the evaluation protocol needs them so.
+- ``"gaussian"`` (fast): decode each Gaussian once (cached per field), keep per-phrase similarities per
+  Gaussian (cached), LERF relevancy per Gaussian [K, N], then composite the K relevancy channels in one
+  render pass. A rendered channel is alpha-weighted: Σ w_i r_i with Σ w_i = α (background 0). The
+  engine divides it by α (``alpha_normalize=True``, the default), so the map is the weighted mean
+  relevancy of the Gaussians seen through each pixel: in [0, 1] like pixel mode, comparable to it under
+  the same threshold, and equal to it wherever a single opaque Gaussian covers a pixel and the decoder
+  is positively homogeneous (bias-free). Pixels with α ≤ ``min_alpha`` get 0. The raw alpha-weighted
+  channels stay in ``QueryResult.render.features``; ``render.alpha`` is there for compositing.
+
+The two modes are not identical in general: decoding is non-linear, so decode(Σ w_i f_i) differs from
+Σ w_i decode(f_i) where Gaussians blend (gags-method.md §4.7).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future
+from dataclasses import dataclass, field as dc_field
+from typing import Literal, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from gags_viewer.errors import GagsError
+from gags_viewer.field.language_field import LanguageField
+from gags_viewer.language.clip_text import TextEncoder, shared_text_encoder
+from gags_viewer.language.composite import FeaturePCA
+from gags_viewer.language.decoders import (
+    clip_decoder_from_state_dict,
+    default_chunk_size,
+    granularity_decoder_from_state_dict,
+)
+from gags_viewer.language.relevancy import (
+    TEMPERATURE,
+    alpha_normalize,
+    check_phrases,
+    parse_queries,
+    relevancy_from_similarities,
+)
+from gags_viewer.render.api import BackendName, RenderOutput, render
+from gags_viewer.render.camera import Camera
+
+QueryMode = Literal["pixel", "gaussian"]
+MODES = ("pixel", "gaussian")
+
+
+@dataclass
+class QueryResult:
+    """Relevancy of K queries for one camera.
+
+    Attributes:
+        relevancy: LERF relevancy per pixel and query, raw in pixel mode, alpha-normalised in gaussian
+            mode (see the module docstring). [K, H, W] float32
+        gaussian_scores: relevancy per Gaussian (gaussian mode only, else None). [K, N]
+        render: the render pass: ``rgb`` [H, W, 3] (if asked), ``alpha`` [H, W], ``depth`` [H, W], and
+            ``features``: the D-channel feature map [H, W, D] (pixel mode) or the raw alpha-weighted
+            relevancy channels [H, W, K] (gaussian mode).
+        queries, negatives: the phrases used.
+        mode: "pixel" or "gaussian".
+        timings: seconds spent per phase: "encode" (text), "render", "decode", "relevancy".
+    """
+
+    relevancy: Tensor
+    gaussian_scores: Optional[Tensor]
+    render: RenderOutput
+    queries: tuple[str, ...]
+    negatives: tuple[str, ...]
+    mode: str
+    timings: dict[str, float] = dc_field(default_factory=dict)
+
+
+class QueryEngine:
+    """Relevancy queries on one field, with the field's decoded features and similarities cached.
+
+    Args:
+        field: a field with language features and a CLIP decoder, on the device to compute on.
+        text_encoder: the CLIP text encoder; default: the process-wide shared encoder for the field's
+            ``metadata.clip`` (build one with :func:`~gags_viewer.language.clip_text.resolve_clip_spec`
+            when the spec has paths relative to the field directory or the command line overrides it).
+        backend: render backend (see :func:`gags_viewer.render.render`).
+        chunk_size: rows decoded at once (default: 16k on CPU, 256k on CUDA).
+        temperature: LERF temperature τ.
+        alpha_normalize: gaussian mode divides rendered relevancy by α (see the module docstring).
+        min_alpha: below this coverage gaussian-mode relevancy is 0.
+        similarity_cache: how many phrases keep their per-Gaussian similarities [N] cached.
+        profile: synchronise CUDA between phases so that ``timings`` are exact (benchmarks).
+    """
+
+    def __init__(
+        self,
+        field: LanguageField,
+        text_encoder: Optional[TextEncoder] = None,
+        *,
+        backend: BackendName = "auto",
+        chunk_size: Optional[int] = None,
+        temperature: float = TEMPERATURE,
+        alpha_normalize: bool = True,
+        min_alpha: float = 1e-6,
+        similarity_cache: int = 32,
+        profile: bool = False,
+    ):
+        if not field.has_language:
+            raise GagsError("this field has no language features (an RGB-only splat cannot be queried)")
+        self.field = field
+        self.device = field.means.device
+        self._text_encoder = text_encoder
+        self.backend = backend
+        self.chunk_size = chunk_size or default_chunk_size(self.device)
+        self.temperature = temperature
+        self.alpha_normalize = alpha_normalize
+        self.min_alpha = min_alpha
+        self.profile = profile
+        self.negatives: tuple[str, ...] = tuple(field.metadata.negatives)
+        self._similarity_capacity = similarity_cache
+        self._lock = threading.RLock()
+        self._clip_decoder = None
+        self._granularity_decoder = None
+        self._gaussian_clip: Optional[Tensor] = None
+        self._gaussian_granularity: Optional[Tensor] = None
+        self._zero_clip: Optional[Tensor] = None
+        self._similarities: "OrderedDict[str, Tensor]" = OrderedDict()
+        self._pca: Optional[FeaturePCA] = None
+        self.decode_gaussians_seconds: Optional[float] = None
+        """How long decoding every Gaussian took (once per field), or None before it happened."""
+
+    # -- components ---------------------------------------------------------------------------------
+
+    @property
+    def text_encoder(self) -> TextEncoder:
+        if self._text_encoder is None:
+            self._text_encoder = shared_text_encoder(self.field.metadata.clip)
+        return self._text_encoder
+
+    @property
+    def clip_decoder(self):
+        """The field's D → CLIP decoder as a module on the engine's device."""
+        with self._lock:
+            if self._clip_decoder is None:
+                if self.field.decoder is None:
+                    raise GagsError("this field has no CLIP decoder, so it cannot be queried with text")
+                decoder = clip_decoder_from_state_dict(self.field.decoder, self.field.metadata.decoder_kind)
+                self._clip_decoder = decoder.to(self.device)
+            return self._clip_decoder
+
+    @property
+    def granularity_decoder(self):
+        """The field's granularity decoder (D → softmax over s, m, l) on the engine's device."""
+        with self._lock:
+            if self._granularity_decoder is None:
+                if self.field.granularity_decoder is None:
+                    raise GagsError("this field has no granularity decoder")
+                decoder = granularity_decoder_from_state_dict(self.field.granularity_decoder)
+                self._granularity_decoder = decoder.to(self.device)
+            return self._granularity_decoder
+
+    @property
+    def has_granularity(self) -> bool:
+        return self.field.granularity_decoder is not None
+
+    # -- text ---------------------------------------------------------------------------------------
+
+    def resolve_negatives(self, negatives: Optional[Sequence[str]]) -> tuple[str, ...]:
+        return self.negatives if negatives is None else tuple(p.strip() for p in negatives if p.strip())
+
+    def text_embeddings(self, phrases: Sequence[str]) -> Tensor:
+        """L2-normalised text embeddings on the engine's device (encoded once per phrase). [K, E]"""
+        return self.text_encoder.encode(list(phrases)).to(self.device, torch.float32)
+
+    def ready(self, queries: Sequence[str], negatives: Optional[Sequence[str]] = None) -> bool:
+        """Whether every phrase is already encoded (so :meth:`query` will not wait for the text model)."""
+        return self.text_encoder.is_cached(list(queries) + list(self.resolve_negatives(negatives)))
+
+    def prepare(self, queries: Sequence[str], negatives: Optional[Sequence[str]] = None) -> "Future[Tensor]":
+        """Start encoding the phrases in the background; the viewer re-renders when the future is done."""
+        return self.text_encoder.encode_async(list(queries) + list(self.resolve_negatives(negatives)))
+
+    # -- per-Gaussian caches ------------------------------------------------------------------------
+
+    def _sync(self) -> None:
+        if self.profile and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def gaussian_clip_features(self) -> Tensor:
+        """Every Gaussian decoded to CLIP space, once per field. [N, E]
+
+        Kept in float32 up to 1 GB, in float16 beyond (1M Gaussians × 512 would be 2 GB).
+        """
+        with self._lock:
+            if self._gaussian_clip is None:
+                start = time.perf_counter()
+                features = self.field.features.to(self.device)
+                n, e = features.shape[0], self.clip_decoder.out_dim
+                dtype = torch.float32 if n * e * 4 <= (1 << 30) else torch.float16
+                out = torch.empty(n, e, dtype=dtype, device=self.device)
+                for i in range(0, n, self.chunk_size):
+                    out[i : i + self.chunk_size] = self.clip_decoder.decode(features[i : i + self.chunk_size], self.chunk_size)
+                self._sync()
+                self._gaussian_clip = out
+                self.decode_gaussians_seconds = time.perf_counter() - start
+            return self._gaussian_clip
+
+    def gaussian_similarities(self, phrases: Sequence[str]) -> Tensor:
+        """Cosine similarity of every Gaussian's decoded feature to each phrase (cached per phrase). [P, N]"""
+        phrases = [p.strip() for p in phrases]
+        with self._lock:
+            missing = list(dict.fromkeys(p for p in phrases if p not in self._similarities))
+            if missing:
+                clip = self.gaussian_clip_features()
+                text = self.text_embeddings(missing)  # [P', E]
+                sims = torch.empty(len(missing), clip.shape[0], dtype=torch.float32, device=self.device)
+                for i in range(0, clip.shape[0], self.chunk_size * 4):
+                    rows = clip[i : i + self.chunk_size * 4].float()
+                    sims[:, i : i + rows.shape[0]] = (rows @ text.T).T
+                for phrase, row in zip(missing, sims):
+                    self._similarities[phrase] = row
+            for p in phrases:
+                self._similarities.move_to_end(p)
+            out = torch.stack([self._similarities[p] for p in phrases])
+            while len(self._similarities) > max(self._similarity_capacity, len(phrases)):
+                self._similarities.popitem(last=False)
+            return out
+
+    def gaussian_relevancy(self, queries: Sequence[str] | str, negatives: Optional[Sequence[str]] = None) -> Tensor:
+        """LERF relevancy of each Gaussian for each query (3D selection, PLY export). [K, N]"""
+        queries = parse_queries(queries) if isinstance(queries, str) else list(queries)
+        negatives = self.resolve_negatives(negatives)
+        check_phrases(queries, negatives)
+        sims = self.gaussian_similarities(list(queries) + list(negatives))
+        k = len(queries)
+        return relevancy_from_similarities(sims[:k].T, sims[k:].T, self.temperature).T.contiguous()
+
+    # -- queries ------------------------------------------------------------------------------------
+
+    def render_features(self, camera: Camera, *, rgb: bool = True, background: Sequence[float] = (0.0, 0.0, 0.0)) -> RenderOutput:
+        """One render pass with the D-channel language features (background 0). features: [H, W, D]"""
+        return render(self.field, camera, rgb=rgb, features=self.field.features, background=background, backend=self.backend)
+
+    def query(
+        self,
+        camera: Camera,
+        queries: Sequence[str] | str,
+        negatives: Optional[Sequence[str]] = None,
+        mode: QueryMode = "pixel",
+        *,
+        background: Sequence[float] = (0.0, 0.0, 0.0),
+        rgb: bool = True,
+    ) -> QueryResult:
+        """Relevancy maps of K queries seen from ``camera``.
+
+        Args:
+            camera: the view; maps are camera.height × camera.width.
+            queries: phrases, or one string of phrases separated by ";".
+            negatives: negative phrases; None uses :attr:`negatives` (the field's defaults unless edited).
+            mode: "pixel" (render, decode per pixel) or "gaussian" (decode per Gaussian, render K channels).
+            background: RGB background of the colour render.
+            rgb: also render colour (for compositing).
+
+        Returns:
+            :class:`QueryResult` with relevancy [K, H, W] (and gaussian_scores [K, N] in gaussian mode).
+        """
+        if mode not in MODES:
+            raise GagsError(f"unknown query mode '{mode}'; choose 'pixel' or 'gaussian'")
+        queries = parse_queries(queries) if isinstance(queries, str) else [q.strip() for q in queries if q.strip()]
+        negatives = self.resolve_negatives(negatives)
+        check_phrases(queries, negatives)
+        timings: dict[str, float] = {}
+        if mode == "pixel":
+            return self._query_pixel(camera, queries, negatives, background, rgb, timings)
+        return self._query_gaussian(camera, queries, negatives, background, rgb, timings)
+
+    def _query_pixel(self, camera, queries, negatives, background, rgb, timings) -> QueryResult:
+        start = time.perf_counter()
+        text = self.text_embeddings(list(queries) + list(negatives))
+        timings["encode"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        out = self.render_features(camera, rgb=rgb, background=background)
+        self._sync()
+        timings["render"] = time.perf_counter() - start
+
+        relevancy = self.pixel_relevancy(out.features, out.alpha, text, len(queries), timings)
+        return QueryResult(relevancy, None, out, tuple(queries), tuple(negatives), "pixel", timings)
+
+    def pixel_relevancy(
+        self, feature_map: Tensor, alpha: Tensor, text: Tensor, num_queries: int, timings: Optional[dict] = None
+    ) -> Tensor:
+        """Decode a rendered feature map per pixel and compute relevancy, chunk by chunk.
+
+        Args:
+            feature_map: [H, W, D] rendered features (background 0).
+            alpha: [H, W] accumulated opacity; pixels with α = 0 and a zero feature are decoded once.
+            text: query embeddings then negative embeddings. [K + M, E]
+            num_queries: K.
+            timings: if given, "decode" and "relevancy" seconds are added to it.
+
+        Returns:
+            [K, H, W]
+        """
+        h, w, d = feature_map.shape
+        decoder = self.clip_decoder
+        text = text.to(self.device, torch.float32)
+        flat = feature_map.reshape(-1, d)
+        covered = (alpha.reshape(-1) > 0) | (flat != 0).any(dim=-1)
+        index = covered.nonzero().squeeze(-1)
+        rel = torch.empty(h * w, num_queries, dtype=torch.float32, device=self.device)
+        decode_s = relevancy_s = 0.0
+
+        def score(clip_rows: Tensor) -> Tensor:
+            sims = clip_rows @ text.T
+            return relevancy_from_similarities(sims[:, :num_queries], sims[:, num_queries:], self.temperature)
+
+        if index.numel() < h * w:
+            t0 = time.perf_counter()
+            zero_clip = decoder.decode(torch.zeros(1, d, device=self.device))
+            t1 = time.perf_counter()
+            rel[~covered] = score(zero_clip)
+            relevancy_s += time.perf_counter() - t1
+            decode_s += t1 - t0
+        for i in range(0, index.numel(), self.chunk_size):
+            rows = index[i : i + self.chunk_size]
+            t0 = time.perf_counter()
+            clip_rows = decoder.decode(flat[rows], self.chunk_size)
+            self._sync()
+            t1 = time.perf_counter()
+            rel[rows] = score(clip_rows)
+            self._sync()
+            t2 = time.perf_counter()
+            decode_s += t1 - t0
+            relevancy_s += t2 - t1
+        if timings is not None:
+            timings["decode"] = timings.get("decode", 0.0) + decode_s
+            timings["relevancy"] = timings.get("relevancy", 0.0) + relevancy_s
+        return rel.T.reshape(num_queries, h, w).contiguous()
+
+    def _query_gaussian(self, camera, queries, negatives, background, rgb, timings) -> QueryResult:
+        start = time.perf_counter()
+        self.text_embeddings(list(queries) + list(negatives))
+        timings["encode"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        fresh = self._gaussian_clip is None
+        self.gaussian_clip_features()
+        timings["decode"] = time.perf_counter() - start  # 0 after the first query on this field
+        if fresh:
+            timings["decode_once"] = timings["decode"]
+
+        start = time.perf_counter()
+        scores = self.gaussian_relevancy(queries, negatives)  # [K, N]
+        self._sync()
+        timings["relevancy"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        out = render(self.field, camera, rgb=rgb, features=scores.T, background=background, backend=self.backend)
+        self._sync()
+        timings["render"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        if self.alpha_normalize:
+            relevancy = alpha_normalize(out.features, out.alpha, self.min_alpha)
+        else:
+            relevancy = out.features.permute(2, 0, 1).contiguous()
+        timings["relevancy"] += time.perf_counter() - start
+        return QueryResult(relevancy, scores, out, tuple(queries), tuple(negatives), "gaussian", timings)
+
+    # -- granularity and feature colours -----------------------------------------------------------
+
+    def granularity(
+        self, camera: Camera, mode: QueryMode = "pixel", *, rgb: bool = True, background: Sequence[float] = (0.0, 0.0, 0.0)
+    ) -> tuple[Tensor, RenderOutput]:
+        """Granularity probabilities (α_s, α_m, α_l) per pixel and the render they came from.
+
+        pixel mode decodes the rendered feature map; gaussian mode renders the per-Gaussian
+        probabilities (decoded once per field) and divides by α.
+
+        Returns:
+            ([H, W, 3] probabilities, RenderOutput)
+        """
+        decoder = self.granularity_decoder
+        if mode == "pixel":
+            out = self.render_features(camera, rgb=rgb, background=background)
+            return decoder.decode(out.features, self.chunk_size), out
+        with self._lock:
+            if self._gaussian_granularity is None:
+                self._gaussian_granularity = decoder.decode(self.field.features.to(self.device), self.chunk_size)
+            per_gaussian = self._gaussian_granularity
+        out = render(self.field, camera, rgb=rgb, features=per_gaussian, background=background, backend=self.backend)
+        return alpha_normalize(out.features, out.alpha, self.min_alpha).permute(1, 2, 0), out
+
+    def feature_pca(self) -> FeaturePCA:
+        """The field's fixed feature → RGB projection (fitted once on the per-Gaussian features)."""
+        with self._lock:
+            if self._pca is None:
+                self._pca = FeaturePCA.fit(self.field.features.to(self.device))
+            return self._pca

@@ -1,0 +1,232 @@
+import math
+import zlib
+from concurrent.futures import Future
+
+import pytest
+import torch
+
+from gags_viewer.errors import GagsError
+from gags_viewer.field.language_field import FieldMetadata, LanguageField
+from gags_viewer.language.decoders import GagsClipDecoder, random_gags_decoder_state, random_granularity_decoder_state
+from gags_viewer.language.engine import QueryEngine
+from gags_viewer.language.relevancy import relevancy
+from gags_viewer.render.camera import Camera, look_at
+
+BACKEND = "torch"  # the reference CPU backend: no JIT warm-up in unit tests
+
+
+class FakeTextEncoder:
+    """Deterministic unit embeddings per phrase; the TextEncoder interface the engine uses."""
+
+    def __init__(self, dim=512):
+        self.dim = dim
+        self.encoded = []
+
+    def _embed(self, phrase):
+        g = torch.Generator().manual_seed(zlib.crc32(phrase.strip().encode()))
+        v = torch.randn(self.dim, generator=g)
+        return v / v.norm()
+
+    def encode(self, phrases):
+        self.encoded.extend(phrases)
+        return torch.stack([self._embed(p) for p in phrases])
+
+    def is_cached(self, phrases):
+        return True
+
+    def encode_async(self, phrases):
+        future = Future()
+        future.set_result(self.encode(phrases))
+        return future
+
+
+def camera(width=64, height=48):
+    c2w = look_at([0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0])
+    return Camera.from_fov(c2w, 60.0, width, height)
+
+
+def grid_field(bias: bool, sigma_px=1.2, spacing_px=16, depth=5.0, seed=0, opacity_logit=8.0):
+    """Isotropic Gaussians on a screen-space grid (one per spacing_px cell), all at the same depth."""
+    cam = camera()
+    f = float(cam.K[1, 1])
+    g = torch.Generator().manual_seed(seed)
+    centres = []
+    for v in range(spacing_px // 2, cam.height, spacing_px):
+        for u in range(spacing_px // 2, cam.width, spacing_px):
+            centres.append(((u + 0.5 - cam.width / 2) / f * depth, (v + 0.5 - cam.height / 2) / f * depth, depth))
+    means = torch.tensor(centres, dtype=torch.float32)
+    n = means.shape[0]
+    field = LanguageField(
+        means=means,
+        quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1),
+        log_scales=torch.full((n, 3), math.log(sigma_px / f * depth)),
+        opacity_logits=torch.full((n,), opacity_logit),
+        sh=torch.rand(n, 1, 3, generator=g),
+        features=torch.randn(n, 16, generator=g),
+        decoder=random_gags_decoder_state(seed=seed, bias=bias),
+        granularity_decoder=random_granularity_decoder_state(seed=seed),
+        metadata=FieldMetadata(),
+    )
+    return field.validate(), cam
+
+
+def random_field(n=200, seed=1):
+    """Overlapping Gaussians in front of the camera, with a decoder that has biases."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.rand(n, 3, generator=g) * torch.tensor([4.0, 3.0, 2.0]) + torch.tensor([-2.0, -1.5, 4.0])
+    field = LanguageField(
+        means=means,
+        quats=torch.randn(n, 4, generator=g),
+        log_scales=torch.log(torch.rand(n, 3, generator=g) * 0.2 + 0.05),
+        opacity_logits=torch.randn(n, generator=g),
+        sh=torch.rand(n, 1, 3, generator=g),
+        features=torch.randn(n, 16, generator=g),
+        decoder=random_gags_decoder_state(seed=seed),
+        granularity_decoder=random_granularity_decoder_state(seed=seed),
+    )
+    return field.validate()
+
+
+QUERIES = ["mug", "plant", "tea cup"]
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])  # auto: the product path (numba for a CPU field)
+def test_modes_agree_on_non_overlapping_opaque_gaussians_with_bias_free_decoder(backend):
+    # One Gaussian per pixel: the rendered feature is w·f_i with 0 < w ≤ 0.999. A bias-free ReLU decoder is
+    # positively homogeneous, so decode(w·f_i) ∝ decode(f_i) and its L2-normalised output is the same: pixel
+    # mode sees exactly the Gaussian's relevancy. Gaussian mode renders w·r_i and divides by α = w.
+    field, cam = grid_field(bias=False)
+    engine = QueryEngine(field, FakeTextEncoder(), backend=backend)
+    pixel = engine.query(cam, QUERIES, mode="pixel")
+    gauss = engine.query(cam, QUERIES, mode="gaussian")
+    assert pixel.relevancy.shape == gauss.relevancy.shape == (3, cam.height, cam.width)
+    assert gauss.gaussian_scores.shape == (3, field.num_gaussians)
+    assert pixel.gaussian_scores is None
+
+    alpha = pixel.render.alpha
+    covered = alpha > 0
+    assert covered.float().mean() > 0.2  # a real test: many pixels are covered
+    assert (alpha.max() - 0.999).abs() < 1e-3
+    torch.testing.assert_close(gauss.render.alpha, alpha)
+    diff = (pixel.relevancy - gauss.relevancy)[:, covered].abs().max()
+    assert diff < 1e-4, diff
+
+    # and each Gaussian's centre pixel shows that Gaussian's own score
+    spacing = 16
+    for i in range(field.num_gaussians):
+        u = spacing // 2 + spacing * (i % (cam.width // spacing))
+        v = spacing // 2 + spacing * (i // (cam.width // spacing))
+        torch.testing.assert_close(pixel.relevancy[:, v, u], gauss.gaussian_scores[:, i], atol=1e-4, rtol=0)
+
+    # the binary masks at threshold 0.5 are identical where covered
+    assert torch.equal((pixel.relevancy > 0.5)[:, covered], (gauss.relevancy > 0.5)[:, covered])
+
+
+@pytest.mark.gpu
+def test_modes_agree_on_cuda_with_gsplat():
+    field, cam = grid_field(bias=False)
+    engine = QueryEngine(field.to("cuda"), FakeTextEncoder(), backend="auto")
+    pixel = engine.query(cam, QUERIES, mode="pixel")
+    gauss = engine.query(cam, QUERIES, mode="gaussian")
+    assert pixel.relevancy.device.type == "cuda"
+    covered = pixel.render.alpha > 0
+    assert covered.float().mean() > 0.2
+    assert (pixel.relevancy - gauss.relevancy)[:, covered].abs().max() < 1e-3
+
+
+def test_modes_differ_when_the_decoder_has_biases():
+    field, cam = grid_field(bias=True)
+    engine = QueryEngine(field, FakeTextEncoder(), backend=BACKEND)
+    pixel = engine.query(cam, QUERIES, mode="pixel")
+    gauss = engine.query(cam, QUERIES, mode="gaussian")
+    faint = (pixel.render.alpha > 0) & (pixel.render.alpha < 0.3)
+    assert (pixel.relevancy - gauss.relevancy)[:, faint].abs().max() > 1e-3
+
+
+def test_pixel_mode_equals_direct_computation():
+    field = random_field()
+    cam = camera(40, 30)
+    text = FakeTextEncoder()
+    engine = QueryEngine(field, text, backend=BACKEND, chunk_size=101)
+    result = engine.query(cam, "mug; plant", negatives=["object", "stuff"], mode="pixel")
+    assert result.queries == ("mug", "plant") and result.negatives == ("object", "stuff")
+    assert set(result.timings) >= {"render", "decode", "relevancy", "encode"}
+
+    from gags_viewer.render.api import render
+
+    out = render(field, cam, features=field.features, backend=BACKEND)
+    decoded = GagsClipDecoder.from_state_dict(field.decoder).decode(out.features)  # [H, W, 512]
+    expected = relevancy(decoded, text.encode(["mug", "plant"]), text.encode(["object", "stuff"]))
+    assert (out.alpha == 0).any()  # exercises the decode-once path for empty pixels too
+    torch.testing.assert_close(result.relevancy, expected.permute(2, 0, 1), atol=1e-5, rtol=1e-5)
+
+
+def test_gaussian_mode_scores_caches_and_raw_channels():
+    field = random_field()
+    cam = camera(40, 30)
+    text = FakeTextEncoder()
+    engine = QueryEngine(field, text, backend=BACKEND)
+    result = engine.query(cam, QUERIES, mode="gaussian")
+    decoded = GagsClipDecoder.from_state_dict(field.decoder).decode(field.features)
+    expected = relevancy(decoded, text.encode(QUERIES), text.encode(list(field.metadata.negatives))).T
+    torch.testing.assert_close(result.gaussian_scores, expected, atol=1e-5, rtol=1e-5)
+    assert "decode_once" in result.timings
+
+    # the second query reuses the decoded Gaussians and the per-phrase similarities
+    decoded_once = engine.gaussian_clip_features()
+    again = engine.query(cam, QUERIES, mode="gaussian")
+    assert "decode_once" not in again.timings
+    assert engine.gaussian_clip_features() is decoded_once
+    assert set(engine._similarities) >= set(QUERIES)
+    torch.testing.assert_close(again.relevancy, result.relevancy)
+    assert engine.decode_gaussians_seconds is not None
+
+    # raw channels are alpha-weighted; the normalised map times alpha gives them back
+    raw = result.render.features.permute(2, 0, 1)
+    torch.testing.assert_close(result.relevancy * result.render.alpha, raw, atol=1e-5, rtol=1e-4)
+    assert float(result.relevancy.max()) <= 1.0 and float(result.relevancy.min()) >= 0.0
+
+
+def test_editable_negatives_and_errors():
+    field = random_field(n=50)
+    engine = QueryEngine(field, FakeTextEncoder(), backend=BACKEND)
+    a = engine.gaussian_relevancy(["mug"])
+    engine.negatives = ("object",)
+    b = engine.gaussian_relevancy(["mug"])
+    assert not torch.allclose(a, b)
+    torch.testing.assert_close(b, engine.gaussian_relevancy(["mug"], negatives=["object"]))
+    with pytest.raises(GagsError):
+        engine.query(camera(8, 6), [], mode="pixel")
+    with pytest.raises(GagsError):
+        engine.query(camera(8, 6), ["mug"], negatives=[], mode="pixel")
+    with pytest.raises(GagsError):
+        engine.query(camera(8, 6), ["mug"], mode="voxel")
+    rgb_only = LanguageField(field.means, field.quats, field.log_scales, field.opacity_logits, field.sh)
+    with pytest.raises(GagsError):
+        QueryEngine(rgb_only, FakeTextEncoder())
+
+
+def test_granularity_both_modes():
+    field, cam = grid_field(bias=True)
+    engine = QueryEngine(field, FakeTextEncoder(), backend=BACKEND)
+    for mode in ("pixel", "gaussian"):
+        probs, out = engine.granularity(cam, mode=mode)
+        assert probs.shape == (cam.height, cam.width, 3)
+        covered = out.alpha > 0.5
+        torch.testing.assert_close(probs[covered].sum(-1), torch.ones(int(covered.sum())), atol=1e-4, rtol=0)
+
+
+def test_with_tiny_open_clip_end_to_end(tmp_path):
+    from gags_viewer.language.clip_text import TextEncoder
+    from tests.tiny_clip import make_tiny_clip
+
+    spec = make_tiny_clip(tmp_path)
+    field = random_field(n=80)
+    field.metadata = FieldMetadata(clip=spec)
+    engine = QueryEngine(field, TextEncoder(spec, device="cpu"), backend=BACKEND)
+    assert not engine.ready(["mug"])
+    engine.prepare(["mug"]).result(timeout=30)
+    assert engine.ready(["mug"])
+    result = engine.query(camera(24, 18), "mug", mode="pixel")
+    assert result.relevancy.shape == (1, 18, 24)
+    assert torch.isfinite(result.relevancy).all()
