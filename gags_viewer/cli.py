@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import tyro
 from tyro.conf import Positional
 
 from gags_viewer.errors import GagsError
+from gags_viewer.eval.runner import EvalConfig
+from gags_viewer.train.config import TrainConfig
+from gags_viewer.viewer.commands import demo, render, view
 
 
 def info(field: Positional[Path], iteration: Optional[int] = None) -> None:
@@ -38,7 +41,28 @@ def info(field: Positional[Path], iteration: Optional[int] = None) -> None:
         print("language   none (RGB only)")
 
 
-SUBCOMMANDS = {"info": info}
+def evaluate(config: Annotated[EvalConfig, tyro.conf.arg(name="")]) -> None:
+    """Run the LERF-OVS evaluation protocol (mIoU, localization accuracy) on one scene."""
+    from gags_viewer.eval.runner import run_eval
+
+    run_eval(config)
+
+
+def train(config: tyro.conf.OmitArgPrefixes[TrainConfig]) -> None:
+    """Distill a GAGS language field from a preprocessed scene (headless, with a progress bar)."""
+    from gags_viewer.train.trainer import run_training
+
+    run_training(config)
+
+
+SUBCOMMANDS = {
+    "view": view,
+    "demo": demo,
+    "render": render,
+    "train": train,
+    "eval": evaluate,
+    "info": info,
+}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -1,0 +1,354 @@
+"""The ``view``, ``demo`` and ``render`` subcommands (tyro signatures; registered in :mod:`gags_viewer.cli`).
+
+``view`` and ``demo`` serve the browser viewer; ``render`` writes the same frames without a browser:
+from a camera path saved in the viewer (``<output-dir>/camera_paths/<name>.json``) or, without one,
+an orbit framing the scene. Both go through :func:`gags_viewer.viewer.frame.compose_frame`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+from typing_extensions import Annotated
+from tyro.conf import Positional, arg
+
+from gags_viewer.errors import GagsError
+from gags_viewer.field.language_field import LanguageField
+
+Device = Literal["auto", "cpu", "cuda"]
+DisplayName = Literal["rgb", "relevancy", "heatmap", "overlay", "mask", "granularity", "pca", "depth", "alpha"]
+VideoFormat = Literal["mp4", "gif", "none"]
+
+FieldPath = Positional[Annotated[Path, arg(metavar="FIELD")]]
+
+SCENES_DIR = Path(__file__).resolve().parents[2] / "scenes"
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared set-up
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise GagsError("--device cuda: no CUDA GPU is available here; use --device cpu")
+    if device not in ("cpu", "cuda"):
+        raise GagsError(f"unknown device '{device}'; choose auto, cpu or cuda")
+    return torch.device(device)
+
+
+def load_for_viewing(path: Path, iteration: Optional[int], device: torch.device) -> LanguageField:
+    from gags_viewer.field.load import load_field
+
+    return load_field(path, iteration=iteration).to(device)
+
+
+def build_engine(
+    field: LanguageField,
+    field_path: Optional[Path],
+    device: torch.device,
+    clip_model: Optional[str] = None,
+    clip_pretrained: Optional[str] = None,
+    clip_config: Optional[Path] = None,
+    clip_checkpoint: Optional[Path] = None,
+):
+    """The query engine of a field (None for an RGB-only field), with its CLIP spec resolved against the
+    field's directory and the command-line overrides applied. The text model loads lazily."""
+    if not field.has_language:
+        if any(v is not None for v in (clip_model, clip_pretrained, clip_config, clip_checkpoint)):
+            print("gags-viewer: note: this field has no language features; the --clip-* options are ignored", file=sys.stderr)
+        return None
+    from gags_viewer.language import QueryEngine, TextEncoder, resolve_clip_spec
+
+    base_dir = None
+    if field_path is not None:
+        base_dir = field_path if field_path.is_dir() else field_path.parent
+    spec = resolve_clip_spec(
+        field.metadata.clip, base_dir=base_dir, model=clip_model, pretrained=clip_pretrained,
+        config_file=clip_config, checkpoint_file=clip_checkpoint,
+    )
+    return QueryEngine(field, TextEncoder(spec, device=device))
+
+
+def default_viewer_res(device: torch.device) -> int:
+    """Longest side streamed while the camera rests: 640 on CPU (about 10 frames/s at 100k Gaussians)."""
+    return 1280 if device.type == "cuda" else 640
+
+
+# --------------------------------------------------------------------------------------------------
+# view / demo
+
+
+def serve(
+    field: LanguageField,
+    engine=None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    share: bool = False,
+    output_dir: Path = Path("exports"),
+    query: str = "",
+    viewer_res: int = 640,
+    block: bool = True,
+):
+    """Start the viewer on ``field``; with ``block`` serve until Ctrl-C, else return (server, viewer)."""
+    from gags_viewer.viewer.app import ViewerApp, start_viewer
+    from gags_viewer.viewer.settings import ViewSettings
+
+    settings = ViewSettings(
+        queries_text=query if field.has_language else "",
+        negatives_text="; ".join(field.metadata.negatives),
+        display="overlay" if field.has_language else "rgb",
+        viewer_res=viewer_res,
+    ).checked()
+    app = ViewerApp(field, engine, output_dir=output_dir, default_settings=settings)
+    server, viewer = start_viewer(app, host=host, port=port)
+    url_host = "localhost" if host in ("0.0.0.0", "::") else host
+    print(f"gags-viewer: serving {field.metadata.source or 'field'} ({field.num_gaussians:,} Gaussians) "
+          f"at http://{url_host}:{server.get_port()}  (Ctrl-C to stop)", flush=True)
+    if engine is None and not field.has_language:
+        print("gags-viewer: this field has no language features: RGB, depth and alpha views only", flush=True)
+    if share:
+        url = server.request_share_url(verbose=False)
+        print(f"gags-viewer: share URL: {url}" if url else "gags-viewer: could not get a share URL (no network?)", flush=True)
+    if not block:
+        return server, viewer
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return None
+
+
+def view(
+    field: FieldPath,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    share: bool = False,
+    device: Device = "auto",
+    output_dir: Path = Path("exports"),
+    query: str = "",
+    viewer_res: Optional[int] = None,
+    iteration: Optional[int] = None,
+    clip_checkpoint: Optional[Path] = None,
+    clip_model: Optional[str] = None,
+    clip_pretrained: Optional[str] = None,
+    clip_config: Optional[Path] = None,
+) -> None:
+    """Open a field in the browser viewer: typed queries, display modes, PNG and video export.
+
+    Args:
+        field: a field directory (native or official GAGS output), an Inria .ply or a .splat file
+            (.ply/.splat without language features: RGB, depth and alpha only).
+        host: address to bind; 127.0.0.1 keeps the viewer on this machine (0.0.0.0 opens it to the network).
+        port: port to serve on (the next free one if taken).
+        share: also ask viser for a public share URL and print it.
+        device: where to render and decode: auto (CUDA if present), cpu or cuda.
+        output_dir: where PNG, video and camera-path exports are written.
+        query: initial queries, separated by ';' (e.g. "mug; plant").
+        viewer_res: longest side of the streamed image at rest (default 640 on CPU, 1280 on CUDA).
+        iteration: for an official GAGS output directory, the iteration to read (default: latest).
+        clip_checkpoint: a local open_clip checkpoint for the text model (instead of the field's).
+        clip_model: open_clip model name override.
+        clip_pretrained: open_clip pretrained tag (or file) override.
+        clip_config: a local open_clip model config JSON.
+    """
+    dev = resolve_device(device)
+    loaded = load_for_viewing(field, iteration, dev)
+    engine = build_engine(loaded, field, dev, clip_model, clip_pretrained, clip_config, clip_checkpoint)
+    serve(loaded, engine, host=host, port=port, share=share, output_dir=output_dir, query=query,
+          viewer_res=viewer_res or default_viewer_res(dev))
+
+
+def demo_path() -> Path:
+    """The bundled demo: ``scenes/demo/`` when it exists, else the RGB-only ``scenes/teapot.splat``."""
+    for candidate in (SCENES_DIR / "demo", SCENES_DIR / "teapot.splat"):
+        if candidate.exists():
+            return candidate
+    raise GagsError(f"no bundled demo scene found in {SCENES_DIR} (this install does not ship scenes/)")
+
+
+def demo(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    share: bool = False,
+    device: Device = "auto",
+    output_dir: Path = Path("exports"),
+) -> None:
+    """Open the bundled demo field in the browser viewer (offline, no GPU needed).
+
+    Args:
+        host: address to bind.
+        port: port to serve on.
+        share: also ask viser for a public share URL.
+        device: auto, cpu or cuda.
+        output_dir: where exports are written.
+    """
+    path = demo_path()
+    dev = resolve_device(device)
+    loaded = load_for_viewing(path, None, dev)
+    engine = build_engine(loaded, path, dev)
+    query = "; ".join(loaded.metadata.example_queries[:2]) if loaded.has_language else ""
+    serve(loaded, engine, host=host, port=port, share=share, output_dir=output_dir, query=query,
+          viewer_res=default_viewer_res(dev))
+
+
+# --------------------------------------------------------------------------------------------------
+# render
+
+
+def render_frames(
+    field: LanguageField,
+    engine,
+    cameras,
+    settings,
+    *,
+    legend: bool = True,
+    progress=None,
+):
+    """Yield the frames ([H, W, 3] uint8) of ``cameras`` with ``settings`` (the viewer's compositing)."""
+    from gags_viewer.viewer.export import draw_legend
+    from gags_viewer.viewer.frame import compose_frame
+
+    for i, camera in enumerate(cameras):
+        frame = compose_frame(field, camera, settings, engine, wait_for_text=True)
+        yield draw_legend(frame.image, frame.legend) if legend else frame.image
+        if progress is not None:
+            progress(i + 1)
+
+
+def render(
+    field: FieldPath,
+    out: Path,
+    camera_path: Optional[Path] = None,
+    query: str = "",
+    negatives: Optional[str] = None,
+    mode: Optional[DisplayName] = None,
+    query_mode: Literal["gaussian", "pixel"] = "gaussian",
+    threshold: float = 0.5,
+    colormap: str = "turbo",
+    colors: Optional[str] = None,
+    background: str = "0,0,0",
+    width: Optional[int] = None,
+    height: Optional[int] = None,
+    frames: int = 60,
+    fps: float = 30.0,
+    fov: float = 50.0,
+    elevation: float = 25.0,
+    video: VideoFormat = "mp4",
+    legend: bool = True,
+    scale_ratio: float = 10.0,
+    device: Device = "auto",
+    iteration: Optional[int] = None,
+    clip_checkpoint: Optional[Path] = None,
+    clip_model: Optional[str] = None,
+    clip_pretrained: Optional[str] = None,
+    clip_config: Optional[Path] = None,
+) -> None:
+    """Render frames without a browser: a PNG sequence and a video, as the viewer composes them.
+
+    Args:
+        field: a field directory, .ply or .splat file (the latter two may be RGB only: no queries).
+        out: output directory: frames/frame_00000.png..., <name>.mp4 (or .gif) and camera_path.json.
+        camera_path: a camera-path JSON saved by the viewer (nerfview/nerfstudio format). Without it, a
+            full orbit around the scene's bounds.
+        query: queries separated by ';' (e.g. "mug; plant"); each gets its own colour.
+        negatives: negative phrases separated by ';' (default: the field's).
+        mode: display mode (default: overlay with queries, rgb without).
+        query_mode: gaussian (relevancy per Gaussian, fast) or pixel (decoded per pixel, as GAGS evaluates).
+        threshold: relevancy threshold of the overlay, heatmap and mask modes.
+        colormap: turbo, viridis, magma, inferno, cividis or gray.
+        colors: query colours in query order, separated by ';' (#rrggbb or r,g,b).
+        background: background colour (#rrggbb or r,g,b).
+        width: image width (default: the camera path's, else 640; one of width/height keeps the aspect).
+        height: image height (default: the camera path's, else 480).
+        frames: number of orbit frames (without --camera-path).
+        fps: frame rate of the orbit video (a camera path has its own).
+        fov: vertical field of view of the orbit, degrees.
+        elevation: orbit elevation above the scene's horizontal plane, degrees.
+        video: mp4, gif or none (PNG frames only).
+        legend: draw the legend onto the frames (as the viewer's exports do).
+        scale_ratio: camera-path positions are multiplied by this (nerfview saves them divided by 10;
+            use 1 for paths in world units).
+        device: auto, cpu or cuda.
+        iteration: for an official GAGS output directory, the iteration to read.
+        clip_checkpoint: a local open_clip checkpoint for the text model.
+        clip_model: open_clip model name override.
+        clip_pretrained: open_clip pretrained tag (or file) override.
+        clip_config: a local open_clip model config JSON.
+    """
+    from gags_viewer.viewer import camera_path as cp
+    from gags_viewer.viewer import export as ex
+    from gags_viewer.viewer.settings import LANGUAGE_DISPLAY_MODES, settings_for_render
+
+    settings = settings_for_render(query, mode, negatives, threshold, query_mode, colormap, background, colors)
+    dev = resolve_device(device)
+    loaded = load_for_viewing(field, iteration, dev)
+    if (settings.queries or settings.display in LANGUAGE_DISPLAY_MODES) and not loaded.has_language:
+        what = f"--query \"{query}\"" if settings.queries else f"--mode {settings.display}"
+        raise GagsError(
+            f"{field} has no language features (RGB only), so {what} cannot be rendered; "
+            "use --mode rgb, depth or alpha"
+        )
+    if settings.display == "granularity" and loaded.granularity_decoder is None:
+        raise GagsError(f"{field} has no granularity decoder, so --mode granularity cannot be rendered")
+    engine = build_engine(loaded, field, dev, clip_model, clip_pretrained, clip_config, clip_checkpoint)
+    if engine is not None and settings.queries:
+        engine.text_embeddings(settings.queries + settings.negatives)  # fail early on missing weights
+
+    if camera_path is not None:
+        path = cp.read_camera_path(camera_path, width, height, scale_ratio)
+        name = ex.sanitize_filename(camera_path.stem, default="path")
+    else:
+        if frames < 1:
+            raise GagsError(f"--frames must be at least 1, got {frames}")
+        w = width or (int(round(height * 4 / 3)) if height else 640)
+        h = height or int(round(w * 3 / 4))
+        path = cp.orbit_path(loaded, frames, w, h, fps, fov, elevation)
+        name = "orbit"
+
+    out_dir = ex.ensure_directory(out)
+    frames_dir = ex.ensure_directory(out_dir / "frames")
+    for old in frames_dir.glob("frame_*.png"):
+        old.unlink()
+    if camera_path is None:
+        poses = [(c.camera_to_world.double().numpy(), 2 * math.atan(c.height / 2 / float(c.K[1, 1]))) for c in path.cameras]
+        data = cp.camera_path_json(poses, path.width, path.height, path.fps, keyframes=poses[:: max(1, len(poses) // 8)],
+                                   default_fov_deg=fov, scale_ratio=scale_ratio)
+        from gags_viewer.fsutil import atomic_write_text
+
+        atomic_write_text(out_dir / "camera_path.json", json.dumps(data))
+
+    total = len(path.cameras)
+    start = time.perf_counter()
+
+    def progress(done: int) -> None:
+        elapsed = time.perf_counter() - start
+        print(f"\rgags-viewer: frame {done}/{total} ({elapsed / done:.2f} s/frame)", end="", file=sys.stderr, flush=True)
+
+    written: list = []
+
+    def frames_and_pngs():
+        for i, image in enumerate(render_frames(loaded, engine, path.cameras, settings, legend=legend, progress=progress)):
+            written.append(ex.write_png(frames_dir / f"frame_{i:05d}.png", image))
+            yield image
+
+    if video == "none":
+        for _ in frames_and_pngs():
+            pass
+        target = None
+    else:
+        target = ex.write_video(out_dir / f"{name}.{video}", frames_and_pngs(), path.fps)
+    print(file=sys.stderr)
+    print(f"gags-viewer: wrote {len(written)} frames ({path.width}x{path.height}) to {frames_dir}"
+          + (f" and {target}" if target else ""))

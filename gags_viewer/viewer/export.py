@@ -1,0 +1,331 @@
+"""Exports: PNG stills with a legend, MP4/GIF videos; atomic writes and safe file names.
+
+Everything is written under an output directory the user chose, as a temporary sibling first and then
+renamed into place (a reader never sees half a file; a failure leaves nothing behind). File names are
+built from user text (queries, trajectory names) only through :func:`sanitize_filename`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tempfile
+import time
+import unicodedata
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from gags_viewer.errors import GagsError
+from gags_viewer.fsutil import _final_mode, _fsync_directory, atomic_write_bytes
+
+RGB = tuple[int, int, int]
+
+VIDEO_FORMATS = ("mp4", "gif")
+MAX_NAME_LENGTH = 80
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+
+
+class ExportError(GagsError):
+    """An export cannot be written (bad name, unwritable directory, encoder failure)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Names
+
+
+def sanitize_filename(text: str, default: str = "export", max_length: int = MAX_NAME_LENGTH) -> str:
+    """A file-name stem made from user text: ASCII letters, digits, ``.``, ``_`` and ``-`` only.
+
+    Accents are folded ("café" -> "cafe"), any other run of characters becomes one ``_``, path
+    separators and leading dots cannot survive (no ``..``, no hidden files, no directories), reserved
+    device names get a ``_`` suffix, and the result is at most ``max_length`` characters. Empty
+    results give ``default``.
+    """
+    folded = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode("ascii")
+    name = _UNSAFE.sub("_", folded)
+    name = re.sub(r"\.{2,}", ".", name).strip("._-")
+    name = name[:max_length].rstrip("._-")
+    if not name:
+        name = default
+    if name.split(".")[0].lower() in _WINDOWS_RESERVED:
+        name = f"{name}_"
+    return name
+
+
+def export_stem(kind: str, hint: str = "") -> str:
+    """``<kind>-<hint>-<YYYYmmdd-HHMMSS>`` with the hint sanitised (e.g. ``view-mug_plant-20261126-101500``)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    hint = sanitize_filename(hint, default="") if hint else ""
+    parts = [sanitize_filename(kind, default="export")] + ([hint] if hint else []) + [stamp]
+    return "-".join(parts)
+
+
+def unique_path(directory: str | os.PathLike, stem: str, suffix: str) -> Path:
+    """``directory/stem+suffix``, or ``stem-2``, ``stem-3``... if taken. The stem is sanitised again."""
+    directory = Path(directory)
+    stem = sanitize_filename(stem)
+    suffix = "." + sanitize_filename(suffix.lstrip("."), default="bin")
+    candidate = directory / f"{stem}{suffix}"
+    n = 2
+    while candidate.exists():
+        candidate = directory / f"{stem}-{n}{suffix}"
+        n += 1
+    return candidate
+
+
+def ensure_directory(directory: str | os.PathLike) -> Path:
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{directory}: cannot create the output directory ({exc.strerror or exc})") from None
+    if not os.access(directory, os.W_OK):
+        raise ExportError(f"{directory}: the output directory is not writable")
+    return directory
+
+
+@contextmanager
+def atomic_output_path(target: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``target`` (same suffix, for writers that pick a format by name); on
+    success it is renamed onto ``target``, on failure it is removed."""
+    target = Path(target)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, _final_mode(target, 0o666))
+        os.replace(tmp, target)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    _fsync_directory(target.parent)
+
+
+# --------------------------------------------------------------------------------------------------
+# Legend
+
+
+@dataclass(eq=False)
+class Legend:
+    """What the colours of a frame mean.
+
+    Attributes:
+        title: one line, e.g. "relevancy > 0.50 (gaussian)".
+        swatches: discrete entries (label, colour): one per query, or granularity classes.
+        colorbar: a continuous scale: 256 colours [256, 3] uint8 and the labels of its two ends.
+        notes: extra lines (e.g. "encoding 'mug'...").
+    """
+
+    title: str = ""
+    swatches: list[tuple[str, RGB]] = field(default_factory=list)
+    colorbar: Optional[tuple[np.ndarray, str, str]] = None
+    notes: list[str] = field(default_factory=list)
+
+    def signature(self) -> tuple:
+        """A hashable summary: equal for legends that look the same."""
+        bar = None
+        if self.colorbar is not None:
+            bar = (np.asarray(self.colorbar[0], dtype=np.uint8).tobytes(), self.colorbar[1], self.colorbar[2])
+        return (self.title, tuple((l, tuple(int(c) for c in rgb)) for l, rgb in self.swatches), bar, tuple(self.notes))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Legend) and self.signature() == other.signature()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.title or self.swatches or self.colorbar is not None or self.notes)
+
+    def html(self) -> str:
+        """The legend as a small HTML fragment for the viewer's panel."""
+        import html as _html
+
+        rows = []
+        if self.title:
+            rows.append(f"<div style='font-weight:600;margin-bottom:2px'>{_html.escape(self.title)}</div>")
+        for label, rgb in self.swatches:
+            color = "#{:02x}{:02x}{:02x}".format(*rgb)
+            rows.append(
+                "<div style='display:flex;align-items:center;gap:6px'>"
+                f"<span style='display:inline-block;width:14px;height:14px;border-radius:3px;background:{color}'></span>"
+                f"<span>{_html.escape(label)}</span></div>"
+            )
+        if self.colorbar is not None:
+            colors, low, high = self.colorbar
+            stops = ",".join("#{:02x}{:02x}{:02x}".format(*colors[i]) for i in np.linspace(0, len(colors) - 1, 8).astype(int))
+            rows.append(
+                "<div style='display:flex;align-items:center;gap:4px'>"
+                f"<span>{_html.escape(low)}</span>"
+                f"<span style='flex:1;height:10px;border-radius:2px;background:linear-gradient(to right,{stops})'></span>"
+                f"<span>{_html.escape(high)}</span></div>"
+            )
+        for note in self.notes:
+            rows.append(f"<div style='opacity:0.8;font-style:italic'>{_html.escape(note)}</div>")
+        return "<div style='font-size:0.8em;line-height:1.5'>" + "".join(rows) + "</div>"
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    for name in ("DejaVuSans.ttf", "LiberationSans-Regular.ttf"):
+        with suppress(OSError):
+            return ImageFont.truetype(name, size)
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def draw_legend(image: np.ndarray, legend: Optional[Legend]) -> np.ndarray:
+    """``image`` [H, W, 3] uint8 with ``legend`` drawn in a translucent box in its bottom-left corner.
+
+    The text size follows the image height (readable from 240 to 4K lines). Returns a new array.
+    """
+    if legend is None or legend.empty:
+        return image
+    from PIL import Image, ImageDraw
+
+    height, width = image.shape[:2]
+    size = int(np.clip(round(height / 32), 9, 48))
+    font = _font(size)
+    pad, gap = size // 2, max(2, size // 4)
+    lines: list[tuple[str, Optional[RGB], bool]] = []  # (text, swatch colour, is colorbar)
+    if legend.title:
+        lines.append((legend.title, None, False))
+    lines += [(label, rgb, False) for label, rgb in legend.swatches]
+    if legend.colorbar is not None:
+        lines.append(("", None, True))
+    lines += [(note, None, False) for note in legend.notes]
+
+    canvas = Image.fromarray(np.ascontiguousarray(image[..., :3])).convert("RGBA")
+    overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+
+    def text_width(text: str) -> int:
+        box = draw.textbbox((0, 0), text, font=font)
+        return box[2] - box[0]
+
+    bar_width = size * 8
+    widths = []
+    for text, rgb, is_bar in lines:
+        if is_bar:
+            low, high = legend.colorbar[1], legend.colorbar[2]
+            widths.append(text_width(low) + bar_width + text_width(high) + 2 * gap)
+        else:
+            widths.append(text_width(text) + (size + gap if rgb is not None else 0))
+    box_w = min(width - 2, max(widths) + 2 * pad)
+    line_h = size + gap
+    box_h = min(height - 2, len(lines) * line_h + 2 * pad - gap)
+    x0, y0 = 1 + pad // 2, height - box_h - 1 - pad // 2
+    x0, y0 = max(0, x0), max(0, y0)
+    draw.rounded_rectangle((x0, y0, x0 + box_w, y0 + box_h), radius=max(2, size // 3), fill=(0, 0, 0, 150))
+    y = y0 + pad
+    for text, rgb, is_bar in lines:
+        x = x0 + pad
+        if is_bar:
+            colors, low, high = legend.colorbar
+            draw.text((x, y), low, font=font, fill=(255, 255, 255, 255))
+            bx = x + text_width(low) + gap
+            steps = np.linspace(0, len(colors) - 1, bar_width).astype(int)
+            for i, idx in enumerate(steps):
+                c = tuple(int(v) for v in colors[idx])
+                draw.line((bx + i, y + size // 5, bx + i, y + size - size // 5), fill=c + (255,))
+            draw.text((bx + bar_width + gap, y), high, font=font, fill=(255, 255, 255, 255))
+        else:
+            if rgb is not None:
+                draw.rectangle((x, y + 1, x + size - 2, y + size - 1), fill=tuple(int(c) for c in rgb) + (255,))
+                x += size + gap
+            draw.text((x, y), text, font=font, fill=(255, 255, 255, 255))
+        y += line_h
+    return np.asarray(Image.alpha_composite(canvas, overlay).convert("RGB"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Writers
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of an [H, W, 3] (or [H, W]) uint8 image."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write ``image`` as a PNG at ``path``, atomically. Returns the path."""
+    path = Path(path)
+    try:
+        atomic_write_bytes(path, encode_png(image))
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    return path
+
+
+def _even(frame: np.ndarray) -> np.ndarray:
+    """Crop a frame to even width and height (H.264 in yuv420p needs them)."""
+    h, w = frame.shape[:2]
+    return frame[: h - h % 2, : w - w % 2]
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    fps: float,
+    progress: Optional[Callable[[int], None]] = None,
+) -> Path:
+    """Write frames ([H, W, 3] uint8) as an MP4 (H.264) or GIF, chosen by the suffix, atomically.
+
+    Frames are streamed to the encoder (an MP4 never holds them all in memory). MP4 frames with an odd
+    width or height lose their last column / row. ``progress(i)`` is called after each frame.
+    """
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    kind = path.suffix.lower().lstrip(".")
+    if kind not in VIDEO_FORMATS:
+        raise ExportError(f"{path}: video format must be one of {', '.join(VIDEO_FORMATS)}")
+    if not fps > 0:
+        raise ExportError(f"video frame rate must be positive, got {fps}")
+    count = 0
+    try:
+        with atomic_output_path(path) as tmp:
+            if kind == "mp4":
+                writer = imageio.get_writer(
+                    tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=8,
+                    macro_block_size=1, pixelformat="yuv420p",
+                )
+            else:
+                writer = imageio.get_writer(tmp, format="GIF", mode="I", duration=1000.0 / fps, loop=0)
+            try:
+                for frame in frames:
+                    writer.append_data(_even(frame) if kind == "mp4" else frame)
+                    count += 1
+                    if progress is not None:
+                        progress(count)
+            finally:
+                writer.close()
+            if count == 0:
+                raise ExportError(f"{path}: no frames to write")
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    return path
+
+
+def write_png_sequence(directory: str | os.PathLike, frames: Sequence[np.ndarray] | Iterable[np.ndarray], stem: str = "frame") -> list[Path]:
+    """Write ``stem_00000.png``... into ``directory`` (each file atomically). Returns the paths."""
+    directory = ensure_directory(directory)
+    stem = sanitize_filename(stem, default="frame")
+    return [write_png(directory / f"{stem}_{i:05d}.png", frame) for i, frame in enumerate(frames)]

@@ -1,0 +1,166 @@
+"""Per-browser state: settings, last good frame, error reporting, and the render callback nerfview calls.
+
+nerfview ends the whole process (``os._exit(1)``) when a render callback raises anything but a
+``TypeError``, and silently switches to its old calling convention on a ``TypeError``. So
+:meth:`ClientSession.render` never raises: a failure becomes a notification on that browser (once per
+distinct message, until a frame renders again) and the last good frame is shown again. The only
+exception let through is nerfview's own ``InterruptRenderException``, which nerfview raises inside the
+callback to abandon a frame when the camera moves, and catches itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections import deque
+from typing import TYPE_CHECKING, Callable, Optional
+
+import numpy as np
+
+from gags_viewer.errors import GagsError
+from gags_viewer.render.camera import Camera
+from gags_viewer.viewer.export import Legend
+from gags_viewer.viewer.settings import ViewSettings
+
+try:  # nerfview raises this inside the render callback to abandon a frame; it must pass through.
+    from nerfview._renderer import InterruptRenderException
+except ImportError:  # pragma: no cover - nerfview layout changed
+
+    class InterruptRenderException(Exception):  # type: ignore[no-redef]
+        pass
+
+
+if TYPE_CHECKING:
+    from gags_viewer.viewer.frame import Frame
+
+log = logging.getLogger(__name__)
+
+ComposeFn = Callable[[Camera, ViewSettings, "ClientSession"], "Frame"]
+
+
+class ClientSession:
+    """One connected browser: its settings, its last frame, and its render callback.
+
+    Attributes:
+        client: the viser ClientHandle (None in unit tests).
+        settings: this browser's settings; replace it through :meth:`update` (thread-safe).
+        last_frame: the last frame rendered without error. [H, W, 3] uint8 or None
+        legend: legend of the last frame.
+        frame_times: recent (width, height, seconds) of rendered frames.
+    """
+
+    def __init__(self, client, settings: ViewSettings, compose: ComposeFn,
+                 on_frame: Optional[Callable[["ClientSession", Legend, bool], None]] = None):
+        self.client = client
+        self._settings = settings
+        self._compose = compose
+        self._on_frame = on_frame
+        self._lock = threading.Lock()
+        self.last_frame: Optional[np.ndarray] = None
+        self.legend: Legend = Legend()
+        self.frame_times: deque[tuple[int, int, float]] = deque(maxlen=100)
+        self.last_error: Optional[str] = None
+        self._notified_error: Optional[str] = None
+        self.errors = 0
+        self.pending_phrases: set[str] = set()
+        self.rerender: Callable[[], None] = lambda: None
+        """Set by the app: ask nerfview to render this browser's view again."""
+        self.view = None
+        """The app's per-browser stand-in for nerfview's viewer (holds its RenderTabState)."""
+        self.renderer = None
+        """This browser's nerfview Renderer thread."""
+
+    @property
+    def client_id(self) -> int:
+        return -1 if self.client is None else int(self.client.client_id)
+
+    @property
+    def settings(self) -> ViewSettings:
+        with self._lock:
+            return self._settings
+
+    def update(self, rerender: bool = True, **changes) -> ViewSettings:
+        """Apply setting changes (validated; a bad value raises GagsError and changes nothing)."""
+        with self._lock:
+            new = self._settings.copy(**changes)
+            self._settings = new
+        if rerender:
+            self.rerender()
+        return new
+
+    # -- the nerfview callback ------------------------------------------------------------------------
+
+    def render(self, camera_state, render_tab_state) -> np.ndarray:
+        """nerfview's ``render_fn(camera_state, render_tab_state)``: an [H, W, 3] uint8 image. Never raises."""
+        width = max(1, int(getattr(render_tab_state, "viewer_width", 640)))
+        height = max(1, int(getattr(render_tab_state, "viewer_height", 480)))
+        try:
+            start = time.perf_counter()
+            camera = Camera.from_nerfview(camera_state, width, height)
+            frame = self._compose(camera, self.settings, self)
+            image = np.ascontiguousarray(frame.image, dtype=np.uint8)
+            self.frame_times.append((width, height, time.perf_counter() - start))
+            self.last_frame = image
+            self._set_legend(frame.legend)
+            self._clear_error()
+            return image
+        except InterruptRenderException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - nerfview would kill the process
+            return self._failed(exc, width, height)
+
+    def _failed(self, exc: BaseException, width: int, height: int) -> np.ndarray:
+        try:
+            self.errors += 1
+            message = str(exc) if isinstance(exc, GagsError) else f"{type(exc).__name__}: {exc}"
+            self.last_error = message
+            if not isinstance(exc, GagsError):
+                log.warning("render failed for client %s:\n%s", self.client_id, traceback.format_exc())
+            if message != self._notified_error:
+                self._notified_error = message
+                self.notify("Render failed", message, color="red")
+            if self.last_frame is not None:
+                return self.last_frame
+            return np.zeros((height, width, 3), dtype=np.uint8)
+        except InterruptRenderException:
+            raise
+        except Exception:  # noqa: BLE001 - even reporting must not kill the server
+            return np.zeros((height, width, 3), dtype=np.uint8)
+
+    def _clear_error(self) -> None:
+        self.last_error = None
+        self._notified_error = None
+
+    def _set_legend(self, legend: Legend) -> None:
+        changed = legend != self.legend
+        self.legend = legend
+        if self._on_frame is not None:
+            try:
+                self._on_frame(self, legend, changed)
+            except InterruptRenderException:
+                raise
+            except Exception:  # noqa: BLE001 - a GUI update must not fail the frame
+                log.debug("panel update failed", exc_info=True)
+
+    # -- messages to the browser ----------------------------------------------------------------------
+
+    def notify(self, title: str, body: str, *, color: Optional[str] = None, loading: bool = False,
+               auto_close_seconds: Optional[float] = 8.0):
+        """Show a notification on this browser; returns the handle (or None without a client)."""
+        if self.client is None:
+            return None
+        try:
+            return self.client.add_notification(
+                title, body, loading=loading, with_close_button=True,
+                auto_close_seconds=None if loading else auto_close_seconds, color=color,
+            )
+        except Exception:  # noqa: BLE001 - a closed connection must not break rendering
+            log.debug("notification failed", exc_info=True)
+            return None
+
+    def mean_frame_ms(self, width: Optional[int] = None, height: Optional[int] = None) -> Optional[float]:
+        """Mean render time in ms of the recent frames (of that size if given)."""
+        times = [t for w, h, t in list(self.frame_times) if (width is None or w == width) and (height is None or h == height)]
+        return 1000.0 * sum(times) / len(times) if times else None

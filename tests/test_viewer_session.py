@@ -1,0 +1,206 @@
+"""The render callback nerfview calls never raises (nerfview would end the process), and reports once."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+from nerfview import CameraState
+from nerfview._renderer import InterruptRenderException
+from nerfview.render_panel import RenderTabState
+
+from gags_viewer.errors import GagsError
+from gags_viewer.viewer.export import Legend
+from gags_viewer.viewer.frame import Frame
+from gags_viewer.viewer.session import ClientSession
+from gags_viewer.viewer.settings import ViewSettings
+from tests.test_viewer_fixtures import scene  # noqa: F401 - fixture
+
+
+class FakeClient:
+    client_id = 7
+
+    def __init__(self):
+        self.notifications = []
+
+    def add_notification(self, title, body, **kwargs):
+        self.notifications.append((title, body, kwargs))
+        return object()
+
+
+def _state(c2w=None):
+    return CameraState(fov=math.radians(50), aspect=4 / 3, c2w=np.eye(4) if c2w is None else c2w)
+
+
+def _tab(width=32, height=24):
+    return RenderTabState(viewer_width=width, viewer_height=height)
+
+
+def _good(camera, settings, session):
+    return Frame(np.full((camera.height, camera.width, 3), 9, np.uint8), Legend(title="ok"))
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), TypeError("bad type"), GagsError("user problem"),
+                                   MemoryError(), ZeroDivisionError()])
+def test_errors_become_one_notification_and_the_last_frame(error):
+    calls = {"n": 0}
+
+    def compose(camera, settings, session):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return _good(camera, settings, session)
+        raise error
+
+    client = FakeClient()
+    session = ClientSession(client, ViewSettings(), compose)
+    first = session.render(_state(), _tab())
+    assert first.shape == (24, 32, 3) and client.notifications == []
+    for _ in range(3):  # repeated failures: the same frame, one notification
+        again = session.render(_state(), _tab(64, 48))
+        assert again is first
+    assert len(client.notifications) == 1
+    title, body, kwargs = client.notifications[0]
+    assert title == "Render failed" and kwargs["color"] == "red"
+    assert session.errors == 3 and session.last_error
+
+
+def test_failure_before_any_frame_gives_a_blank_frame_of_the_right_size():
+    session = ClientSession(FakeClient(), ViewSettings(), lambda *a: 1 / 0)
+    image = session.render(_state(), _tab(40, 30))
+    assert image.shape == (30, 40, 3) and image.dtype == np.uint8 and not image.any()
+
+
+def test_a_new_error_after_recovery_is_reported_again():
+    mode = {"fail": True}
+
+    def compose(camera, settings, session):
+        if mode["fail"]:
+            raise RuntimeError("boom")
+        return _good(camera, settings, session)
+
+    client = FakeClient()
+    session = ClientSession(client, ViewSettings(), compose)
+    session.render(_state(), _tab())
+    mode["fail"] = False
+    session.render(_state(), _tab())
+    mode["fail"] = True
+    session.render(_state(), _tab())
+    assert len(client.notifications) == 2
+
+
+def test_bad_camera_does_not_raise():
+    c2w = np.full((4, 4), np.nan)
+    session = ClientSession(FakeClient(), ViewSettings(), _good)
+    image = session.render(_state(c2w), _tab())
+    assert image.shape == (24, 32, 3)
+    assert "NaN" in session.last_error
+
+
+def test_nerfview_interrupt_passes_through():
+    def compose(camera, settings, session):
+        raise InterruptRenderException
+
+    session = ClientSession(FakeClient(), ViewSettings(), compose)
+    with pytest.raises(InterruptRenderException):
+        session.render(_state(), _tab())
+
+
+def test_failing_notification_or_panel_update_does_not_raise():
+    class BrokenClient(FakeClient):
+        def add_notification(self, *args, **kwargs):
+            raise ConnectionError("socket closed")
+
+    def broken_panel(session, legend, changed):
+        raise RuntimeError("panel gone")
+
+    session = ClientSession(BrokenClient(), ViewSettings(), _good, on_frame=broken_panel)
+    assert session.render(_state(), _tab()).shape == (24, 32, 3)
+    session._compose = lambda *a: 1 / 0
+    assert session.render(_state(), _tab()).shape == (24, 32, 3)
+
+
+def test_real_frames_through_the_callback(scene):
+    """With the real composer: the callback renders the synthetic field; a bad setting fails softly."""
+    from gags_viewer.viewer.frame import FrameSource
+
+    source = FrameSource(scene.field, scene.engine)
+    client = FakeClient()
+    session = ClientSession(client, ViewSettings(display="rgb"), lambda c, s, _: source.compose(c, s))
+    from gags_viewer.viewer.camera_path import default_framing
+
+    c2w = default_framing(scene.field).c2w()
+    image = session.render(_state(c2w), _tab(64, 48))
+    assert image.shape == (48, 64, 3) and image.std() > 1
+    session._settings = ViewSettings(display="granularity", queries_text="x")
+    session._settings.display = "not a mode"  # bypass validation, as a corrupted state would
+    assert session.render(_state(c2w), _tab(64, 48)) is image
+    assert "display mode" in client.notifications[-1][1]
+
+
+def test_settings_updates_are_validated_and_thread_safe():
+    session = ClientSession(FakeClient(), ViewSettings(), _good)
+    rerenders = []
+    session.rerender = lambda: rerenders.append(1)
+    with pytest.raises(GagsError):
+        session.update(threshold=3.0)
+    assert session.settings.threshold == 0.5 and not rerenders
+
+    def worker(i):
+        for _ in range(50):
+            session.update(threshold=i / 10)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert session.settings.threshold in {0.0, 0.1, 0.2, 0.3}
+    assert len(rerenders) == 200
+
+
+def test_a_slow_browser_does_not_hold_up_another():
+    """Each browser has its own nerfview Renderer and lock: a 3 s frame in one does not delay the other."""
+    import time
+    import types
+
+    from nerfview._renderer import Renderer, RenderTask
+
+    from gags_viewer.viewer.app import _ClientView
+
+    class Client(FakeClient):
+        def __init__(self, client_id):
+            super().__init__()
+            self.client_id = client_id
+            self.frames = []
+            self.scene = types.SimpleNamespace(set_background_image=lambda img, **kw: self.frames.append(time.time()))
+            self.camera = types.SimpleNamespace(_state=types.SimpleNamespace(update_timestamp=1.0))
+
+    stub = types.SimpleNamespace(state="rendering", get_camera_state=lambda client: _state())
+
+    def slow(camera, settings, session):
+        time.sleep(3.0)
+        return _good(camera, settings, session)
+
+    renderers = []
+    clients = []
+    for client_id, compose in ((1, slow), (2, _good)):
+        client = Client(client_id)
+        session = ClientSession(client, ViewSettings(), compose)
+        view = _ClientView(stub, session, 64)
+        renderer = Renderer(viewer=view, client=client, lock=view.lock)
+        renderer.start()
+        renderers.append(renderer)
+        clients.append(client)
+    try:
+        start = time.time()
+        for renderer in renderers:
+            renderer.submit(RenderTask("rerender", _state()))
+        time.sleep(1.5)
+        slow_client, fast_client = clients
+        assert not slow_client.frames  # still in its first frame
+        assert fast_client.frames and fast_client.frames[0] - start < 1.0
+    finally:
+        for renderer in renderers:
+            renderer.running = False
