@@ -55,24 +55,21 @@ def _fsync_directory(directory: Path) -> None:
 
 
 @contextmanager
-def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
-    """Open a temporary sibling of ``path`` for writing; on success it replaces ``path`` atomically.
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path``; on success it is renamed onto ``path`` atomically.
 
-    Usage: ``with atomic_write(p) as f: f.write(data)``. ``mode`` is ``"wb"`` or ``"w"`` (text, UTF-8
-    unless ``encoding`` is given). If the block raises, ``path`` is left as it was and no temporary file
-    remains. The new file keeps the permissions of the file it replaces, or gets the usual umask ones.
+    For writers that take a file name (imageio, plyfile): ``with atomic_path(p) as tmp: write(tmp)``.
+    The temporary name keeps the suffix of ``path`` so that writers choosing a format by extension
+    work. If the block raises, ``path`` is left as it was and no temporary file remains. The new file
+    keeps the permissions of the file it replaces, or gets the usual umask ones.
     """
-    if mode not in ("w", "wb"):
-        raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
     target = Path(path)
-    if mode == "w" and encoding is None:
-        encoding = "utf-8"
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}")
+    os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, mode, encoding=encoding) as handle:
-            yield handle
-            handle.flush()
+        yield tmp
+        with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, _final_mode(target, 0o666))
         os.replace(tmp, target)
@@ -81,6 +78,21 @@ def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None) 
             tmp.unlink()
         raise
     _fsync_directory(target.parent)
+
+
+@contextmanager
+def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+    """Open a temporary sibling of ``path`` for writing; on success it replaces ``path`` atomically.
+
+    Usage: ``with atomic_write(p) as f: f.write(data)``. ``mode`` is ``"wb"`` or ``"w"`` (text, UTF-8
+    unless ``encoding`` is given). Same guarantees as :func:`atomic_path`.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
+    if mode == "w" and encoding is None:
+        encoding = "utf-8"
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding) as handle:
+        yield handle
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:

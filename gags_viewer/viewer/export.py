@@ -10,10 +10,9 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 import time
 import unicodedata
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence
@@ -21,7 +20,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 import numpy as np
 
 from gags_viewer.errors import GagsError
-from gags_viewer.fsutil import _final_mode, _fsync_directory, atomic_write_bytes
+from gags_viewer.fsutil import atomic_path, atomic_write_bytes
 
 RGB = tuple[int, int, int]
 
@@ -88,27 +87,6 @@ def ensure_directory(directory: str | os.PathLike) -> Path:
     if not os.access(directory, os.W_OK):
         raise ExportError(f"{directory}: the output directory is not writable")
     return directory
-
-
-@contextmanager
-def atomic_output_path(target: str | os.PathLike) -> Iterator[Path]:
-    """A temporary path beside ``target`` (same suffix, for writers that pick a format by name); on
-    success it is renamed onto ``target``, on failure it is removed."""
-    target = Path(target)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, _final_mode(target, 0o666))
-        os.replace(tmp, target)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    _fsync_directory(target.parent)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -301,7 +279,7 @@ def write_video(
         raise ExportError(f"video frame rate must be positive, got {fps}")
     count = 0
     try:
-        with atomic_output_path(path) as tmp:
+        with atomic_path(path) as tmp:
             if kind == "mp4":
                 writer = imageio.get_writer(
                     tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=8,
