@@ -30,6 +30,7 @@ from typing import Optional
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads OpenMP: before importing torch
 
+import numba  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -72,7 +73,8 @@ def synthetic_scene(num_gaussians: int, seed: int = 0) -> Scene:
     blob_radii = 0.25 + 0.45 * torch.rand(8, generator=gen)
     which = torch.randint(0, 8, (n_obj,), generator=gen)
     normals = torch.nn.functional.normalize(torch.randn(n_obj, 3, generator=gen), dim=-1)
-    surface = blob_centres[which] + normals * blob_radii[which, None] * (1 + 0.02 * torch.randn(n_obj, 1, generator=gen))
+    jitter = 1 + 0.02 * torch.randn(n_obj, 1, generator=gen)
+    surface = blob_centres[which] + normals * blob_radii[which, None] * jitter
 
     bg_dirs = torch.nn.functional.normalize(torch.randn(n_bg, 3, generator=gen), dim=-1)
     bg_points = bg_dirs * (3.0 + 6.0 * torch.rand(n_bg, 1, generator=gen))
@@ -267,8 +269,6 @@ def main(argv=None) -> int:
         args.sizes, args.resolutions, args.repeats = "10k,100k", "640x480", min(args.repeats, 3)
     if args.threads:
         torch.set_num_threads(args.threads)
-        import numba
-
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -283,8 +283,6 @@ def main(argv=None) -> int:
     sizes = [_parse_count(s) for s in args.sizes.split(",")]
     resolutions = [tuple(int(v) for v in r.lower().split("x")) for r in args.resolutions.split(",")]
     channel_counts = [int(c) for c in args.channels.split(",")]
-
-    import numba
 
     print(f"scene: {SCENE_DESCRIPTION}")
     print(

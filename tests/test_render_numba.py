@@ -129,8 +129,12 @@ def test_projection_twin_matches_shared_projection(width, height):
     )
     expected = project_gaussians(means, quats, scales, camera)
     means2d, conics, depths, radii = NumbaBackend("numba").project(means, quats, scales, camera)
-    assert np.array_equal(radii, expected.radii.numpy())
-    visible = expected.visible.numpy()
+    # Identical here (same float32 formulas in the same order); a platform whose torch fuses
+    # multiply-adds may round differently: then a radius may flip at a ceil boundary, very rarely.
+    differing = (radii != expected.radii.numpy()).any(axis=1)
+    both_visible = differing & (radii > 0).all(axis=1) & expected.visible.numpy()
+    assert differing.sum() <= 2 and np.abs(radii - expected.radii.numpy())[both_visible].max(initial=0) <= 1
+    visible = expected.visible.numpy() & ~differing
     assert 0 < visible.sum() < n
     for ours, theirs in ((means2d, expected.means2d), (conics, expected.conics), (depths, expected.depths)):
         theirs = theirs.numpy()[visible]

@@ -58,4 +58,4 @@ def sh_to_rgb(sh: Tensor, means: Tensor, camera_center: Tensor) -> Tensor:
     degree = int(round(sh.shape[1] ** 0.5)) - 1
     dirs = torch.nn.functional.normalize(means - camera_center.to(means), dim=-1)
     basis = sh_basis(degree, dirs)  # [N, K]
-    return torch.clamp_min((basis[:, :, None] * sh).sum(dim=1) + 0.5, 0.0)
+    return torch.clamp_min(torch.bmm(basis[:, None, :], sh)[:, 0] + 0.5, 0.0)
