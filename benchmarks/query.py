@@ -213,7 +213,8 @@ def default_demo_field() -> Optional[Path]:
 
 def bench_real_field(path: Path, resolutions, backend: str) -> None:
     from gags_viewer.field.load import load_field
-    from gags_viewer.language.clip_text import TextEncoder, resolve_clip_spec
+    from gags_viewer.language.clip_text import TextEncoder
+    from gags_viewer.language.clip_weights import resolve_clip_spec
 
     field = load_field(path)
     base = path if path.is_dir() else path.parent

@@ -5,13 +5,9 @@ import pytest
 import torch
 
 from gags_viewer.field.language_field import ClipSpec
-from gags_viewer.language import clip_text
-from gags_viewer.language.clip_text import (
-    ClipError,
-    ClipWeightsMissing,
-    TextEncoder,
-    resolve_clip_spec,
-)
+from gags_viewer.language import clip_weights
+from gags_viewer.language.clip_text import TextEncoder
+from gags_viewer.language.clip_weights import ClipError, ClipWeightsMissing, resolve_clip_spec
 from tests.tiny_clip import make_tiny_clip
 
 
@@ -84,7 +80,7 @@ def test_offline_missing_weights_fail_fast_with_one_message(tmp_path, monkeypatc
     assert "\n" not in message
     assert "ViT-B-16" in message and "laion2b_s34b_b88k" in message  # which weights
     assert "laion/CLIP-ViT-B-16-laion2B-s34B-b88K" in message and str(tmp_path / "hf" / "hub") in message  # where
-    assert clip_text.CHECKPOINT_FLAG in message  # how to point to a local file
+    assert clip_weights.CHECKPOINT_FLAG in message  # how to point to a local file
     # no retry: the second call fails at once with the same error
     start = time.perf_counter()
     with pytest.raises(ClipWeightsMissing):

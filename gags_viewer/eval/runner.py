@@ -360,7 +360,8 @@ def engine_relevancy_fn(config: EvalConfig, note: Callable[[str], None] = lambda
     import torch
 
     from gags_viewer.field.load import load_field
-    from gags_viewer.language.clip_text import describe_spec, resolve_clip_spec, shared_text_encoder
+    from gags_viewer.language.clip_text import shared_text_encoder
+    from gags_viewer.language.clip_weights import describe_spec, resolve_clip_spec
     from gags_viewer.language.engine import QueryEngine
 
     if config.device == "cuda" and not torch.cuda.is_available():

@@ -5,13 +5,8 @@ never viser or anything from the viewer, eval or train packages. open_clip is im
 a text model is actually loaded).
 """
 
-from gags_viewer.language.clip_text import (
-    ClipError,
-    ClipWeightsMissing,
-    TextEncoder,
-    resolve_clip_spec,
-    shared_text_encoder,
-)
+from gags_viewer.language.clip_text import TextEncoder, shared_text_encoder
+from gags_viewer.language.clip_weights import ClipError, ClipWeightsMissing, resolve_clip_spec
 from gags_viewer.language.colormaps import COLORMAPS, apply_colormap, query_colors
 from gags_viewer.language.composite import (
     FeaturePCA,

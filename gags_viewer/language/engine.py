@@ -28,20 +28,23 @@ import time
 from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field as dc_field
-from typing import Literal, Optional, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
 import torch
 from torch import Tensor
+from torch.nn import Module
 
 from gags_viewer.errors import GagsError
 from gags_viewer.field.language_field import LanguageField
 from gags_viewer.language.clip_text import TextEncoder, shared_text_encoder
 from gags_viewer.language.composite import FeaturePCA
 from gags_viewer.language.decoders import (
+    StateDict,
     clip_decoder_from_state_dict,
     default_chunk_size,
     granularity_decoder_from_state_dict,
 )
+from gags_viewer.language.pixel_relevancy import fused_pixel_relevancy
 from gags_viewer.language.relevancy import (
     TEMPERATURE,
     alpha_normalize,
@@ -87,7 +90,7 @@ class QueryEngine:
     Args:
         field: a field with language features and a CLIP decoder, on the device to compute on.
         text_encoder: the CLIP text encoder; default: the process-wide shared encoder for the field's
-            ``metadata.clip`` (build one with :func:`~gags_viewer.language.clip_text.resolve_clip_spec`
+            ``metadata.clip`` (build one with :func:`~gags_viewer.language.clip_weights.resolve_clip_spec`
             when the spec has paths relative to the field directory or the command line overrides it).
         backend: render backend (see :func:`gags_viewer.render.render`).
         chunk_size: rows decoded at once (default: 16k on CPU, 256k on CUDA).
@@ -125,8 +128,7 @@ class QueryEngine:
         self.negatives: tuple[str, ...] = tuple(field.metadata.negatives)
         self._similarity_capacity = similarity_cache
         self._lock = threading.RLock()
-        self._clip_decoder = None
-        self._granularity_decoder = None
+        self._decoders: dict[str, Module] = {}  # "clip", "granularity", built on first use
         self._gaussian_clip: Optional[Tensor] = None
         self._gaussian_granularity: Optional[Tensor] = None
         self._zero_clip: Optional[Tensor] = None
@@ -143,27 +145,32 @@ class QueryEngine:
             self._text_encoder = shared_text_encoder(self.field.metadata.clip)
         return self._text_encoder
 
+    def _decoder(self, name: str, state: Optional[StateDict], build: Callable[[StateDict], Module], missing: str) -> Module:
+        """The decoder cached under ``name``, built from the field's ``state`` dict on first use and moved
+        to the engine's device; GagsError(``missing``) when the field has no such decoder."""
+        with self._lock:
+            if name not in self._decoders:
+                if state is None:
+                    raise GagsError(missing)
+                self._decoders[name] = build(state).to(self.device)
+            return self._decoders[name]
+
     @property
     def clip_decoder(self):
         """The field's D → CLIP decoder as a module on the engine's device."""
-        with self._lock:
-            if self._clip_decoder is None:
-                if self.field.decoder is None:
-                    raise GagsError("this field has no CLIP decoder, so it cannot be queried with text")
-                decoder = clip_decoder_from_state_dict(self.field.decoder, self.field.metadata.decoder_kind)
-                self._clip_decoder = decoder.to(self.device)
-            return self._clip_decoder
+        return self._decoder(
+            "clip",
+            self.field.decoder,
+            lambda state: clip_decoder_from_state_dict(state, self.field.metadata.decoder_kind),
+            "this field has no CLIP decoder, so it cannot be queried with text",
+        )
 
     @property
     def granularity_decoder(self):
         """The field's granularity decoder (D → softmax over s, m, l) on the engine's device."""
-        with self._lock:
-            if self._granularity_decoder is None:
-                if self.field.granularity_decoder is None:
-                    raise GagsError("this field has no granularity decoder")
-                decoder = granularity_decoder_from_state_dict(self.field.granularity_decoder)
-                self._granularity_decoder = decoder.to(self.device)
-            return self._granularity_decoder
+        return self._decoder(
+            "granularity", self.field.granularity_decoder, granularity_decoder_from_state_dict, "this field has no granularity decoder"
+        )
 
     @property
     def has_granularity(self) -> bool:
@@ -296,53 +303,21 @@ class QueryEngine:
     def pixel_relevancy(
         self, feature_map: Tensor, alpha: Tensor, text: Tensor, num_queries: int, timings: Optional[dict] = None
     ) -> Tensor:
-        """Decode a rendered feature map per pixel and compute relevancy, chunk by chunk.
-
-        Args:
-            feature_map: [H, W, D] rendered features (background 0).
-            alpha: [H, W] accumulated opacity; pixels with α = 0 and a zero feature are decoded once.
-            text: query embeddings then negative embeddings. [K + M, E]
-            num_queries: K.
-            timings: if given, "decode" and "relevancy" seconds are added to it.
-
-        Returns:
-            [K, H, W]
-        """
-        h, w, d = feature_map.shape
-        decoder = self.clip_decoder
-        text = text.to(self.device, torch.float32)
-        flat = feature_map.reshape(-1, d)
-        covered = (alpha.reshape(-1) > 0) | (flat != 0).any(dim=-1)
-        index = covered.nonzero().squeeze(-1)
-        rel = torch.empty(h * w, num_queries, dtype=torch.float32, device=self.device)
-        decode_s = relevancy_s = 0.0
-
-        def score(clip_rows: Tensor) -> Tensor:
-            sims = clip_rows @ text.T
-            return relevancy_from_similarities(sims[:, :num_queries], sims[:, num_queries:], self.temperature)
-
-        if index.numel() < h * w:
-            t0 = time.perf_counter()
-            zero_clip = decoder.decode(torch.zeros(1, d, device=self.device))
-            t1 = time.perf_counter()
-            rel[~covered] = score(zero_clip)
-            relevancy_s += time.perf_counter() - t1
-            decode_s += t1 - t0
-        for i in range(0, index.numel(), self.chunk_size):
-            rows = index[i : i + self.chunk_size]
-            t0 = time.perf_counter()
-            clip_rows = decoder.decode(flat[rows], self.chunk_size)
-            self._sync()
-            t1 = time.perf_counter()
-            rel[rows] = score(clip_rows)
-            self._sync()
-            t2 = time.perf_counter()
-            decode_s += t1 - t0
-            relevancy_s += t2 - t1
-        if timings is not None:
-            timings["decode"] = timings.get("decode", 0.0) + decode_s
-            timings["relevancy"] = timings.get("relevancy", 0.0) + relevancy_s
-        return rel.T.reshape(num_queries, h, w).contiguous()
+        """Relevancy [K, H, W] of a rendered feature map [H, W, D], decoded per pixel with the field's
+        decoder; ``text`` is [K + M, E] (queries, then negatives). See
+        :func:`~gags_viewer.language.pixel_relevancy.fused_pixel_relevancy`."""
+        return fused_pixel_relevancy(
+            self.clip_decoder,
+            feature_map,
+            alpha,
+            text,
+            num_queries,
+            device=self.device,
+            chunk_size=self.chunk_size,
+            temperature=self.temperature,
+            sync=self._sync,
+            timings=timings,
+        )
 
     def _query_gaussian(self, camera, queries, negatives, background, rgb, timings) -> QueryResult:
         start = time.perf_counter()

@@ -249,17 +249,8 @@ class TorchBackend:
 
     def rasterize(self, means: Tensor, unit_quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
                   camera: Camera, background: Tensor) -> tuple[Tensor, Tensor]:
-        """Composite per-Gaussian channels front to back (gsplat classic semantics).
-
-        Args:
-            means: [N, 3]; unit_quats: [N, 4] (wxyz); scales: [N, 3]; opacities: [N] in [0, 1].
-            colors: [N, C] channels to composite.
-            camera: the pinhole camera (image size camera.height x camera.width).
-            background: [C] value added with the remaining transmittance.
-
-        Returns:
-            image [H, W, C] and accumulated alpha [H, W], differentiable w.r.t. all Gaussian inputs.
-        """
+        """See :class:`gags_viewer.render.api.Backend`. Returns ([H, W, C], [H, W]), differentiable w.r.t.
+        all Gaussian inputs."""
         height, width = camera.height, camera.width
         dtype, device = means.dtype, means.device
         proj = project_gaussians(means, unit_quats, scales, camera)
