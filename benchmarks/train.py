@@ -48,7 +48,9 @@ from gags_viewer.render.api import render  # noqa: E402
 from gags_viewer.train.scene import read_preprocessed_scene  # noqa: E402
 from gags_viewer.train.synthetic import make_synthetic_scene, write_synthetic_scene  # noqa: E402
 from gags_viewer.train import losses as L  # noqa: E402
-from gags_viewer.train.trainer import TrainConfig, Trainer, distillation_losses  # noqa: E402
+from gags_viewer.train.config import TrainConfig  # noqa: E402
+from gags_viewer.train.distillation import distillation_losses  # noqa: E402
+from gags_viewer.train.trainer import Trainer  # noqa: E402
 
 
 def sync(device: torch.device) -> None:

@@ -50,7 +50,7 @@ def evaluate(config: Annotated[EvalConfig, tyro.conf.arg(name="")]) -> None:
 
 def train(config: tyro.conf.OmitArgPrefixes[TrainConfig]) -> None:
     """Distill a GAGS language field from a preprocessed scene (headless, with a progress bar)."""
-    from gags_viewer.train.trainer import run_training
+    from gags_viewer.train.run import run_training
 
     run_training(config)
 

@@ -4,16 +4,9 @@ import pytest
 import torch
 
 from gags_viewer.train import losses as L
-from gags_viewer.train.trainer import build_decoders, distillation_losses
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, spinning OpenMP threads slow small ops 10x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+from gags_viewer.train.distillation import distillation_losses
+from gags_viewer.train.trainer import build_decoders
+from tests.train_helpers import one_thread  # noqa: F401 (autouse: one torch thread in this module)
 
 
 def random_region_map(height=13, width=17, num_ids=9, seed=0):

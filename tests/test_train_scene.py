@@ -11,17 +11,9 @@ from gags_viewer.dataset.colmap import ColmapCamera, ColmapImage, read_scene, wr
 from gags_viewer.errors import FormatError, GagsError
 from gags_viewer.train.scene import load_geometry, read_preprocessed_scene, render_size
 from gags_viewer.train.synthetic import make_synthetic_scene, write_synthetic_scene
+from tests.train_helpers import one_thread  # noqa: F401 (autouse: one torch thread in this module)
 
 NAMES = ["frame_1.png", "frame_10.png", "frame_2.png"]  # "frame_1" is a prefix of "frame_10"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, spinning OpenMP threads slow small ops 10x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

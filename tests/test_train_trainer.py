@@ -14,21 +14,16 @@ from gags_viewer.errors import GagsError
 from gags_viewer.language.decoders import GagsClipDecoder
 from gags_viewer.language.relevancy import relevancy
 from gags_viewer.render.api import render
+from gags_viewer.train.config import TrainConfig
+from gags_viewer.train.distillation import distillation_losses
+from gags_viewer.train.run import run_training
 from gags_viewer.train.scene import read_preprocessed_scene
 from gags_viewer.train.synthetic import make_synthetic_scene, write_synthetic_scene
-from gags_viewer.train.trainer import TrainConfig, Trainer, distillation_losses, run_training
+from gags_viewer.train.trainer import Trainer
+from tests.train_helpers import one_thread  # noqa: F401 (autouse: one torch thread in this module)
 
 # Small and quick: 3 objects x 60 Gaussians, 4 views rendered at 32x24, a narrow CLIP decoder.
 FAST = dict(decoder_width=64, progress=False, device="cpu")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, spinning OpenMP threads slow small ops 10x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +108,8 @@ KILLED_RUN = textwrap.dedent(
     from pathlib import Path
     import torch
     torch.set_num_threads(1)  # as in the parent test process
-    from gags_viewer.train.trainer import TrainConfig, Trainer
+    from gags_viewer.train.config import TrainConfig
+    from gags_viewer.train.trainer import Trainer
     scene, out = Path(sys.argv[1]), Path(sys.argv[2])
     config = TrainConfig(scene=scene, init=scene / "init" / "point_cloud.ply", out=out, iterations=6,
                          checkpoint_every=3, decoder_width=64, progress=False, device="cpu")

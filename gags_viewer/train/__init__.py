@@ -15,8 +15,12 @@ def __getattr__(name: str):
         from gags_viewer.train.config import TrainConfig
 
         return TrainConfig
-    if name in __all__:
-        from gags_viewer.train import trainer
+    if name == "Trainer":
+        from gags_viewer.train.trainer import Trainer
 
-        return getattr(trainer, name)
+        return Trainer
+    if name == "run_training":
+        from gags_viewer.train.run import run_training
+
+        return run_training
     raise AttributeError(name)

@@ -1,11 +1,13 @@
 """Granularity-aware distillation (GaD, gags-method.md §3): the training loop, headless or in a thread.
 
-- :class:`TrainConfig`: every setting, with the official defaults (tyro-friendly dataclass).
-- :func:`distillation_losses`: the loss terms of one view (pure function of tensors and the decoders).
 - :class:`Trainer`: state (features, decoders, three Adams, RNG, view stack), ``step()``, a pausable
   ``run()`` loop for a background thread, ``snapshot()`` as a :class:`LanguageField`, loss history,
   checkpoints (resume state + native field + official layout).
-- :func:`run_training`: the headless entry point with a progress bar, used by ``gags-viewer train``.
+- :func:`build_decoders`, :func:`granularity_state_official`: the two trained decoders, fresh and exported.
+
+Elsewhere: the settings are :class:`gags_viewer.train.config.TrainConfig`, the loss terms of one view
+:func:`gags_viewer.train.distillation.distillation_losses`, and the headless entry point with a progress
+bar :func:`gags_viewer.train.run.run_training` (used by ``gags-viewer train``).
 
 What is frozen and what is trained follows the official code: geometry frozen, per-Gaussian 16-D
 features initialised to zero, the CLIP decoder and the granularity decoder trained, one random view per
@@ -16,9 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import random
-import signal
 import threading
 import time
 from pathlib import Path
@@ -30,104 +30,11 @@ from torch import Tensor
 from gags_viewer.errors import FormatError, GagsError
 from gags_viewer.field.language_field import FieldMetadata, LanguageField
 from gags_viewer.train import checkpoint as ckpt
-from gags_viewer.train.config import LEVELS, RESUME_FIXED, SingleScale, TrainConfig
-from gags_viewer.train import losses as L
+from gags_viewer.train.config import RESUME_FIXED, TrainConfig
+from gags_viewer.train.distillation import distillation_losses
 from gags_viewer.train.scene import PreprocessedScene, TrainView
 
 log = logging.getLogger(__name__)
-
-# ------------------------------------------------------------------------------------------- losses
-
-
-def single_scale_probs(mode: SingleScale, height: int, width: int, device, dtype=torch.float32) -> Tensor:
-    """Constant α for the single-granularity / average ablation. -> [H, W, 3]"""
-    if mode == "mix":
-        value = torch.full((3,), 1.0 / 3.0)
-    else:
-        value = torch.zeros(3)
-        value[LEVELS.index(mode)] = 1.0
-    return value.to(device=device, dtype=dtype).expand(height, width, 3)
-
-
-def distillation_losses(
-    features: Tensor,
-    seg: Tensor,
-    embeddings: Tensor,
-    clip_decoder: torch.nn.Module,
-    granularity_decoder: torch.nn.Module,
-    *,
-    variant: str = "official",
-    single_scale: Optional[SingleScale] = None,
-    smoothing: int = 5,
-    region_loss: str = "vectorised",
-) -> dict[str, Tensor]:
-    """Loss terms of one view (gags-method.md §3.6, pseudo-code §3.8).
-
-    Args:
-        features: Rendered per-pixel features F16. [H, W, D]
-        seg: Mask row per level (s, m, l), -1 = none. [3, H, W] integer
-        embeddings: The view's mask embeddings. [M, 512]
-        clip_decoder: D -> 512 (unit norm), applied per row.
-        granularity_decoder: D -> 3 softmax, applied to the *detached* features.
-        variant: "official" or "paper" (see :class:`TrainConfig`).
-        single_scale: replace α by a constant (ablation), or None.
-        smoothing: box size for the region map.
-        region_loss: "vectorised" or "loop" (official-style per-region Python loop).
-
-    Returns:
-        {"distill", "entropy", "consistency"} scalars (consistency is computed even when its weight is 0,
-        as the official code does), and "probs" [H, W, 3] / "region" [H, W] for inspection.
-    """
-    height, width, _ = features.shape
-    seg = seg.long()
-    if single_scale is None:
-        probs = granularity_decoder(features.detach())  # [H, W, 3], no gradient into the features
-    else:
-        probs = single_scale_probs(single_scale, height, width, features.device, features.dtype)
-    region = L.region_map(seg, probs, smoothing)  # [H, W]
-    valid = L.valid_mask(seg)  # [H, W]
-    seg_valid = seg.permute(1, 2, 0)[valid]  # [P, 3]
-    probs_valid = probs[valid]  # [P, 3]
-    prediction = clip_decoder(features[valid])  # [P, 512], only where supervised (elsewhere e = 0)
-    if variant == "official":
-        target = L.mixed_target(embeddings, seg_valid, probs_valid)
-        error_valid = L.l1_error(prediction, target)
-    else:
-        error_valid = L.weighted_l2_error(prediction, embeddings, seg_valid, probs_valid)
-    error = features.new_zeros(height, width)
-    error = error.masked_scatter(valid, error_valid)
-
-    if region_loss == "loop":
-        distill = L.loop_region_balanced_mean(error, region)
-        consistency = (
-            L.loop_region_variance_loss(features, region) if variant == "official" else _loop_mean_deviation(features, region)
-        )
-    else:
-        regions = L.group_regions(region)
-        distill = L.region_balanced_mean(error, regions)
-        consistency = (
-            L.region_variance_loss(features, regions) if variant == "official" else L.region_mean_deviation_loss(features, regions)
-        )
-    return {
-        "distill": distill,
-        "entropy": L.entropy_loss(probs),
-        "consistency": consistency,
-        "probs": probs,
-        "region": region,
-    }
-
-
-def _loop_mean_deviation(features: Tensor, region: Tensor) -> Tensor:
-    terms = []
-    for rid in torch.unique(region):
-        if int(rid) == -1:
-            continue
-        pixels = features[region == rid]
-        terms.append((pixels - pixels.mean(dim=0)).square().sum(dim=-1).mean())
-    return torch.stack(terms).mean() if terms else features.sum() * 0.0
-
-
-# ------------------------------------------------------------------------------------------ trainer
 
 
 def resolve_device(name: str) -> torch.device:
@@ -438,93 +345,11 @@ class Trainer:
         return trainer
 
 
-# -------------------------------------------------------------------------------------- entry point
+def __getattr__(name: str):
+    # run_training lived here before it moved to gags_viewer.train.run; gags_viewer/demo/build.py still
+    # imports it from this module. Lazy, because gags_viewer.train.run imports Trainer from here.
+    if name == "run_training":
+        from gags_viewer.train.run import run_training
 
-
-def check_output(config: TrainConfig) -> None:
-    """Refuse outputs that would overwrite the input model or an unrelated directory."""
-    out = Path(config.out).resolve()
-    init = Path(config.init).resolve()
-    scene = Path(config.scene).resolve()
-    if init == out or out in init.parents:
-        raise GagsError(f"--out {config.out} contains the input model {config.init}; choose another output directory")
-    scene_data = [scene] + [scene / name for name in ("images", "sparse", "language_features")]
-    if any(d == out or d in out.parents for d in scene_data[1:]) or out == scene:
-        raise GagsError(f"--out {config.out} is inside the preprocessed scene's data; choose another output directory")
-    state = ckpt.state_path(out)
-    if config.resume:
-        if not state.is_file():
-            raise GagsError(f"--resume: {config.out} holds no checkpoint ({ckpt.STATE_DIR}/{ckpt.STATE_FILE})")
-        return
-    if state.is_file():
-        raise GagsError(f"{config.out} already holds a training run; pass --resume to continue it or choose another --out")
-    if out.exists() and (not out.is_dir() or any(p.name != "train_config.json" for p in out.iterdir())):
-        raise GagsError(f"--out {config.out} exists and is not empty; choose a new output directory")
-
-
-def run_training(config: TrainConfig) -> Trainer:
-    """Headless training with a progress bar; checkpoints as configured; Ctrl-C saves and stops.
-
-    Returns:
-        The trainer after the last step (its field: ``trainer.snapshot()``).
-    """
-    import json
-
-    from gags_viewer.fsutil import atomic_write_text
-
-    config.check()
-    check_output(config)
-    if config.resume:
-        trainer = Trainer.from_checkpoint(config)
-    else:
-        trainer = Trainer(config)
-        Path(config.out).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(config.out) / "train_config.json", json.dumps(trainer.config.to_json(), indent=1))
-    for line in trainer.scene.report():
-        print(f"warning: {line}")
-    print(f"training {trainer.geometry.num_gaussians:,} Gaussians on {len(trainer.views)} views "
-          f"({trainer.views[0].width}x{trainer.views[0].height}) on {trainer.device}, "
-          f"iterations {trainer.iteration + 1}..{trainer.config.iterations}")
-
-    stop = threading.Event()
-    previous_handler = None
-    if threading.current_thread() is threading.main_thread():
-        def interrupt(signum, frame):  # first Ctrl-C: finish the step, checkpoint, stop
-            stop.set()
-            signal.signal(signal.SIGINT, previous_handler or signal.default_int_handler)
-        previous_handler = signal.signal(signal.SIGINT, interrupt)
-
-    bar = _progress_bar(trainer) if config.progress else None
-
-    def on_step(record: dict) -> None:
-        if bar is None:
-            return
-        bar.update(1)
-        if record["iteration"] % 10 == 0 or record["iteration"] == trainer.config.iterations:
-            bar.set_postfix(loss=f"{record['loss']:.4f}", distill=f"{record['distill']:.4f}",
-                            ent=f"{record['entropy']:.3f}", cons=f"{record['consistency']:.4f}", refresh=False)
-
-    try:
-        trainer.run(stop_event=stop, on_step=on_step)
-        if stop.is_set() and trainer.last_checkpoint != trainer.iteration:
-            trainer.save_checkpoint()
-            print(f"\nstopped at iteration {trainer.iteration}; checkpoint written, continue with --resume")
-    finally:
-        if bar is not None:
-            bar.close()
-        if previous_handler is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, previous_handler)
-    return trainer
-
-
-def _progress_bar(trainer: Trainer):
-    from tqdm import tqdm
-
-    return tqdm(total=trainer.config.iterations, initial=trainer.iteration, unit="it", dynamic_ncols=True,
-                desc="distilling", smoothing=0.1, mininterval=0.5)
-
-
-def estimate_seconds(trainer: Trainer) -> float:
-    """Seconds left at the current rate (NaN before the first step)."""
-    rate = trainer.its_per_s
-    return (trainer.config.iterations - trainer.iteration) / rate if rate > 0 else math.nan
+        return run_training
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

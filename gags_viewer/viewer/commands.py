@@ -11,6 +11,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -26,6 +27,24 @@ DisplayName = Literal["rgb", "relevancy", "heatmap", "overlay", "mask", "granula
 VideoFormat = Literal["mp4", "gif", "none"]
 
 FieldPath = Positional[Annotated[Path, arg(metavar="FIELD")]]
+
+
+@dataclass(frozen=True)
+class ClipOverrides:
+    """Command-line overrides of the field's CLIP text model (``--clip-*``, shared by ``view`` and ``render``)."""
+
+    clip_checkpoint: Optional[Path] = None
+    """a local open_clip checkpoint for the text model (instead of the field's)."""
+    clip_model: Optional[str] = None
+    """open_clip model name override."""
+    clip_pretrained: Optional[str] = None
+    """open_clip pretrained tag (or file) override."""
+    clip_config: Optional[Path] = None
+    """a local open_clip model config JSON."""
+
+
+ClipOptions = Annotated[ClipOverrides, arg(name="")]
+"""A command's ``--clip-*`` options: the fields of :class:`ClipOverrides`, without a prefix."""
 
 SCENES_DIR = Path(__file__).resolve().parents[2] / "scenes"
 
@@ -54,15 +73,12 @@ def build_engine(
     field: LanguageField,
     field_path: Optional[Path],
     device: torch.device,
-    clip_model: Optional[str] = None,
-    clip_pretrained: Optional[str] = None,
-    clip_config: Optional[Path] = None,
-    clip_checkpoint: Optional[Path] = None,
+    clip: ClipOverrides = ClipOverrides(),
 ):
     """The query engine of a field (None for an RGB-only field), with its CLIP spec resolved against the
     field's directory and the command-line overrides applied. The text model loads lazily."""
     if not field.has_language:
-        if any(v is not None for v in (clip_model, clip_pretrained, clip_config, clip_checkpoint)):
+        if any(v is not None for v in astuple(clip)):
             print("gags-viewer: note: this field has no language features; the --clip-* options are ignored", file=sys.stderr)
         return None
     from gags_viewer.language import QueryEngine, TextEncoder, resolve_clip_spec
@@ -71,8 +87,8 @@ def build_engine(
     if field_path is not None:
         base_dir = field_path if field_path.is_dir() else field_path.parent
     spec = resolve_clip_spec(
-        field.metadata.clip, base_dir=base_dir, model=clip_model, pretrained=clip_pretrained,
-        config_file=clip_config, checkpoint_file=clip_checkpoint,
+        field.metadata.clip, base_dir=base_dir, model=clip.clip_model, pretrained=clip.clip_pretrained,
+        config_file=clip.clip_config, checkpoint_file=clip.clip_checkpoint,
     )
     return QueryEngine(field, TextEncoder(spec, device=device))
 
@@ -140,10 +156,7 @@ def view(
     query: str = "",
     viewer_res: Optional[int] = None,
     iteration: Optional[int] = None,
-    clip_checkpoint: Optional[Path] = None,
-    clip_model: Optional[str] = None,
-    clip_pretrained: Optional[str] = None,
-    clip_config: Optional[Path] = None,
+    clip: ClipOptions = ClipOverrides(),
 ) -> None:
     """Open a field in the browser viewer: typed queries, display modes, PNG and video export.
 
@@ -158,14 +171,11 @@ def view(
         query: initial queries, separated by ';' (e.g. "mug; plant").
         viewer_res: longest side of the streamed image at rest (default 640 on CPU, 1280 on CUDA).
         iteration: for an official GAGS output directory, the iteration to read (default: latest).
-        clip_checkpoint: a local open_clip checkpoint for the text model (instead of the field's).
-        clip_model: open_clip model name override.
-        clip_pretrained: open_clip pretrained tag (or file) override.
-        clip_config: a local open_clip model config JSON.
+        clip: the ``--clip-*`` overrides of the field's text model (:class:`ClipOverrides`).
     """
     dev = resolve_device(device)
     loaded = load_for_viewing(field, iteration, dev)
-    engine = build_engine(loaded, field, dev, clip_model, clip_pretrained, clip_config, clip_checkpoint)
+    engine = build_engine(loaded, field, dev, clip)
     serve(loaded, engine, host=host, port=port, share=share, output_dir=output_dir, query=query,
           viewer_res=viewer_res or default_viewer_res(dev))
 
@@ -250,10 +260,7 @@ def render(
     scale_ratio: float = 10.0,
     device: Device = "auto",
     iteration: Optional[int] = None,
-    clip_checkpoint: Optional[Path] = None,
-    clip_model: Optional[str] = None,
-    clip_pretrained: Optional[str] = None,
-    clip_config: Optional[Path] = None,
+    clip: ClipOptions = ClipOverrides(),
 ) -> None:
     """Render frames without a browser: a PNG sequence and a video, as the viewer composes them.
 
@@ -282,10 +289,7 @@ def render(
             use 1 for paths in world units).
         device: auto, cpu or cuda.
         iteration: for an official GAGS output directory, the iteration to read.
-        clip_checkpoint: a local open_clip checkpoint for the text model.
-        clip_model: open_clip model name override.
-        clip_pretrained: open_clip pretrained tag (or file) override.
-        clip_config: a local open_clip model config JSON.
+        clip: the ``--clip-*`` overrides of the field's text model (:class:`ClipOverrides`).
     """
     from gags_viewer.viewer import camera_path as cp
     from gags_viewer.viewer import export as ex
@@ -302,7 +306,7 @@ def render(
         )
     if settings.display == "granularity" and loaded.granularity_decoder is None:
         raise GagsError(f"{field} has no granularity decoder, so --mode granularity cannot be rendered")
-    engine = build_engine(loaded, field, dev, clip_model, clip_pretrained, clip_config, clip_checkpoint)
+    engine = build_engine(loaded, field, dev, clip)
     if engine is not None and settings.queries:
         engine.text_embeddings(settings.queries + settings.negatives)  # fail early on missing weights
 

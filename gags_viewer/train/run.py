@@ -1,0 +1,102 @@
+"""Headless training from the command line (``gags-viewer train``): output checks, Ctrl-C, progress bar."""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from pathlib import Path
+
+from gags_viewer.errors import GagsError
+from gags_viewer.train import checkpoint as ckpt
+from gags_viewer.train.config import TrainConfig
+from gags_viewer.train.trainer import Trainer
+
+
+def check_output(config: TrainConfig) -> None:
+    """Refuse outputs that would overwrite the input model or an unrelated directory."""
+    out = Path(config.out).resolve()
+    init = Path(config.init).resolve()
+    scene = Path(config.scene).resolve()
+    if init == out or out in init.parents:
+        raise GagsError(f"--out {config.out} contains the input model {config.init}; choose another output directory")
+    scene_data = [scene] + [scene / name for name in ("images", "sparse", "language_features")]
+    if any(d == out or d in out.parents for d in scene_data[1:]) or out == scene:
+        raise GagsError(f"--out {config.out} is inside the preprocessed scene's data; choose another output directory")
+    state = ckpt.state_path(out)
+    if config.resume:
+        if not state.is_file():
+            raise GagsError(f"--resume: {config.out} holds no checkpoint ({ckpt.STATE_DIR}/{ckpt.STATE_FILE})")
+        return
+    if state.is_file():
+        raise GagsError(f"{config.out} already holds a training run; pass --resume to continue it or choose another --out")
+    if out.exists() and (not out.is_dir() or any(p.name != "train_config.json" for p in out.iterdir())):
+        raise GagsError(f"--out {config.out} exists and is not empty; choose a new output directory")
+
+
+def run_training(config: TrainConfig) -> Trainer:
+    """Headless training with a progress bar; checkpoints as configured; Ctrl-C saves and stops.
+
+    Returns:
+        The trainer after the last step (its field: ``trainer.snapshot()``).
+    """
+    import json
+
+    from gags_viewer.fsutil import atomic_write_text
+
+    config.check()
+    check_output(config)
+    if config.resume:
+        trainer = Trainer.from_checkpoint(config)
+    else:
+        trainer = Trainer(config)
+        Path(config.out).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(config.out) / "train_config.json", json.dumps(trainer.config.to_json(), indent=1))
+    for line in trainer.scene.report():
+        print(f"warning: {line}")
+    print(f"training {trainer.geometry.num_gaussians:,} Gaussians on {len(trainer.views)} views "
+          f"({trainer.views[0].width}x{trainer.views[0].height}) on {trainer.device}, "
+          f"iterations {trainer.iteration + 1}..{trainer.config.iterations}")
+
+    stop = threading.Event()
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        def interrupt(signum, frame):  # first Ctrl-C: finish the step, checkpoint, stop
+            stop.set()
+            signal.signal(signal.SIGINT, previous_handler or signal.default_int_handler)
+        previous_handler = signal.signal(signal.SIGINT, interrupt)
+
+    bar = _progress_bar(trainer) if config.progress else None
+
+    def on_step(record: dict) -> None:
+        if bar is None:
+            return
+        bar.update(1)
+        if record["iteration"] % 10 == 0 or record["iteration"] == trainer.config.iterations:
+            bar.set_postfix(loss=f"{record['loss']:.4f}", distill=f"{record['distill']:.4f}",
+                            ent=f"{record['entropy']:.3f}", cons=f"{record['consistency']:.4f}", refresh=False)
+
+    try:
+        trainer.run(stop_event=stop, on_step=on_step)
+        if stop.is_set() and trainer.last_checkpoint != trainer.iteration:
+            trainer.save_checkpoint()
+            print(f"\nstopped at iteration {trainer.iteration}; checkpoint written, continue with --resume")
+    finally:
+        if bar is not None:
+            bar.close()
+        if previous_handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous_handler)
+    return trainer
+
+
+def _progress_bar(trainer: Trainer):
+    from tqdm import tqdm
+
+    return tqdm(total=trainer.config.iterations, initial=trainer.iteration, unit="it", dynamic_ncols=True,
+                desc="distilling", smoothing=0.1, mininterval=0.5)
+
+
+def estimate_seconds(trainer: Trainer) -> float:
+    """Seconds left at the current rate (NaN before the first step)."""
+    rate = trainer.its_per_s
+    return (trainer.config.iterations - trainer.iteration) / rate if rate > 0 else math.nan
