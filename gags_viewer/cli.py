@@ -12,7 +12,7 @@ from tyro.conf import Positional
 from gags_viewer.errors import GagsError
 from gags_viewer.eval.runner import EvalConfig
 from gags_viewer.train.config import TrainConfig
-from gags_viewer.viewer.commands import demo, render, view
+from gags_viewer.viewer.commands import demo, render, train_view, view
 
 
 def info(field: Positional[Path], iteration: Optional[int] = None) -> None:
@@ -60,6 +60,7 @@ SUBCOMMANDS = {
     "demo": demo,
     "render": render,
     "train": train,
+    "train-view": train_view,
     "eval": evaluate,
     "info": info,
 }

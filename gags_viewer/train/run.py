@@ -34,12 +34,9 @@ def check_output(config: TrainConfig) -> None:
         raise GagsError(f"--out {config.out} exists and is not empty; choose a new output directory")
 
 
-def run_training(config: TrainConfig) -> Trainer:
-    """Headless training with a progress bar; checkpoints as configured; Ctrl-C saves and stops.
-
-    Returns:
-        The trainer after the last step (its field: ``trainer.snapshot()``).
-    """
+def start_trainer(config: TrainConfig) -> Trainer:
+    """A trainer for ``config`` after the output checks: resumed from ``config.out`` with ``--resume``,
+    else fresh (with ``train_config.json`` written). Prints the scene's warnings."""
     import json
 
     from gags_viewer.fsutil import atomic_write_text
@@ -54,6 +51,16 @@ def run_training(config: TrainConfig) -> Trainer:
         atomic_write_text(Path(config.out) / "train_config.json", json.dumps(trainer.config.to_json(), indent=1))
     for line in trainer.scene.report():
         print(f"warning: {line}")
+    return trainer
+
+
+def run_training(config: TrainConfig) -> Trainer:
+    """Headless training with a progress bar; checkpoints as configured; Ctrl-C saves and stops.
+
+    Returns:
+        The trainer after the last step (its field: ``trainer.snapshot()``).
+    """
+    trainer = start_trainer(config)
     print(f"training {trainer.geometry.num_gaussians:,} Gaussians on {len(trainer.views)} views "
           f"({trainer.views[0].width}x{trainer.views[0].height}) on {trainer.device}, "
           f"iterations {trainer.iteration + 1}..{trainer.config.iterations}")

@@ -17,10 +17,11 @@ from typing import Literal, Optional
 
 import torch
 from typing_extensions import Annotated
-from tyro.conf import Positional, arg
+from tyro.conf import OmitArgPrefixes, Positional, arg
 
 from gags_viewer.errors import GagsError
 from gags_viewer.field.language_field import LanguageField
+from gags_viewer.train.config import TrainConfig
 
 Device = Literal["auto", "cpu", "cuda"]
 DisplayName = Literal["rgb", "relevancy", "heatmap", "overlay", "mask", "granularity", "pca", "depth", "alpha"]
@@ -178,6 +179,56 @@ def view(
     engine = build_engine(loaded, field, dev, clip)
     serve(loaded, engine, host=host, port=port, share=share, output_dir=output_dir, query=query,
           viewer_res=viewer_res or default_viewer_res(dev))
+
+
+def train_view(
+    config: OmitArgPrefixes[TrainConfig],
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    share: bool = False,
+    output_dir: Path = Path("exports"),
+    query: str = "",
+    viewer_res: Optional[int] = None,
+    preview_every: float = 2.0,
+    clip: ClipOptions = ClipOverrides(),
+) -> None:
+    """Train a GAGS language field in the background while viewing it: a live preview (queries work
+    while training), a Training panel with pause / resume, it/s, ETA and a loss chart.
+
+    Args:
+        config: the training settings, as for ``gags-viewer train`` (SCENE --init PLY --out DIR ...).
+        host: address to bind.
+        port: port to serve on (the next free one if taken).
+        share: also ask viser for a public share URL.
+        output_dir: where the viewer's PNG, video and camera-path exports are written.
+        query: initial queries, separated by ';'.
+        viewer_res: longest side of the streamed image at rest (default 640 on CPU, 1280 on CUDA).
+        preview_every: seconds between preview updates (the browsers re-render with the current field).
+        clip: the ``--clip-*`` overrides of the text model used for queries.
+    """
+    from gags_viewer.train.run import start_trainer
+    from gags_viewer.viewer.training import TrainingDriver, TrainPanel, camera_moving
+
+    trainer = start_trainer(config)
+    dev = trainer.device
+    field = trainer.snapshot(dev)
+    engine = build_engine(field, None, dev, clip)
+    server, viewer = serve(field, engine, host=host, port=port, share=share, output_dir=output_dir, query=query,
+                           viewer_res=viewer_res or default_viewer_res(dev), block=False)
+    driver = TrainingDriver(trainer, viewer.app, preview_every=preview_every, busy=camera_moving(viewer))
+    TrainPanel(server, driver)
+    driver.start()
+    print(f"gags-viewer: training {trainer.geometry.num_gaussians:,} Gaussians on {len(trainer.views)} views on {dev}, "
+          f"iterations {trainer.iteration + 1}..{trainer.config.iterations}; checkpoints in {trainer.config.out}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if driver.stop(save=True):
+            print(f"gags-viewer: stopped at iteration {trainer.iteration}; checkpoint written, continue with --resume")
+        server.stop()
 
 
 def demo_path() -> Path:
