@@ -344,12 +344,3 @@ class Trainer:
         trainer.load_state(tensors, meta)
         return trainer
 
-
-def __getattr__(name: str):
-    # run_training lived here before it moved to gags_viewer.train.run; gags_viewer/demo/build.py still
-    # imports it from this module. Lazy, because gags_viewer.train.run imports Trainer from here.
-    if name == "run_training":
-        from gags_viewer.train.run import run_training
-
-        return run_training
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
