@@ -13,13 +13,14 @@ as a hidden sibling ``.<name>.old-*``, never a half-written one at the target pa
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 import uuid
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO, Any, Callable, Iterator, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -156,3 +157,16 @@ def replace_directory(source: PathLike, target: PathLike) -> None:
         backup.unlink()
     else:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+def read_json(path: PathLike, error: Callable[[Path, str], Exception]) -> Any:
+    """Parse a UTF-8 JSON file; any problem raises ``error(path, one-line reason)``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise error(path, f"cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise error(path, "is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise error(path, f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None

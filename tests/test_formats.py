@@ -699,7 +699,7 @@ def test_missing_decoders_file(native_dir):
 @pytest.mark.parametrize(
     "text,match",
     [
-        ('{"format_version": 1, "clip": ', "invalid JSON"),
+        ('{"format_version": 1, "clip": ', "not valid JSON"),
         ('[1, 2]', "must hold a JSON object"),
         ('{"format_version": 1, "colour": "red"}', "unknown metadata keys: colour"),
         ('{"format_version": 1, "clip": {"model": "x", "size": 3}}', "metadata 'clip' must be an object"),

@@ -20,7 +20,6 @@ self-intersecting ones.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from gags_viewer.errors import GagsError
+from gags_viewer.fsutil import read_json
 
 PathLike = Union[str, Path]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
@@ -128,14 +128,7 @@ def load_labels(folder: PathLike) -> list[LabelFrame]:
 def load_label_file(path: PathLike) -> LabelFrame:
     """Read and check one label JSON; rasterise its polygons at the label resolution."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise LabelError(path, f"cannot read ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise LabelError(path, "is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise LabelError(path, f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    data = read_json(path, LabelError)
     if not isinstance(data, dict):
         raise LabelError(path, f"top level must be an object with 'info' and 'objects', got {_json_type(data)}")
 

@@ -32,7 +32,7 @@ from gags_viewer.field.checkpoint import (
 )
 from gags_viewer.field.language_field import FieldMetadata, LanguageField, StateDict
 from gags_viewer.field.ply import read_ply, write_ply
-from gags_viewer.fsutil import atomic_directory
+from gags_viewer.fsutil import atomic_directory, read_json
 
 FORMAT_VERSION = 1
 VERSION_KEY = "format_version"
@@ -100,14 +100,7 @@ def read_native(directory: str | Path) -> LanguageField:
 
 def read_metadata(path: Path) -> FieldMetadata:
     """Parse ``field.json``: a JSON object with ``format_version`` and the FieldMetadata keys only."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise FormatError(path, f"cannot read file ({error.strerror or error})") from None
-    except UnicodeDecodeError:
-        raise FormatError(path, "is not UTF-8 text") from None
-    except json.JSONDecodeError as error:
-        raise FormatError(path, f"invalid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+    data = read_json(path, FormatError)
     if not isinstance(data, dict):
         raise FormatError(path, "must hold a JSON object")
     version = data.pop(VERSION_KEY, None)

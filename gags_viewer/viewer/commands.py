@@ -138,13 +138,19 @@ def serve(
     if not block:
         return server, viewer
     try:
+        wait_for_interrupt()
+    finally:
+        server.stop()
+    return None
+
+
+def wait_for_interrupt() -> None:
+    """Block the main thread until Ctrl-C (the servers run in their own threads)."""
+    try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
-    finally:
-        server.stop()
-    return None
 
 
 def view(
@@ -221,10 +227,7 @@ def train_view(
     print(f"gags-viewer: training {trainer.geometry.num_gaussians:,} Gaussians on {len(trainer.views)} views on {dev}, "
           f"iterations {trainer.iteration + 1}..{trainer.config.iterations}; checkpoints in {trainer.config.out}", flush=True)
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        wait_for_interrupt()
     finally:
         if driver.stop(save=True):
             print(f"gags-viewer: stopped at iteration {trainer.iteration}; checkpoint written, continue with --resume")
