@@ -273,7 +273,10 @@ def test_two_browsers_keep_their_own_queries(browser, server, page_a, scene):
               state=lambda: (session.pending_phrases, session.legend.signature()[::3], session.last_error,
                              len(session.frame_times)))
         page_b.page.locator("span", has_text="a phrase typed just now").first.wait_for(timeout=30_000)  # legend
-        assert page_b.page.get_by_text("encoding", exact=False).count() == 0
+        from playwright.sync_api import expect
+
+        # the page receives the legend update a moment after the server state changes
+        expect(page_b.page.get_by_text("encoding", exact=False)).to_have_count(0, timeout=30_000)
 
         page_b.type_queries("plant")
         _highlight_check(page_b, rgb_b, "plant", "mug", scene)
