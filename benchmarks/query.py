@@ -35,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.render import scene_camera, synthetic_scene  # noqa: E402
+from benchmarks.render import parse_count, scene_camera, synthetic_scene  # noqa: E402
 from gags_viewer.field.language_field import FieldMetadata, LanguageField  # noqa: E402
 from gags_viewer.language.decoders import random_gags_decoder_state  # noqa: E402
 from gags_viewer.language.engine import QueryEngine  # noqa: E402
@@ -241,15 +241,6 @@ def _field_camera(field: LanguageField) -> Camera:
     return Camera.from_fov(look_at(eye, centre, up), 50.0, 640, 480)
 
 
-def _parse_count(text: str) -> int:
-    text = text.strip().lower()
-    if text.endswith("m"):
-        return int(float(text[:-1]) * 1_000_000)
-    if text.endswith("k"):
-        return int(float(text[:-1]) * 1000)
-    return int(text)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="*", default=["100k", "1m"], help="synthetic field sizes (e.g. 100k 1m; none: skip)")
@@ -272,7 +263,7 @@ def main(argv=None) -> int:
     print(f"{'field / resolution':<22} mode    {'render':>9} {'decode':>9} {'relev.':>9} {'total':>9}   (ms per frame)")
     rows = []
     for size in args.sizes:
-        n = _parse_count(size)
+        n = parse_count(size)
         field, region_features = synthetic_field(n)
         text = synthetic_text(field, region_features, queries, field.metadata.negatives, scene_camera(640, 480))
         field = field.to(device)

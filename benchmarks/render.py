@@ -105,9 +105,11 @@ def _count(n: int) -> str:
     return f"{n // 1000}k" if n % 1000 == 0 else str(n)
 
 
-def _parse_count(text: str) -> int:
+def parse_count(text: str) -> int:
+    """'300k' -> 300000, '1m' -> 1000000, '5000' -> 5000."""
     text = text.strip().lower()
-    return int(float(text[:-1]) * 1000) if text.endswith("k") else int(text)
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:])
+    return int(float(text[:-1]) * scale) if scale else int(text)
 
 
 # ---------------------------------------------------------------------------------------------- memory
@@ -280,7 +282,7 @@ def main(argv=None) -> int:
         names = [b for b in names if b != "gsplat"]
     else:
         names = [b for b in names if b == "gsplat"] + [b for b in names if b != "gsplat"]
-    sizes = [_parse_count(s) for s in args.sizes.split(",")]
+    sizes = [parse_count(s) for s in args.sizes.split(",")]
     resolutions = [tuple(int(v) for v in r.lower().split("x")) for r in args.resolutions.split(",")]
     channel_counts = [int(c) for c in args.channels.split(",")]
 
