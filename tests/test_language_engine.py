@@ -11,6 +11,7 @@ from gags_viewer.language.decoders import GagsClipDecoder, random_gags_decoder_s
 from gags_viewer.language.engine import QueryEngine
 from gags_viewer.language.relevancy import relevancy
 from gags_viewer.render.camera import Camera, look_at
+from tests.test_field_neighbours import brute_force_smoothing
 
 BACKEND = "torch"  # the reference CPU backend: no JIT warm-up in unit tests
 
@@ -165,11 +166,18 @@ def test_gaussian_mode_scores_caches_and_raw_channels():
     field = random_field()
     cam = camera(40, 30)
     text = FakeTextEncoder()
-    engine = QueryEngine(field, text, backend=BACKEND)
+    engine = QueryEngine(field, text, backend=BACKEND, neighbours=1)
     result = engine.query(cam, QUERIES, mode="gaussian")
-    decoded = GagsClipDecoder.from_state_dict(field.decoder).decode(field.features)
-    expected = relevancy(decoded, text.encode(QUERIES), text.encode(list(field.metadata.negatives))).T
+    decoder = GagsClipDecoder.from_state_dict(field.decoder)
+    text_q, text_n = text.encode(QUERIES), text.encode(list(field.metadata.negatives))
+    expected = relevancy(decoder.decode(field.features), text_q, text_n).T
     torch.testing.assert_close(result.gaussian_scores, expected, atol=1e-5, rtol=1e-5)
+
+    # by default each Gaussian's feature is averaged with its 8 nearest neighbours' before decoding
+    smoothed = brute_force_smoothing(field.means, field.scales().amax(dim=1), field.features, 8)
+    default = QueryEngine(field, text, backend=BACKEND).gaussian_relevancy(QUERIES)
+    torch.testing.assert_close(default, relevancy(decoder.decode(smoothed), text_q, text_n).T, atol=1e-5, rtol=1e-5)
+    assert (default - expected).abs().max() > 1e-2  # this field's Gaussians overlap: smoothing matters
     assert "decode_once" in result.timings
 
     # the second query reuses the decoded Gaussians and the per-phrase similarities
@@ -189,7 +197,7 @@ def test_gaussian_mode_scores_caches_and_raw_channels():
 
 def test_editable_negatives_and_errors():
     field = random_field(n=50)
-    engine = QueryEngine(field, FakeTextEncoder(), backend=BACKEND)
+    engine = QueryEngine(field, FakeTextEncoder(), backend=BACKEND, neighbours=1)
     a = engine.gaussian_relevancy(["mug"])
     engine.negatives = ("object",)
     b = engine.gaussian_relevancy(["mug"])

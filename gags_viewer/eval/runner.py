@@ -65,6 +65,9 @@ class EvalConfig:
     """Preprocessed scene with a COLMAP reconstruction (sparse/0); default: cameras.json beside the field."""
     mode: Literal["pixel", "gaussian"] = "pixel"
     """pixel: render features and decode every pixel (the GAGS protocol); gaussian: the fast mode."""
+    gaussian_neighbours: int = 8
+    """Gaussian mode: decode each Gaussian's feature averaged with its nearest neighbours', this many
+    including itself (1: its own feature; see gags_viewer.field.neighbours)."""
     out: Optional[Path] = None
     """Write <scene>.json, <scene>.csv and per-frame comparison images here (nothing is written without it)."""
     images: bool = True
@@ -376,7 +379,7 @@ def engine_relevancy_fn(config: EvalConfig, note: Callable[[str], None] = lambda
         field.metadata.clip, base_dir=field_dir, model=config.clip_model, pretrained=config.clip_pretrained,
         config_file=config.clip_config, checkpoint_file=config.clip_checkpoint,
     )
-    engine = QueryEngine(field.to(device), shared_text_encoder(spec, device=device))
+    engine = QueryEngine(field.to(device), shared_text_encoder(spec, device=device), neighbours=config.gaussian_neighbours)
     negatives = engine.resolve_negatives(config.negatives)
 
     def relevancy_fn(camera: Camera, queries: list[str]):
@@ -391,4 +394,6 @@ def engine_relevancy_fn(config: EvalConfig, note: Callable[[str], None] = lambda
         "device": str(device),
         "gaussians": field.num_gaussians,
     }
+    if config.mode == "gaussian":
+        settings["gaussian_neighbours"] = config.gaussian_neighbours
     return relevancy_fn, settings

@@ -8,7 +8,8 @@ Shared by the viewer, the render CLI and the evaluation. Two modes (DESIGN.md, "
   Pixels nothing was rendered into (α = 0, feature exactly 0) are decoded once, not per pixel; their
   relevancy is that of the zero feature, as in the official evaluator. Values are raw (not smoothed, not
   normalised): the evaluation protocol needs them so.
-- ``"gaussian"`` (fast): decode each Gaussian once (cached per field), keep per-phrase similarities per
+- ``"gaussian"`` (fast): decode each Gaussian once (cached per field; by default its feature averaged with
+  its nearest neighbours', see :mod:`gags_viewer.field.neighbours`), keep per-phrase similarities per
   Gaussian (cached), LERF relevancy per Gaussian [K, N], then composite the K relevancy channels in one
   render pass. A rendered channel is alpha-weighted: Σ w_i r_i with Σ w_i = α (background 0). The
   engine divides it by α (``alpha_normalize=True``, the default), so the map is the weighted mean
@@ -36,6 +37,7 @@ from torch.nn import Module
 
 from gags_viewer.errors import GagsError
 from gags_viewer.field.language_field import LanguageField
+from gags_viewer.field.neighbours import neighbour_smoothed_features
 from gags_viewer.language.clip_text import TextEncoder, shared_text_encoder
 from gags_viewer.language.composite import FeaturePCA
 from gags_viewer.language.decoders import (
@@ -97,6 +99,9 @@ class QueryEngine:
         temperature: LERF temperature τ.
         alpha_normalize: gaussian mode divides rendered relevancy by α (see the module docstring).
         min_alpha: below this coverage gaussian-mode relevancy is 0.
+        neighbours: gaussian mode decodes each Gaussian's feature averaged with those of its nearest
+            neighbours, this many including itself (:func:`~gags_viewer.field.neighbours.neighbour_smoothed_features`);
+            1 decodes every Gaussian's own feature.
         similarity_cache: how many phrases keep their per-Gaussian similarities [N] cached.
         profile: synchronise CUDA between phases so that ``timings`` are exact (benchmarks).
     """
@@ -111,6 +116,7 @@ class QueryEngine:
         temperature: float = TEMPERATURE,
         alpha_normalize: bool = True,
         min_alpha: float = 1e-6,
+        neighbours: int = 8,
         similarity_cache: int = 32,
         profile: bool = False,
     ):
@@ -124,11 +130,13 @@ class QueryEngine:
         self.temperature = temperature
         self.alpha_normalize = alpha_normalize
         self.min_alpha = min_alpha
+        self.neighbours = neighbours
         self.profile = profile
         self.negatives: tuple[str, ...] = tuple(field.metadata.negatives)
         self._similarity_capacity = similarity_cache
         self._lock = threading.RLock()
         self._decoders: dict[str, Module] = {}  # "clip", "granularity", built on first use
+        self._gaussian_features: Optional[Tensor] = None
         self._gaussian_clip: Optional[Tensor] = None
         self._gaussian_granularity: Optional[Tensor] = None
         self._zero_clip: Optional[Tensor] = None
@@ -199,6 +207,18 @@ class QueryEngine:
         if self.profile and self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def gaussian_features(self) -> Tensor:
+        """The per-Gaussian features gaussian mode decodes (neighbour-averaged unless ``neighbours`` <= 1),
+        on the engine's device, once per field. [N, D]"""
+        with self._lock:
+            if self._gaussian_features is None:
+                field = self.field
+                features = field.features.to(self.device)
+                sizes = field.scales().amax(dim=1).to(self.device)
+                self._gaussian_features = neighbour_smoothed_features(field.means.to(self.device), sizes, features,
+                                                                      self.neighbours)
+            return self._gaussian_features
+
     def gaussian_clip_features(self) -> Tensor:
         """Every Gaussian decoded to CLIP space, once per field. [N, E]
 
@@ -207,7 +227,7 @@ class QueryEngine:
         with self._lock:
             if self._gaussian_clip is None:
                 start = time.perf_counter()
-                features = self.field.features.to(self.device)
+                features = self.gaussian_features()
                 n, e = features.shape[0], self.clip_decoder.out_dim
                 dtype = torch.float32 if n * e * 4 <= (1 << 30) else torch.float16
                 out = torch.empty(n, e, dtype=dtype, device=self.device)
@@ -368,7 +388,7 @@ class QueryEngine:
             return decoder.decode(out.features, self.chunk_size), out
         with self._lock:
             if self._gaussian_granularity is None:
-                self._gaussian_granularity = decoder.decode(self.field.features.to(self.device), self.chunk_size)
+                self._gaussian_granularity = decoder.decode(self.gaussian_features(), self.chunk_size)
             per_gaussian = self._gaussian_granularity
         out = render(self.field, camera, rgb=rgb, features=per_gaussian, background=background, backend=self.backend)
         return alpha_normalize(out.features, out.alpha, self.min_alpha).permute(1, 2, 0), out

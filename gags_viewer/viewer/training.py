@@ -91,7 +91,7 @@ def swap_field(source, field: LanguageField) -> None:
     if old is not None and field.has_language:
         engine = QueryEngine(
             field, old.text_encoder, backend=old.backend, chunk_size=old.chunk_size, temperature=old.temperature,
-            alpha_normalize=old.alpha_normalize, min_alpha=old.min_alpha, profile=old.profile,
+            alpha_normalize=old.alpha_normalize, min_alpha=old.min_alpha, neighbours=old.neighbours, profile=old.profile,
         )
         engine.negatives = old.negatives
     # Engine first: a frame starting in between uses the new engine with the old field; both share the
