@@ -328,7 +328,7 @@ def train_demo_clip(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        history.append((float(loss_i2t), float(loss_t2i), float(loss_rel)))
+        history.append((loss_i2t.item(), loss_t2i.item(), loss_rel.item()))
         if step % 20 == 0 or step == config.steps - 1:
             recent = np.mean(history[-20:], axis=0)
             bar.set_postfix(i2t=f"{recent[0]:.3f}", t2i=f"{recent[1]:.3f}", rel=f"{recent[2]:.3f}", refresh=False)
