@@ -9,10 +9,19 @@ from gags_viewer.demo.build import BuildConfig, build, check_output
 from gags_viewer.errors import GagsError
 
 
+def quick_build(root):
+    out, assets = root / "demo", root / "assets"
+    return out, assets, build(BuildConfig(out=out, assets=assets, quick=True))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return quick_build(tmp_path_factory.mktemp("quick_build"))
+
+
 @pytest.mark.slow
-def test_quick_build_writes_every_artifact(tmp_path):
-    out, assets = tmp_path / "demo", tmp_path / "assets"
-    result = build(BuildConfig(out=out, assets=assets, quick=True))
+def test_quick_build_writes_every_artifact(built):
+    out, assets, result = built
     assert (assets / "gags-demo-clip.json").is_file() and (assets / "gags-demo-clip.safetensors").is_file()
     assert (assets / "README.md").read_text().count("|") > 20
     for name in ("field.json", "point_cloud.ply", "decoders.safetensors", "cameras.json", "quality.json", "README.md"):
@@ -31,6 +40,21 @@ def test_quick_build_writes_every_artifact(tmp_path):
 
     field = load_field(out)
     assert field.has_language and field.metadata.up == (0.0, 0.0, 1.0)
+
+
+@pytest.mark.slow
+def test_the_build_reproduces_its_artifacts_byte_for_byte(built, tmp_path):
+    out, assets, _ = built
+    again, again_assets, _ = quick_build(tmp_path)
+    produced = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and p.name != "quality.json")
+    assert len(produced) >= 9 and produced == sorted(
+        p.relative_to(again) for p in again.rglob("*") if p.is_file() and p.name != "quality.json")
+    for name in produced:  # quality.json differs only by the timings it records
+        assert (out / name).read_bytes() == (again / name).read_bytes(), name
+    for name in ("gags-demo-clip.json", "gags-demo-clip.safetensors", "README.md"):
+        assert (assets / name).read_bytes() == (again_assets / name).read_bytes(), name
+    first, second = (json.loads((d / "quality.json").read_text()) for d in (out, again))
+    assert first["pixel"]["levels"] == second["pixel"]["levels"]
 
 
 def test_build_refuses_to_replace_other_directories(tmp_path):

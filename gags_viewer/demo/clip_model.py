@@ -181,7 +181,7 @@ def save_model(model, folder: str | Path = ASSETS_DIR) -> tuple[Path, Path]:
     atomic_write_text(folder / "README.md", vocabulary_markdown())
     state = {k: v.detach().to(torch.float16).contiguous().clone() for k, v in model.state_dict().items()}
     checkpoint = folder / CHECKPOINT_FILE
-    atomic_write_bytes(checkpoint, save(state, metadata={"format": "pt", "model": DEMO_CLIP_NAME}))
+    atomic_write_bytes(checkpoint, save(state, metadata={"format": "pt"}))
     return config, checkpoint
 
 
