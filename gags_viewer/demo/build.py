@@ -20,7 +20,6 @@ Everything is deterministic from ``--seed`` up to floating-point threading order
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -394,21 +393,11 @@ def format_quality(results: dict) -> str:
 # ---------------------------------------------------------------------------------------- entry
 
 
-@contextlib.contextmanager
-def deterministic_algorithms():
-    """torch's deterministic kernels while the block runs (then the previous setting again): with two or more
-    CPU threads, some accumulations (``index_add_``) otherwise sum in an order that varies from run to run."""
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
-
-
 def build(config: BuildConfig) -> dict:
     """Run every stage (see module doc), reproducibly: the same seed gives the same files, byte for byte
     (quality.json aside, which records timings). Returns timings and, when evaluated, the quality summary."""
+    from gags_viewer.train.run import deterministic_algorithms
+
     with deterministic_algorithms():
         return _run_stages(config)
 
