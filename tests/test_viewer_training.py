@@ -184,3 +184,17 @@ def test_format_duration():
     assert format_duration(42) == "42 s"
     assert format_duration(125) == "2 min 05 s"
     assert format_duration(3 * 3600 + 60) == "3 h 01 min"
+
+
+def test_progress_bar_in_the_terminal_when_asked(scene_dir, tmp_path, capfd):
+    """train-view --progress: the background run also shows a tqdm bar in the terminal, to the last step."""
+    trainer = make_trainer(scene_dir, tmp_path / "out", iterations=5)
+    trainer.config = dataclasses.replace(trainer.config, progress=True)
+    driver = TrainingDriver(trainer, None, preview_every=0.2, status_every=0.1, checkpoints=False)
+    driver.start()
+    try:
+        wait_for(lambda: driver._train_thread is not None and not driver._train_thread.is_alive(), what="training to end")
+    finally:
+        driver.stop()
+    err = capfd.readouterr().err
+    assert "distilling" in err and "5/5" in err

@@ -91,19 +91,11 @@ def run_training(config: TrainConfig) -> Trainer:
             signal.signal(signal.SIGINT, previous_handler or signal.default_int_handler)
         previous_handler = signal.signal(signal.SIGINT, interrupt)
 
-    bar = _progress_bar(trainer) if config.progress else None
-
-    def on_step(record: dict) -> None:
-        if bar is None:
-            return
-        bar.update(1)
-        if record["iteration"] % 10 == 0 or record["iteration"] == trainer.config.iterations:
-            bar.set_postfix(loss=f"{record['loss']:.4f}", distill=f"{record['distill']:.4f}",
-                            ent=f"{record['entropy']:.3f}", cons=f"{record['consistency']:.4f}", refresh=False)
+    bar = TerminalProgress(trainer) if config.progress else None
 
     try:
         with deterministic_algorithms() if trainer.device.type == "cpu" else contextlib.nullcontext():
-            trainer.run(stop_event=stop, on_step=on_step)
+            trainer.run(stop_event=stop, on_step=bar.update if bar is not None else None)
         if stop.is_set() and trainer.last_checkpoint != trainer.iteration:
             trainer.save_checkpoint()
             print(f"\nstopped at iteration {trainer.iteration}; checkpoint written, continue with --resume")
@@ -115,11 +107,24 @@ def run_training(config: TrainConfig) -> Trainer:
     return trainer
 
 
-def _progress_bar(trainer: Trainer):
-    from tqdm import tqdm
+class TerminalProgress:
+    """A tqdm bar of a training run in the terminal, fed by the trainer's per-step records."""
 
-    return tqdm(total=trainer.config.iterations, initial=trainer.iteration, unit="it", dynamic_ncols=True,
-                desc="distilling", smoothing=0.1, mininterval=0.5)
+    def __init__(self, trainer: Trainer):
+        from tqdm import tqdm
+
+        self.total = trainer.config.iterations
+        self.bar = tqdm(total=self.total, initial=trainer.iteration, unit="it", dynamic_ncols=True,
+                        desc="distilling", smoothing=0.1, mininterval=0.5)
+
+    def update(self, record: dict) -> None:
+        self.bar.update(1)
+        if record["iteration"] % 10 == 0 or record["iteration"] == self.total:
+            self.bar.set_postfix(loss=f"{record['loss']:.4f}", distill=f"{record['distill']:.4f}",
+                                 ent=f"{record['entropy']:.3f}", cons=f"{record['consistency']:.4f}", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def estimate_seconds(trainer: Trainer) -> float:

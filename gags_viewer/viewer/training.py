@@ -134,6 +134,7 @@ class TrainingDriver:
         self._stop = threading.Event()
         self._train_thread: Optional[threading.Thread] = None
         self._monitor_thread: Optional[threading.Thread] = None
+        self._terminal = None  # a tqdm bar in the terminal while training runs (config.progress)
         self._plot_lock = threading.Lock()
         self._plot_iteration = trainer.iteration
         self._plot: dict[str, list[float]] = {"iteration": [], "loss": [], "distill": []}
@@ -225,6 +226,8 @@ class TrainingDriver:
     # -- threads ------------------------------------------------------------------------------------
 
     def _on_step(self, record: dict) -> None:
+        if self._terminal is not None:
+            self._terminal.update(record)
         # Give the cores to the browsers while a camera moves (checked between steps).
         if self.busy is None:
             return
@@ -237,12 +240,18 @@ class TrainingDriver:
             time.sleep(0.05)
 
     def _train(self) -> None:
+        from gags_viewer.train.run import TerminalProgress
+
+        if self.trainer.config.progress:
+            self._terminal = TerminalProgress(self.trainer)
         try:
             self.trainer.run(on_step=self._on_step, checkpoints=self.checkpoints)
         except Exception as exc:  # noqa: BLE001 - report in the panel instead of killing the thread silently
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("training failed")
         finally:
+            if self._terminal is not None:
+                self._terminal.close()
             if not self._stop.is_set():
                 try:
                     self.update_preview()  # the final field
