@@ -31,7 +31,7 @@ def nearest_neighbours(means: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
     points = means.detach().cpu().double().numpy()
     k = min(k, len(points))
-    distances, indices = cKDTree(points).query(points, k=k)
+    distances, indices = cKDTree(points).query(points, k=k, workers=-1)
     distances, indices = np.asarray(distances).reshape(len(points), k), np.asarray(indices).reshape(len(points), k)
     indices[:, 0], distances[:, 0] = np.arange(len(points)), 0.0
     return (torch.from_numpy(distances).float().to(means.device),
