@@ -317,3 +317,16 @@ def test_end_to_end_with_colmap_scene(field_dir, tmp_path):
     report = run_eval(EvalConfig(field=field_dir, labels=labels, scene_data=scene, device="cpu"), console=quiet())
     assert report.mapping == FRAME_CONVENTION and report.frame_cameras == {"frame_00002": "IMG_0002"}
     assert report.settings["camera_source"].startswith("COLMAP")
+
+
+def test_gaussian_neighbours_below_one_is_one_line_from_the_cli(field_dir, tmp_path, capsys):
+    from gags_viewer.cli import main
+
+    write_cameras_json(field_dir, ["frame_00001"])
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    write_frame(labels, "frame_00001", [obj("plant", 0, 0, 31, 23)], h=24, w=32)
+    code = main(["eval", str(field_dir), "--labels", str(labels), "--mode", "gaussian", "--device", "cpu",
+                 "--gaussian-neighbours", "0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "neighbours must be at least 1" in err

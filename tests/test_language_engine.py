@@ -238,3 +238,8 @@ def test_with_tiny_open_clip_end_to_end(tmp_path):
     result = engine.query(camera(24, 18), "mug", mode="pixel")
     assert result.relevancy.shape == (1, 18, 24)
     assert torch.isfinite(result.relevancy).all()
+
+
+def test_neighbours_below_one_is_a_clear_error():
+    with pytest.raises(GagsError, match="at least 1"):
+        QueryEngine(random_field(n=20), FakeTextEncoder(), backend=BACKEND, neighbours=0)

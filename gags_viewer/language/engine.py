@@ -122,6 +122,8 @@ class QueryEngine:
     ):
         if not field.has_language:
             raise GagsError("this field has no language features (an RGB-only splat cannot be queried)")
+        if neighbours < 1:
+            raise GagsError(f"gaussian-mode neighbours must be at least 1 (1: each Gaussian's own feature), got {neighbours}")
         self.field = field
         self.device = field.means.device
         self._text_encoder = text_encoder
