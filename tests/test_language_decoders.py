@@ -78,6 +78,17 @@ def test_granularity_decoder_softmax():
     assert out.shape == (4, 6, 3)
     torch.testing.assert_close(out.sum(-1), torch.ones(4, 6))
     assert (out >= 0).all()
+    # the values: Linear, ReLU between layers, softmax at the end, computed from the state dict by hand
+    x = torch.randn(5, 16, generator=torch.Generator().manual_seed(1)).double()  # the inputs, in float64
+    layers = sorted({int(k.split(".")[1]) for k in state})
+    for position, index in enumerate(layers):
+        weight = state[f"decoder.{index}.weight"].double().flatten(1)  # stored as 1x1 convolutions
+        x = x @ weight.T + state[f"decoder.{index}.bias"].double()
+        if position < len(layers) - 1:
+            x = x.clamp(min=0)
+    expected = torch.softmax(x, dim=-1).float()
+    inputs = torch.randn(5, 16, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(decoder.decode(inputs), expected, atol=1e-5, rtol=0)
 
 
 def test_langsplat_style_linear_decoder():

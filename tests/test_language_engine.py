@@ -71,6 +71,13 @@ def grid_field(bias: bool, sigma_px=1.2, spacing_px=16, depth=5.0, seed=0, opaci
     return field.validate(), cam
 
 
+def _projected_pixels(means, cam) -> torch.Tensor:
+    """Integer pixel (u, v) of each centre. [N, 2]"""
+    cam_points = means @ cam.world_to_camera[:3, :3].T + cam.world_to_camera[:3, 3]
+    uvw = cam_points @ cam.K.T
+    return (uvw[:, :2] / uvw[:, 2:3]).floor().long()
+
+
 def random_field(n=200, seed=1):
     """Overlapping Gaussians in front of the camera, with a decoder that has biases."""
     g = torch.Generator().manual_seed(seed)
@@ -222,6 +229,14 @@ def test_granularity_both_modes():
         assert probs.shape == (cam.height, cam.width, 3)
         covered = out.alpha > 0.5
         torch.testing.assert_close(probs[covered].sum(-1), torch.ones(int(covered.sum())), atol=1e-4, rtol=0)
+        # At each Gaussian's centre pixel it alone covers (alpha 0.999, neighbours 16 px away at sigma
+        # 1.2 px): the probabilities are its own feature's, decoded (alpha and background move them < 0.01).
+        own = engine.granularity_decoder.decode(field.features)
+        centres = engine.render_features(cam).alpha  # any render: we only need the projected centres
+        uv = _projected_pixels(field.means, cam)
+        assert centres[uv[:, 1], uv[:, 0]].min() > 0.99
+        torch.testing.assert_close(probs[uv[:, 1], uv[:, 0]], own, atol=0.01, rtol=0)
+        assert own.argmax(-1).unique().numel() >= 2  # the Gaussians differ, so the check sees which is which
 
 
 def test_with_tiny_open_clip_end_to_end(tmp_path):

@@ -62,6 +62,58 @@ def test_every_display_mode(scene, display):
     if display != "rgb":
         assert not frame.legend.empty
     assert frame.timings["total"] > 0
+    MODE_CHECKS.get(display, lambda *a: None)(scene, camera, settings, frame.image)
+
+
+def _mean_colour(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return image[mask].astype(float).mean(0)
+
+
+def _colormap_position(colours: np.ndarray, name: str) -> np.ndarray:
+    """Where on the colormap each RGB colour [..., 3] lies (0..1, nearest of 256 samples)."""
+    import torch
+
+    from gags_viewer.language.colormaps import apply_colormap
+
+    lut = to_uint8(apply_colormap(torch.linspace(0, 1, 256), name)).astype(float)
+    distance = ((colours[..., None, :].astype(float) - lut) ** 2).sum(-1)
+    return distance.argmin(-1) / 255.0
+
+
+def _check_alpha(scene, camera, settings, image):
+    """The accumulated alpha through the colormap: exactly the render's alpha, pixel by pixel."""
+    from gags_viewer.language.colormaps import apply_colormap
+
+    alpha = render(scene.field, camera, rgb=False).alpha
+    assert np.abs(image.astype(int) - to_uint8(apply_colormap(alpha, settings.colormap)).astype(int)).max() <= 1
+
+
+def _check_depth(scene, camera, settings, image):
+    """Depth increases along the colormap: the nearer object sits lower on it than the farther one."""
+    out = render(scene.field, camera, rgb=False)
+    position = _colormap_position(image, settings.colormap)
+    covered = out.alpha.numpy() > 0.99
+    depth = out.depth.numpy()
+    near = covered & (depth < np.quantile(depth[covered], 0.2))
+    far = covered & (depth > np.quantile(depth[covered], 0.8))
+    assert position[near].mean() + 0.3 < position[far].mean()
+
+
+def _check_relevancy(scene, camera, settings, image):
+    """'mug' relevancy: the mug high on the colormap, the plant low."""
+    position = _colormap_position(image, settings.colormap)
+    mug, plant = scene.object_mask("mug", camera), scene.object_mask("plant", camera)
+    assert np.median(position[mug]) > np.median(position[plant]) + 0.15
+
+
+def _check_pca(scene, camera, settings, image):
+    """Objects with different features get clearly different colours."""
+    mug, plant = scene.object_mask("mug", camera), scene.object_mask("plant", camera)
+    assert np.abs(_mean_colour(image, mug) - _mean_colour(image, plant)).sum() > 60
+
+
+MODE_CHECKS = {"alpha": _check_alpha, "depth": _check_depth, "relevancy": _check_relevancy, "pca": _check_pca}
+"""Value checks per display mode (overlay, mask, heatmap: test_highlight_is_on_the_queried_object)."""
 
 
 def test_background_colour_fills_empty_pixels(scene):
