@@ -117,6 +117,7 @@ def serve(
 ):
     """Start the viewer on ``field``; with ``block`` serve until Ctrl-C, else return (server, viewer)."""
     from gags_viewer.viewer.app import ViewerApp, start_viewer
+    from gags_viewer.viewer.exposure import exposure_warnings
     from gags_viewer.viewer.settings import ViewSettings
 
     settings = ViewSettings(
@@ -132,6 +133,8 @@ def serve(
           f"at http://{url_host}:{server.get_port()}  (Ctrl-C to stop)", flush=True)
     if engine is None and not field.has_language:
         print("gags-viewer: this field has no language features: RGB, depth and alpha views only", flush=True)
+    for line in exposure_warnings(host, server.get_port(), share):
+        print(f"gags-viewer: {line}", flush=True)
     if share:
         url = server.request_share_url(verbose=False)
         print(f"gags-viewer: share URL: {url}" if url else "gags-viewer: could not get a share URL (no network?)", flush=True)
