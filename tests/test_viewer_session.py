@@ -204,3 +204,35 @@ def test_a_slow_browser_does_not_hold_up_another():
     finally:
         for renderer in renderers:
             renderer.running = False
+
+
+def test_checking_settings_never_modifies_them():
+    """A browser's render thread checks the settings object its GUI thread may be replacing."""
+    original = ViewSettings(colors={"mug": "#ff0000"}, background="0, 128, 255")
+    checked = original.checked()
+    assert checked.colors == {"mug": (255, 0, 0)} and checked.background == (0, 128, 255)
+    assert original.colors == {"mug": "#ff0000"} and original.background == "0, 128, 255"
+
+
+def test_pending_phrases_are_released_once_and_atomically():
+    session = ClientSession(FakeClient(), ViewSettings(), _good)
+    session.set_pending(("mug", "plant"))
+    assert session.release_pending(("mug", "lamp")) is True
+    assert session.pending_phrases == {"plant"}
+    assert session.release_pending(("mug",)) is False  # already released: no second re-render
+    # the encoder thread releasing while the render thread replaces the set never loses or resurrects one
+    stop = threading.Event()
+
+    def render_thread():
+        while not stop.is_set():
+            session.set_pending(("a", "b"))
+
+    thread = threading.Thread(target=render_thread)
+    thread.start()
+    try:
+        for _ in range(2000):
+            session.release_pending(("a",))
+            assert session.pending_phrases in ({"a", "b"}, {"b"})
+    finally:
+        stop.set()
+        thread.join()

@@ -104,9 +104,7 @@ class ViewerApp(FrameSource):
     def on_text_ready(self, phrases: tuple[str, ...], future: Future) -> None:
         # A failure is reported by the re-render itself (one notification per browser).
         for session in self.all_sessions():
-            waiting = session.pending_phrases & set(phrases)
-            if waiting:
-                session.pending_phrases -= waiting
+            if session.release_pending(phrases):
                 session.rerender()
 
     def all_sessions(self) -> list[ClientSession]:
@@ -117,7 +115,7 @@ class ViewerApp(FrameSource):
         frame = self.compose(camera, settings, wait_for_text=False)
         # What this browser waits for is what its latest frame lacked (a frame that raced with the
         # encoder's callback must not leave a stale entry behind).
-        session.pending_phrases = set(frame.pending)
+        session.set_pending(frame.pending)
         if frame.pending:
             self.request_text(frame.pending)
         return frame

@@ -40,6 +40,33 @@ log = logging.getLogger(__name__)
 ComposeFn = Callable[[Camera, ViewSettings, "ClientSession"], "Frame"]
 
 
+PLACEHOLDER_SIDE = 64
+"""Longest side of the black image sent when a browser has no good frame yet (the browser stretches
+it): never the requested size, which may be what ran out of memory."""
+
+
+def placeholder_image(width: int, height: int) -> np.ndarray:
+    """A small black image with the aspect ratio of width x height. [h, w, 3] uint8, h, w <= 64"""
+    scale = min(1.0, PLACEHOLDER_SIDE / max(width, height, 1))
+    return np.zeros((max(1, round(height * scale)), max(1, round(width * scale)), 3), dtype=np.uint8)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, or torch's CPU/CUDA allocation failures."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "out of memory" in text or "not enough memory" in text
+
+
+def failure_message(exc: BaseException, width: int, height: int) -> str:
+    """What to tell the browser whose frame failed: the user's error as it is, an out-of-memory with the
+    size that caused it, anything else with its type."""
+    if isinstance(exc, GagsError):
+        return str(exc)
+    if is_out_of_memory(exc):
+        return f"out of memory rendering {width}x{height}: lower the resolution (Settings) and try again"
+    return f"{type(exc).__name__}: {exc}"
+
+
 class ClientSession:
     """One connected browser: its settings, its last frame, and its render callback.
 
@@ -64,7 +91,7 @@ class ClientSession:
         self.last_error: Optional[str] = None
         self._notified_error: Optional[str] = None
         self.errors = 0
-        self.pending_phrases: set[str] = set()
+        self._pending: frozenset[str] = frozenset()
         self.rerender: Callable[[], None] = lambda: None
         """Set by the app: ask nerfview to render this browser's view again."""
         self.view = None
@@ -80,6 +107,25 @@ class ClientSession:
     def settings(self) -> ViewSettings:
         with self._lock:
             return self._settings
+
+    @property
+    def pending_phrases(self) -> frozenset[str]:
+        """Phrases this browser's latest frame lacked (being encoded in the background)."""
+        with self._lock:
+            return self._pending
+
+    def set_pending(self, phrases) -> None:
+        """Called by the render thread with what its latest frame lacked."""
+        with self._lock:
+            self._pending = frozenset(phrases)
+
+    def release_pending(self, phrases) -> bool:
+        """Called by the encoder thread when ``phrases`` are ready: whether this browser waited for any
+        of them (then it should render again). Atomic with :meth:`set_pending`."""
+        with self._lock:
+            waiting = self._pending & frozenset(phrases)
+            self._pending -= waiting
+            return bool(waiting)
 
     def update(self, rerender: bool = True, **changes) -> ViewSettings:
         """Apply setting changes (validated; a bad value raises GagsError and changes nothing)."""
@@ -114,7 +160,7 @@ class ClientSession:
     def _failed(self, exc: BaseException, width: int, height: int) -> np.ndarray:
         try:
             self.errors += 1
-            message = str(exc) if isinstance(exc, GagsError) else f"{type(exc).__name__}: {exc}"
+            message = failure_message(exc, width, height)
             self.last_error = message
             if not isinstance(exc, GagsError):
                 log.warning("render failed for client %s:\n%s", self.client_id, traceback.format_exc())
@@ -123,11 +169,11 @@ class ClientSession:
                 self.notify("Render failed", message, color="red")
             if self.last_frame is not None:
                 return self.last_frame
-            return np.zeros((height, width, 3), dtype=np.uint8)
+            return placeholder_image(width, height)
         except InterruptRenderException:
             raise
         except Exception:  # noqa: BLE001 - even reporting must not kill the server
-            return np.zeros((height, width, 3), dtype=np.uint8)
+            return placeholder_image(width, height)
 
     def _clear_error(self) -> None:
         self.last_error = None

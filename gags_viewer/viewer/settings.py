@@ -153,7 +153,10 @@ class ViewSettings:
         return out.checked()
 
     def checked(self) -> "ViewSettings":
-        """Validate every field; raise :class:`GagsError` naming the first bad one. Returns self."""
+        """Validate every field; raise :class:`GagsError` naming the first bad one.
+
+        Returns a normalised copy (colours parsed to RGB tuples). ``self`` is never modified: one settings
+        object is read by a browser's render thread while its GUI thread replaces it."""
         if self.display not in DISPLAY_MODES:
             raise GagsError(f"unknown display mode '{self.display}'; choose one of {', '.join(DISPLAY_MODES)}")
         if self.query_mode not in QUERY_MODES:
@@ -162,13 +165,13 @@ class ViewSettings:
             raise GagsError(f"unknown colormap '{self.colormap}'; choose one of {', '.join(COLORMAPS)}")
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise GagsError(f"threshold must be in [0, 1], got {self.threshold}")
-        self.background = parse_color(self.background)
-        self.colors = {str(k): parse_color(v) for k, v in self.colors.items()}
+        background = parse_color(self.background)
+        colors = {str(k): parse_color(v) for k, v in self.colors.items()}
         if not 16 <= int(self.viewer_res) <= 4096:
             raise GagsError(f"viewer resolution must be 16-4096 pixels, got {self.viewer_res}")
         if not 0.5 <= float(self.moving_fps) <= 60:
             raise GagsError(f"moving frame rate must be 0.5-60, got {self.moving_fps}")
-        return self
+        return dataclasses.replace(self, background=background, colors=colors)
 
 
 def settings_for_render(
