@@ -29,7 +29,7 @@ import viser
 
 import nerfview
 import nerfview.render_panel as nerfview_panel
-from nerfview._renderer import Renderer, RenderTask
+from nerfview._renderer import RenderTask
 from nerfview.render_panel import RenderTabState
 
 from gags_viewer.field.language_field import LanguageField
@@ -43,6 +43,7 @@ from gags_viewer.viewer.camera_path import (
     parse_camera_path,
 )
 from gags_viewer.viewer.frame import Frame, FrameSource
+from gags_viewer.viewer.renderer import ClientRenderer
 from gags_viewer.viewer.session import ClientSession
 from gags_viewer.viewer.settings import ViewSettings
 
@@ -184,7 +185,7 @@ class GagsViewer(nerfview.Viewer):
 
         session = ClientSession(client, app.default_settings.copy(), app.compose_for, on_frame=on_frame)
         view = _ClientView(self, session, session.settings.viewer_res)
-        renderer = Renderer(viewer=view, client=client, lock=view.lock)
+        renderer = ClientRenderer(viewer=view, client=client, lock=view.lock)
         renderer._target_fps = session.settings.moving_fps
         session.view = view
         session.renderer = renderer

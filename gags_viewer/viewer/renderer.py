@@ -1,0 +1,118 @@
+"""One browser's render thread: nerfview's ``Renderer`` state machine without its lost requests.
+
+nerfview's ``Renderer`` (one thread per browser) renders at low resolution while the camera moves and
+at full resolution once it rests, and abandons a full-resolution frame when the camera moves again.
+Driven by several threads (the camera's, the GUI's, the text encoder's), it loses requests:
+
+- when its 0.2 s wait for work times out it submits its own "static" request, overwriting a request
+  that arrived in that instant; at full resolution that request is then skipped: a query change never
+  shows until the next camera move;
+- a request that arrives while no frame is being rendered still raises the "abandon the frame" flag,
+  so the next frame is abandoned at its first line and only comes after another 0.2 s wait;
+- an exception in the callback ends the whole process (``os._exit``), and a browser that left while
+  its frame was sent kills the thread.
+
+:class:`ClientRenderer` keeps nerfview's states, transitions and resolutions but takes every request
+under one lock, lets its idle "static" request never replace a real one, raises the abandon flag only
+while a frame is being rendered, and logs instead of exiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from nerfview._renderer import InterruptRenderException, Renderer, RenderTask, set_trace_context
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT_S = 0.2
+"""How long the thread waits for a request before refining the resting view (nerfview's value)."""
+
+INTERRUPTIBLE_ACTIONS = ("move", "rerender")
+
+
+class ClientRenderer(Renderer):
+    """A nerfview ``Renderer`` that never drops a request (see the module doc).
+
+    Args:
+        viewer: what nerfview's Renderer reads (``render_fn``, ``render_tab_state``, ``state``,
+            ``get_camera_state``, ``_after_render``).
+        client: the viser client to stream to.
+        lock: held while rendering.
+    """
+
+    def __init__(self, viewer, client, lock: threading.Lock):
+        super().__init__(viewer=viewer, client=client, lock=lock)
+        self._task_lock = threading.Lock()
+        self._rendering = False
+        self.frames_sent = 0
+
+    def submit(self, task: RenderTask) -> None:
+        """Ask for a frame (the newest request wins); abandon a full-resolution frame being rendered if
+        the camera moved or the settings changed."""
+        with self._task_lock:
+            self._task = task
+            if self._rendering and self._state == "high" and task.action in INTERRUPTIBLE_ACTIONS:
+                self._may_interrupt_render = True
+            self._render_event.set()
+
+    def _next_task(self, woke: bool):
+        """The task to render now and move the state machine, or None when there is nothing to do."""
+        with self._task_lock:
+            if not woke and not self._render_event.is_set():
+                if self._state == "high":
+                    return None  # at rest at full resolution: nothing to refine
+                self._task = RenderTask("static", None)
+            self._render_event.clear()
+            task = self._task
+            if task is None:
+                return None
+            if self._state == "high" and task.action == "static":
+                return None
+            self._state = self.transitions[self._state][task.action]
+            self._may_interrupt_render = False
+            self._rendering = True
+            return task
+
+    def run(self) -> None:
+        while self.running:
+            if not self.is_prepared_fn():
+                time.sleep(0.1)
+                continue
+            task = self._next_task(self._render_event.wait(IDLE_WAIT_S))
+            if task is None:
+                continue
+            try:
+                camera_state = task.camera_state or self.viewer.get_camera_state(self.client)
+                image = self._render(camera_state)
+            except InterruptRenderException:
+                continue
+            except Exception:  # noqa: BLE001 - one browser's failure must not end the server
+                log.exception("render thread of client %s: frame failed", getattr(self.client, "client_id", "?"))
+                continue
+            finally:
+                with self._task_lock:
+                    self._rendering = False
+            self._send(image, task)
+
+    def _render(self, camera_state):
+        """One frame at the size the state asks for. -> [H, W, 3] uint8"""
+        with self.lock, set_trace_context(self._may_interrupt_trace):
+            start = time.time()
+            width, height = self._get_img_wh(camera_state.aspect)
+            tab = self.viewer.render_tab_state
+            tab.viewer_width, tab.viewer_height = width, height
+            image = self.viewer.render_fn(camera_state, tab)
+            self.viewer._after_render()
+            tab.num_view_rays_per_sec = (width * height) / max(time.time() - start, 1e-10)
+        return image[0] if isinstance(image, tuple) else image
+
+    def _send(self, image, task: RenderTask) -> None:
+        quality = 70 if task.action in ("static", "update") else 40
+        try:
+            self.client.scene.set_background_image(image, format="jpeg", jpeg_quality=quality)
+            self.frames_sent += 1
+        except Exception:  # noqa: BLE001 - the browser left while its frame was on the way
+            log.debug("could not send a frame to client %s", getattr(self.client, "client_id", "?"), exc_info=True)

@@ -1,0 +1,156 @@
+"""The per-browser render thread never loses a request (gags_viewer/viewer/renderer.py), checked on the
+exact interleavings that lose one in nerfview's own Renderer."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+from nerfview import CameraState
+from nerfview._renderer import Renderer, RenderTask
+from nerfview.render_panel import RenderTabState
+
+from gags_viewer.viewer.renderer import ClientRenderer
+
+
+class FakeScene:
+    def __init__(self, view):
+        self.view = view
+        self.frames: list[tuple[float, int, int]] = []
+        """(arrival time, renders started so far, the frame's query version)"""
+
+    def set_background_image(self, image, format, jpeg_quality, depth=None):
+        self.frames.append((time.monotonic(), self.view.started, int(image[0, 0, 0])))
+
+
+class FakeClient:
+    client_id = 1
+
+    def __init__(self, view):
+        self.scene = FakeScene(view)
+
+
+class FakeView:
+    """What a Renderer reads; ``render_fn`` paints the current 'query version' into the frame."""
+
+    def __init__(self, render_seconds: float = 0.0):
+        self.render_tab_state = RenderTabState(viewer_res=64)
+        self.state = "ready"
+        self.version = 0
+        self.render_seconds = render_seconds
+        self.started = 0
+
+    def render_fn(self, camera_state, tab):
+        self.started += 1
+        version = self.version
+        deadline = time.monotonic() + self.render_seconds
+        while time.monotonic() < deadline:  # Python lines: where an abandoned frame is interrupted
+            pass
+        return np.full((tab.viewer_height, tab.viewer_width, 3), version, dtype=np.uint8)
+
+    def get_camera_state(self, client):
+        return CameraState(fov=math.radians(50), aspect=4 / 3, c2w=np.eye(4))
+
+    def _after_render(self):
+        pass
+
+
+def _start(cls, render_seconds: float = 0.0):
+    view = FakeView(render_seconds)
+    client = FakeClient(view)
+    renderer = cls(viewer=view, client=client, lock=threading.Lock())
+    renderer.start()
+    return renderer, view, client
+
+
+def _wait_for(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _at_rest(renderer, client, timeout: float = 5.0) -> None:
+    """Wait until the thread refined the view to full resolution and went idle."""
+    assert _wait_for(lambda: renderer._state == "high" and client.scene.frames, timeout)
+    time.sleep(0.5)
+
+
+def _request_as_the_wait_times_out(renderer, view) -> None:
+    """Make the thread's next idle wait time out at the instant a settings change is submitted."""
+    original = renderer._render_event.wait
+
+    def wait(timeout=None):
+        original(timeout)
+        renderer._render_event.wait = original
+        view.version = 7
+        renderer.submit(RenderTask("rerender", view.get_camera_state(None)))
+        return False  # the wait "timed out" just before the request arrived
+
+    renderer._render_event.wait = wait
+
+
+@pytest.mark.parametrize("cls, lost", [(ClientRenderer, False), (Renderer, True)])
+def test_a_change_made_as_the_thread_goes_idle_is_rendered(cls, lost):
+    renderer, view, client = _start(cls)
+    try:
+        _at_rest(renderer, client)
+        _request_as_the_wait_times_out(renderer, view)
+        shown = _wait_for(lambda: any(value == 7 for _, _, value in client.scene.frames), timeout=3.0)
+        assert shown is not lost  # nerfview's Renderer drops it (the reason for ClientRenderer)
+    finally:
+        renderer.running = False
+
+
+def test_a_change_at_rest_is_not_abandoned_and_comes_at_once():
+    """At rest, a settings change renders once, without an abandoned first attempt or a 0.2 s wait."""
+    renderer, view, client = _start(ClientRenderer)
+    try:
+        _at_rest(renderer, client)
+        started, sent = view.started, len(client.scene.frames)
+        view.version = 3
+        submitted = time.monotonic()
+        renderer.submit(RenderTask("rerender", view.get_camera_state(None)))
+        assert _wait_for(lambda: len(client.scene.frames) > sent)
+        arrived, started_by_then, value = client.scene.frames[sent]
+        assert value == 3 and started_by_then == started + 1
+        assert arrived - submitted < 0.15  # not held back by the idle wait (generous for busy machines)
+    finally:
+        renderer.running = False
+
+
+def test_a_move_abandons_the_full_resolution_frame_being_rendered():
+    renderer, view, client = _start(ClientRenderer, render_seconds=0.3)
+    try:
+        _at_rest(renderer, client, timeout=10)
+        renderer.submit(RenderTask("rerender", view.get_camera_state(None)))  # low-res, then a slow full-res frame
+        assert _wait_for(lambda: renderer._rendering and renderer._state == "high")
+        sent = len(client.scene.frames)
+        view.version = 5
+        renderer.submit(RenderTask("move", view.get_camera_state(None)))
+        assert _wait_for(lambda: any(value == 5 for _, _, value in client.scene.frames[sent:]), timeout=5)
+        assert all(value == 5 for _, _, value in client.scene.frames[sent:])  # the old frame never arrived
+    finally:
+        renderer.running = False
+
+
+def test_a_failing_frame_or_a_gone_browser_does_not_end_the_thread():
+    renderer, view, client = _start(ClientRenderer)
+    try:
+        _at_rest(renderer, client)
+        good_render = view.render_fn
+        view.render_fn = lambda *a: 1 / 0
+        renderer.submit(RenderTask("rerender", view.get_camera_state(None)))
+        time.sleep(0.3)
+        client.scene.set_background_image = lambda *a, **k: (_ for _ in ()).throw(ConnectionError("gone"))
+        view.render_fn = good_render
+        renderer.submit(RenderTask("rerender", view.get_camera_state(None)))
+        time.sleep(0.3)
+        assert renderer.is_alive()
+    finally:
+        renderer.running = False
