@@ -85,6 +85,8 @@ class Tab:
         self.lost = 0
         self.actions = 0
         self.errors: list[str] = []
+        self.lost_actions: list[str] = []
+        self.query = ""
         page.on("pageerror", lambda error: self.errors.append(str(error)))
 
     async def frames(self) -> list[float]:
@@ -93,11 +95,14 @@ class Tab:
     async def act(self, rng: random.Random, lost_after: float) -> None:
         before = await self.page.evaluate("performance.now()")
         if rng.random() < 0.3:
+            action = "query"
+            self.query = rng.choice([q for q in QUERIES if q != self.query])  # a change, not the same text
             box = self.page.locator(TEXT_INPUT).first
-            await box.fill(rng.choice(QUERIES))
+            await box.fill(self.query)
             before = await self.page.evaluate("performance.now()")
             await box.press("Enter")
         else:
+            action = "orbit"
             canvas = await self.page.locator("canvas").first.bounding_box()
             x, y = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
             await self.page.mouse.move(x, y)
@@ -114,6 +119,7 @@ class Tab:
                 return
             await asyncio.sleep(0.02)
         self.lost += 1
+        self.lost_actions.append(action)
 
     async def settle(self, quiet: float = 0.4, longest: float = 4.0) -> None:
         """Wait until no frame arrived for ``quiet`` seconds (the render loop reached full quality)."""
@@ -183,6 +189,8 @@ async def main_async(args) -> int:
                       f"| {1000 * percentile(latencies, 0.5):.0f} ms | {1000 * percentile(latencies, 0.95):.0f} ms "
                       f"| {sum(t.lost for t in tabs)} | {sum(len(t.errors) for t in tabs)} |", flush=True)
                 for tab in tabs:
+                    if tab.lost_actions:
+                        print(f"  tab {tab.index}: no frame within {args.lost_after:.0f} s after: {', '.join(tab.lost_actions)}")
                     for error in tab.errors[:3]:
                         print(f"  tab {tab.index}: {error}")
                 time.sleep(args.cooldown)

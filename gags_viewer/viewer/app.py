@@ -43,6 +43,7 @@ from gags_viewer.viewer.camera_path import (
     parse_camera_path,
 )
 from gags_viewer.viewer.frame import Frame, FrameSource
+from gags_viewer.viewer.memory import return_freed_memory
 from gags_viewer.viewer.renderer import ClientRenderer
 from gags_viewer.viewer.session import ClientSession
 from gags_viewer.viewer.settings import ViewSettings
@@ -214,6 +215,7 @@ class GagsViewer(nerfview.Viewer):
             renderer.running = False
         with self.app._sessions_lock:
             self.app.sessions.pop(client.client_id, None)
+        threading.Thread(target=return_freed_memory, name="gags-release-memory", daemon=True).start()
 
     def get_camera_state(self, client: viser.ClientHandle):
         deadline = time.time() + CAMERA_WAIT_S
