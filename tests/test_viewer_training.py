@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import threading
 import time
 
 import numpy as np
@@ -176,6 +177,33 @@ def test_train_panel_on_a_viser_server(scene_dir, tmp_path):
         assert len(panel.plot.data[0]) == 6
     finally:
         driver.stop()
+        server.stop()
+
+
+def test_save_button_never_blocks_the_gui_thread(scene_dir, tmp_path):
+    """The click returns at once; the (slow) checkpoint is written on its own thread and reported."""
+    import types
+
+    import viser
+
+    trainer = make_trainer(scene_dir, tmp_path / "out", iterations=2)
+    driver = TrainingDriver(trainer, None, status_every=0.1, checkpoints=False)
+    release = threading.Event()
+    saved = []
+    driver.save_checkpoint = lambda: (release.wait(10), saved.append(True))
+    server = viser.ViserServer(host="127.0.0.1", port=free_port(), verbose=False)
+    try:
+        panel = TrainPanel(server, driver)
+        notes = []
+        client = types.SimpleNamespace(add_notification=lambda title, *a, **k: notes.append(title))
+        (on_click,) = panel.save_button._impl.update_cb
+        start = time.monotonic()
+        on_click(types.SimpleNamespace(client=client))
+        assert time.monotonic() - start < 1.0 and panel.save_button.disabled and not saved
+        release.set()
+        wait_for(lambda: notes == ["Checkpoint written"], what="the checkpoint notification")
+        assert saved == [True] and not panel.save_button.disabled
+    finally:
         server.stop()
 
 

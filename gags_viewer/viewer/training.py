@@ -330,21 +330,27 @@ class TrainPanel:
 
         @self.save_button.on_click
         def _(event) -> None:
+            # Writing a checkpoint waits for the current step and takes seconds: never on viser's
+            # callback thread, which would hold every other GUI event of this server meanwhile.
             self.save_button.disabled = True
-            try:
-                driver.save_checkpoint()
-                if event.client is not None:
-                    event.client.add_notification("Checkpoint written", str(driver.trainer.config.out),
-                                                  auto_close_seconds=4.0, with_close_button=True)
-            except Exception as exc:  # noqa: BLE001 - report, keep serving
-                log.warning("checkpoint failed", exc_info=True)
-                if event.client is not None:
-                    event.client.add_notification("Checkpoint failed", str(exc), color="red",
-                                                  auto_close_seconds=8.0, with_close_button=True)
-            finally:
-                self.save_button.disabled = False
+            threading.Thread(target=self._save, args=(event.client,), name="gags-save-checkpoint", daemon=True).start()
 
         driver.listeners.append(self.update)
+
+    def _save(self, client) -> None:
+        """Write a checkpoint and tell ``client`` (the browser that asked) how it went."""
+        try:
+            self.driver.save_checkpoint()
+            if client is not None:
+                client.add_notification("Checkpoint written", str(self.driver.trainer.config.out),
+                                        auto_close_seconds=4.0, with_close_button=True)
+        except Exception as exc:  # noqa: BLE001 - report, keep serving
+            log.warning("checkpoint failed", exc_info=True)
+            if client is not None:
+                client.add_notification("Checkpoint failed", str(exc), color="red",
+                                        auto_close_seconds=8.0, with_close_button=True)
+        finally:
+            self.save_button.disabled = False
 
     def update(self, status: TrainingStatus) -> None:
         self.text.content = status.summary()
