@@ -154,3 +154,33 @@ def test_a_failing_frame_or_a_gone_browser_does_not_end_the_thread():
         assert renderer.is_alive()
     finally:
         renderer.running = False
+
+
+def test_a_tab_that_stops_reading_holds_only_its_own_thread():
+    """A browser whose connection stopped reading blocks its own frame send, never the others' frames:
+    frames are sent outside every lock, and each browser has its own render thread."""
+    shared_raster_lock = threading.Lock()
+
+    class SharedLockView(FakeView):
+        def render_fn(self, camera_state, tab):
+            with shared_raster_lock:  # what FrameSource.raster_lock serialises
+                return super().render_fn(camera_state, tab)
+
+    stuck = threading.Event()
+    stalled_view, healthy_view = SharedLockView(), SharedLockView()
+    stalled_client, healthy_client = FakeClient(stalled_view), FakeClient(healthy_view)
+    stalled_client.scene.set_background_image = lambda *a, **k: stuck.wait(30)  # the send never returns
+    stalled = ClientRenderer(viewer=stalled_view, client=stalled_client, lock=threading.Lock())
+    healthy = ClientRenderer(viewer=healthy_view, client=healthy_client, lock=threading.Lock())
+    stalled.start()
+    healthy.start()
+    try:
+        assert _wait_for(lambda: stalled_view.started >= 1)  # its first frame is stuck in the send
+        for version in (1, 2, 3):
+            healthy_view.version = version
+            healthy.submit(RenderTask("rerender", healthy_view.get_camera_state(None)))
+            assert _wait_for(lambda: any(v == version for _, _, v in healthy_client.scene.frames), timeout=5)
+        assert stalled_view.started == 1 and not stalled.frames_sent
+    finally:
+        stuck.set()
+        stalled.running = healthy.running = False
