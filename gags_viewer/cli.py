@@ -13,6 +13,7 @@ from gags_viewer.errors import GagsError
 from gags_viewer.eval.runner import EvalConfig
 from gags_viewer.train.config import TrainConfig
 from gags_viewer.viewer.commands import demo, render, train_view, view
+from gags_viewer.viewer.select_command import select
 
 
 def info(field: Positional[Path], iteration: Optional[int] = None) -> None:
@@ -62,6 +63,7 @@ SUBCOMMANDS = {
     "train": train,
     "train-view": train_view,
     "eval": evaluate,
+    "select": select,
     "info": info,
 }
 
