@@ -47,6 +47,7 @@ from gags_viewer.language.composite import (
 from gags_viewer.render.api import render
 from gags_viewer.render.camera import Camera
 from gags_viewer.viewer.export import Legend
+from gags_viewer.viewer.selection_view import SelectionViews
 from gags_viewer.viewer.settings import DISPLAY_LABELS, LANGUAGE_DISPLAY_MODES, QUERY_DISPLAY_MODES, ViewSettings
 
 MASK_OPACITY = 0.65
@@ -268,6 +269,8 @@ class FrameSource:
         self._text_lock = threading.Lock()
         self._inflight: dict[str, Future] = {}
         self.text_errors: dict[str, str] = {}
+        self.selections = SelectionViews()
+        """3D selections and their display copies (:mod:`gags_viewer.viewer.selection_view`)."""
 
     def warm_up(self) -> float:
         """Render one small frame on the calling thread; returns the seconds it took.
@@ -302,9 +305,18 @@ class FrameSource:
         failed = [p for p in settings.queries + settings.negatives if p in self.text_errors] if settings.shows_queries else []
         if failed:
             raise GagsError(f"cannot encode '{failed[0]}': {self.text_errors[failed[0]]}")
-        return compose_frame(
-            self.field, camera, settings, self.engine, wait_for_text=wait_for_text, lock=self.raster_lock, backend=self.backend
-        )
+        engine = self.engine  # one read: the engine's own field is the field it belongs to (edits swap both)
+        field = self.field if engine is None else engine.field
+        view = None
+        if settings.shows_selection and engine is not None:
+            view = self.selections.view(engine, settings, wait_for_text)  # the selection is shown by the field
+            field, engine = view.field, view.engine
+        frame = compose_frame(field, camera, settings, engine, wait_for_text=wait_for_text, lock=self.raster_lock,
+                              backend=self.backend)
+        if view is not None:
+            frame.legend.notes.append(view.note)
+            frame.pending = tuple(dict.fromkeys(frame.pending + view.pending))
+        return frame
 
     def request_text(self, phrases: Sequence[str]) -> None:
         """Encode ``phrases`` in the background (each phrase once), then call :meth:`on_text_ready`."""

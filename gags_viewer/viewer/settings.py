@@ -46,6 +46,9 @@ LANGUAGE_DISPLAY_MODES = QUERY_DISPLAY_MODES | {"granularity", "pca"}
 
 QUERY_MODES: tuple[str, ...] = ("gaussian", "pixel")
 
+SELECTION_SHOWS: tuple[str, ...] = ("off", "tinted", "alone", "hidden")
+"""How the selected Gaussians are shown: not marked, tinted in their query colour, alone, or hidden."""
+
 
 DEFAULT_NEGATIVES_TEXT = "object; things; stuff; texture"
 
@@ -111,6 +114,9 @@ class ViewSettings:
         background: RGB background colour, 0-255.
         viewer_res: longest side of the streamed image while the camera rests, in pixels.
         moving_fps: frame rate aimed for while the camera moves (the resolution drops to reach it).
+        selection_text: phrases of the 3D selection (``-`` subtracts: "table; -mug"); empty: the queries.
+        selection_threshold: the official rule's threshold on normalised relevancy (0.4 in GAGS).
+        selection_show: how the selection is shown, see :data:`SELECTION_SHOWS` (every display mode).
     """
 
     queries_text: str = ""
@@ -123,6 +129,9 @@ class ViewSettings:
     background: RGB = (0, 0, 0)
     viewer_res: int = 640
     moving_fps: float = 10.0
+    selection_text: str = ""
+    selection_threshold: float = 0.4
+    selection_show: str = "off"
 
     @property
     def queries(self) -> list[str]:
@@ -139,6 +148,15 @@ class ViewSettings:
 
     def query_colors(self) -> list[RGB]:
         return [self.color_of(i, q) for i, q in enumerate(self.queries)]
+
+    @property
+    def selection_source(self) -> str:
+        """The text the 3D selection is made from: the selection box, or the query box when it is empty."""
+        return self.selection_text if self.selection_text.strip() else self.queries_text
+
+    @property
+    def shows_selection(self) -> bool:
+        return self.selection_show != "off" and bool(self.selection_source.strip())
 
     @property
     def shows_queries(self) -> bool:
@@ -165,6 +183,10 @@ class ViewSettings:
             raise GagsError(f"unknown colormap '{self.colormap}'; choose one of {', '.join(COLORMAPS)}")
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise GagsError(f"threshold must be in [0, 1], got {self.threshold}")
+        if not 0.0 <= float(self.selection_threshold) <= 1.0:
+            raise GagsError(f"selection threshold must be in [0, 1], got {self.selection_threshold}")
+        if self.selection_show not in SELECTION_SHOWS:
+            raise GagsError(f"unknown selection display '{self.selection_show}'; choose one of {', '.join(SELECTION_SHOWS)}")
         background = parse_color(self.background)
         colors = {str(k): parse_color(v) for k, v in self.colors.items()}
         if not 16 <= int(self.viewer_res) <= 4096:

@@ -83,27 +83,16 @@ def swap_field(source, field: LanguageField) -> None:
     so encoded phrases stay cached) and the field keeps the shown field's metadata (CLIP model,
     negatives, up direction) apart from its provenance. Browsers are asked to render again.
     """
-    from gags_viewer.language.engine import QueryEngine
+    from gags_viewer.viewer.editing import engine_for_field, rerender_all
 
     old_field, old = source.field, source.engine
     field = dataclasses.replace(field, metadata=dataclasses.replace(old_field.metadata, source=field.metadata.source))
-    engine = None
-    if old is not None and field.has_language:
-        engine = QueryEngine(
-            field, old.text_encoder, backend=old.backend, chunk_size=old.chunk_size, temperature=old.temperature,
-            alpha_normalize=old.alpha_normalize, min_alpha=old.min_alpha, neighbours=old.neighbours, profile=old.profile,
-        )
-        engine.negatives = old.negatives
+    engine = engine_for_field(old, field)
     # Engine first: a frame starting in between uses the new engine with the old field; both share the
     # (frozen) geometry, so such a frame is merely a mix of two consecutive previews.
     source.engine = engine
     source.field = field
-    sessions = source.all_sessions() if hasattr(source, "all_sessions") else []
-    for session in sessions:
-        try:
-            session.rerender()
-        except Exception:  # noqa: BLE001 - a closed browser must not stop the preview
-            log.debug("rerender after a field swap failed", exc_info=True)
+    rerender_all(source)
 
 
 class TrainingDriver:

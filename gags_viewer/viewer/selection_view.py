@@ -1,0 +1,130 @@
+"""Showing a 3D selection in every display mode: the field is changed before rendering, not the image.
+
+A browser's settings name a selection (:attr:`ViewSettings.selection_source`, the official per-Gaussian
+query of :mod:`gags_viewer.language.selection`) and how to show it: ``tinted`` (the selected Gaussians
+take their query's colour), ``alone`` (everything else transparent) or ``hidden`` (the selection
+transparent). :meth:`SelectionViews.view` returns a display copy of the field with the same Gaussians in
+the same order (only opacities or colours differ) and a query engine on that copy which shares the
+original engine's per-Gaussian caches, so every display mode (RGB, relevancy, PCA, granularity, depth...)
+renders the selection the same way and nothing is decoded again.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from gags_viewer.field.edit import shown_only, tinted
+from gags_viewer.field.language_field import LanguageField
+from gags_viewer.language.selection import GaussianSelector, OfficialRule, Selection, parse_selection
+from gags_viewer.viewer.settings import LANGUAGE_DISPLAY_MODES, ViewSettings, default_query_color
+
+TINT_STRENGTH = 0.65
+
+
+def engine_on(engine, field: LanguageField):
+    """A shallow copy of ``engine`` that renders ``field`` (same Gaussians, same order as ``engine.field``).
+
+    The copy shares the engine's decoders, text encoder, similarity cache and the per-Gaussian tensors
+    already computed; the caller warms those it needs on the original first (:func:`warm`).
+    """
+    view = copy.copy(engine)
+    view.field = field
+    return view
+
+
+def warm(engine, settings: ViewSettings) -> None:
+    """Compute the per-Gaussian caches ``settings`` needs on ``engine`` itself, so copies share them."""
+    if settings.display in LANGUAGE_DISPLAY_MODES and settings.query_mode == "gaussian" and settings.display != "pca":
+        engine.gaussian_clip_features()
+    if settings.display == "pca":
+        engine.feature_pca()
+
+
+def term_color(settings: ViewSettings, phrase: str, position: int) -> tuple[int, int, int]:
+    """A selection phrase's colour: its query colour when it is also a query, else the palette's."""
+    queries = settings.queries
+    if phrase in queries:
+        return settings.color_of(queries.index(phrase), phrase)
+    chosen = settings.colors.get(phrase)
+    return tuple(chosen) if chosen is not None else default_query_color(position)  # type: ignore[return-value]
+
+
+@dataclass
+class SelectionView:
+    """What a frame shows instead of the field: ``field``/``engine`` (display copies), the selection, and a
+    legend note; ``pending`` lists phrases still being encoded (then field/engine are the originals)."""
+
+    field: LanguageField
+    engine: object
+    selection: Optional[Selection]
+    note: str = ""
+    pending: tuple[str, ...] = ()
+
+
+class SelectionViews:
+    """Selectors (one per engine, i.e. per shown field) and the display copies of recent selections."""
+
+    def __init__(self, capacity: int = 8):
+        self._lock = threading.Lock()
+        self._selectors: "OrderedDict[int, tuple[object, GaussianSelector]]" = OrderedDict()
+        self._views: "OrderedDict[tuple, tuple[object, SelectionView]]" = OrderedDict()
+        self._capacity = capacity
+
+    def selector(self, engine) -> GaussianSelector:
+        """The :class:`GaussianSelector` of ``engine`` (created once and kept while the engine is recent)."""
+        with self._lock:
+            entry = self._selectors.get(id(engine))
+            if entry is None or entry[0] is not engine:
+                entry = (engine, GaussianSelector(engine))
+                self._selectors[id(engine)] = entry
+            self._selectors.move_to_end(id(engine))
+            while len(self._selectors) > self._capacity:
+                self._selectors.popitem(last=False)
+            return entry[1]
+
+    def select(self, engine, settings: ViewSettings) -> Selection:
+        """The official selection of ``settings.selection_source`` on ``engine``'s field."""
+        rule = OfficialRule(threshold=float(settings.selection_threshold))
+        with torch.no_grad():
+            return self.selector(engine).select(settings.selection_source, settings.negatives, official=rule)
+
+    def view(self, engine, settings: ViewSettings, wait_for_text: bool = True) -> SelectionView:
+        """The display copy for ``settings`` (cached per field, phrases, threshold, display and colours)."""
+        terms = parse_selection(settings.selection_source)
+        phrases = [t.phrase for t in terms]
+        if not wait_for_text and not engine.ready(phrases, settings.negatives):
+            missing = tuple(p for p in phrases + settings.negatives if engine.text_encoder.cached(p) is None)
+            return SelectionView(engine.field, engine, None, "encoding the selection…", missing)
+        colors = tuple(term_color(settings, t.phrase, i) for i, t in enumerate(terms))
+        key = (id(engine), settings.selection_source, tuple(settings.negatives), float(settings.selection_threshold),
+               settings.selection_show, colors, settings.display, settings.query_mode)
+        with self._lock:
+            cached = self._views.get(key)
+        if cached is not None and cached[0] is engine:
+            return cached[1]
+        selection = self.select(engine, settings)
+        field = engine.field
+        show = settings.selection_show
+        if show == "alone":
+            shown = shown_only(field, selection.mask)
+        elif show == "hidden":
+            shown = shown_only(field, ~selection.mask)
+        else:
+            adds = [(m & selection.mask, c) for t, m, c in zip(terms, selection.term_masks, colors) if not t.subtract]
+            masks = torch.stack([m for m, _ in adds])
+            rgb = torch.tensor([c for _, c in adds], dtype=torch.float32) / 255.0
+            shown = tinted(field, masks, rgb, TINT_STRENGTH)
+        warm(engine, settings)
+        note = f"selection {show}: {selection.count:,} of {field.num_gaussians:,} Gaussians (official rule > {settings.selection_threshold:.2f})"
+        result = SelectionView(shown, engine_on(engine, shown), selection, note)
+        with self._lock:
+            self._views[key] = (engine, result)
+            while len(self._views) > self._capacity:
+                self._views.popitem(last=False)
+        return result
