@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pytest
 
+from gags_viewer.viewer import nerfview_adapter as nv
 from tests.test_viewer_fixtures import scene  # noqa: F401 - fixture
 
 CHROMIUM = "/usr/bin/chromium"
@@ -45,7 +46,7 @@ def server(scene, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("browser_exports")
     srv, viewer = serve(scene.field, scene.engine, port=_free_port(), output_dir=out, block=False)
-    viewer._rendering_tab_handles["render_res_vec2"].value = (640, 480)  # export size: quick on CPU
+    viewer.render_tab_handle("render_res_vec2").value = (640, 480)  # export size: quick on CPU
     yield srv, viewer, f"http://127.0.0.1:{srv.get_port()}", out
     srv.stop()
 
@@ -246,6 +247,8 @@ def test_export_matching_gaussians_as_ply(page_a, server, scene, tmp_path):
     from gags_viewer.field.ply import read_ply
 
     _, _, _, out = server
+    # The official rule's vote radius (0.05) is for COLMAP-scale scenes; this synthetic one is sparser.
+    page_a.session.update(selection_radius=0.3)
     with page_a.page.expect_download(timeout=90_000) as info:
         page_a.page.get_by_role("button", name="Export matches (PLY)").click()
     download = info.value
@@ -253,9 +256,10 @@ def test_export_matching_gaussians_as_ply(page_a, server, scene, tmp_path):
     path = tmp_path / download.suggested_filename
     download.save_as(path)
     selection = read_ply(path)
-    mug = scene.field.features[:, 0] == 1
-    assert selection.num_gaussians == int(mug.sum())  # exactly the mug's Gaussians
-    assert (selection.features[:, 0] == 1).all()
+    mug, plant = scene.field.features[:, 0] == 1, scene.field.features[:, 1] == 1
+    # the official GAGS 3D query: every mug Gaussian, no plant Gaussian (the vote may take floor ones nearby)
+    assert int((selection.features[:, 0] == 1).sum()) == int(mug.sum())
+    assert int((selection.features[:, 1] == 1).sum()) == 0 and int(plant.sum()) > 0
     assert path.read_bytes() == (out / "selections" / download.suggested_filename).read_bytes()
 
 
@@ -295,18 +299,18 @@ def test_video_of_the_camera_path(page_a, server, scene, tmp_path):
 
     _, viewer, _, out = server
     page = page_a
-    handles = viewer._rendering_tab_handles
+    handles = nv.render_tab_handles(viewer)
     handles["framerate_number"].value = 4.0
     handles["transition_sec_number"].value = 1.0
     page.page.get_by_text("Camera path", exact=True).click()
     add = page.page.get_by_role("button", name="Add Keyframe")
     add.click()
-    _wait(lambda: len(viewer.panel_path._keyframes) == 1, what="the first keyframe")
+    _wait(lambda: len(nv.path_keyframes(viewer.panel_path)) == 1, what="the first keyframe")
     client = page.session.client
     client.camera.position = client.camera.position + np.array([0.8, 0.0, 0.3])
     time.sleep(0.5)
     add.click()
-    _wait(lambda: len(viewer.panel_path._keyframes) == 2, what="the second keyframe")
+    _wait(lambda: len(nv.path_keyframes(viewer.panel_path)) == 2, what="the second keyframe")
     handles["trajectory_name_text"].value = "my path"
 
     with page.page.expect_download(timeout=120_000) as info:

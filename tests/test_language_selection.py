@@ -16,7 +16,6 @@ from gags_viewer.language.selection import (
     OfficialRule,
     Term,
     combine,
-    official_masks,
     parse_selection,
     radius_vote,
 )

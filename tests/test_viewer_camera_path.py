@@ -15,6 +15,7 @@ import viser.transforms as tf
 from gags_viewer.errors import GagsError
 from gags_viewer.render.camera import Camera
 from gags_viewer.viewer import camera_path as cp
+from gags_viewer.viewer import nerfview_adapter as nv
 from tests.test_viewer_fixtures import scene  # noqa: F401 - fixture
 
 
@@ -86,7 +87,7 @@ def test_panel_path_equals_nerfview_saved_file(scene, tmp_path):
     try:
         viewer = GagsViewer(server, ViewerApp(scene.field, scene.engine, output_dir=tmp_path))
         path = viewer.panel_path
-        handles = viewer._rendering_tab_handles
+        handles = nv.render_tab_handles(viewer)
         rng = np.random.default_rng(3)
         for _ in range(3):
             wxyz, position = _random_pose(rng)
@@ -112,7 +113,7 @@ def test_panel_path_equals_nerfview_saved_file(scene, tmp_path):
         from_ours = cp.parse_camera_path(ours)
         for a, b in zip(from_saved.cameras, from_ours.cameras):
             torch.testing.assert_close(a.world_to_camera, b.world_to_camera, atol=1e-5, rtol=1e-5)
-        first_keyframe = next(iter(path._keyframes.values()))[0]
+        first_keyframe = nv.path_keyframes(path)[0]
         expected = cp.viewer_c2w(first_keyframe.wxyz, first_keyframe.position)
         np.testing.assert_allclose(from_saved.cameras[0].camera_to_world.numpy(), expected, atol=1e-4)
         assert (from_saved.width, from_saved.height) == (saved["render_width"], saved["render_height"])

@@ -232,10 +232,12 @@ def camera_path_from_nerfview(panel_path, width: int, height: int, fps: float) -
     Frames are sampled exactly as nerfview samples them: ``int(fps * duration)`` frames at
     ``i / num_frames``. Returns None when the path has fewer than two keyframes.
     """
-    keyframes = [k for k, _ in panel_path._keyframes.values()]
+    from gags_viewer.viewer.nerfview_adapter import path_has_splines, path_keyframes
+
+    keyframes = path_keyframes(panel_path)
     if len(keyframes) < 2:
         return None
-    if panel_path._position_spline is None or panel_path._orientation_spline is None:
+    if not path_has_splines(panel_path):
         panel_path.update_spline()
     num_frames = int(fps * panel_path.compute_duration())
     if num_frames <= 0:

@@ -114,8 +114,10 @@ def serve(
     query: str = "",
     viewer_res: int = 640,
     block: bool = True,
+    field_dir: Optional[Path] = None,
 ):
-    """Start the viewer on ``field``; with ``block`` serve until Ctrl-C, else return (server, viewer)."""
+    """Start the viewer on ``field``; with ``block`` serve until Ctrl-C, else return (server, viewer).
+    ``field_dir``: where the field was loaded from (a saved edit keeps finding its CLIP model)."""
     from gags_viewer.viewer.app import ViewerApp, start_viewer
     from gags_viewer.viewer.exposure import exposure_warnings
     from gags_viewer.viewer.settings import ViewSettings
@@ -126,7 +128,7 @@ def serve(
         display="overlay" if field.has_language else "rgb",
         viewer_res=viewer_res,
     ).checked()
-    app = ViewerApp(field, engine, output_dir=output_dir, default_settings=settings)
+    app = ViewerApp(field, engine, output_dir=output_dir, default_settings=settings, field_dir=field_dir)
     server, viewer = start_viewer(app, host=host, port=port)
     url_host = "localhost" if host in ("0.0.0.0", "::") else host
     print(f"gags-viewer: serving {field.metadata.source or 'field'} ({field.num_gaussians:,} Gaussians) "
@@ -187,7 +189,7 @@ def view(
     loaded = load_for_viewing(field, iteration, dev)
     engine = build_engine(loaded, field, dev, clip)
     serve(loaded, engine, host=host, port=port, share=share, output_dir=output_dir, query=query,
-          viewer_res=viewer_res or default_viewer_res(dev))
+          viewer_res=viewer_res or default_viewer_res(dev), field_dir=field if field.is_dir() else field.parent)
 
 
 def train_view(
@@ -267,7 +269,7 @@ def demo(
     engine = build_engine(loaded, path, dev)
     query = "; ".join(loaded.metadata.example_queries[:2]) if loaded.has_language else ""
     serve(loaded, engine, host=host, port=port, share=share, output_dir=output_dir, query=query,
-          viewer_res=default_viewer_res(dev))
+          viewer_res=default_viewer_res(dev), field_dir=path if path.is_dir() else path.parent)
 
 
 # --------------------------------------------------------------------------------------------------

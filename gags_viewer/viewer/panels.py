@@ -1,4 +1,5 @@
-"""Per-browser GUI: Query, Display and Export panels (viser ``client.gui``; every browser has its own).
+"""Per-browser GUI: Query, Display, Select & edit and Export panels (viser ``client.gui``; every browser
+has its own).
 
 Each control writes into its browser's :class:`~gags_viewer.viewer.session.ClientSession` and asks
 for a re-render of that browser only. Long actions (exports) run on their own thread and report
@@ -10,12 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
-
 import viser
 
 from gags_viewer.errors import GagsError
+from gags_viewer.viewer import export_actions
+from gags_viewer.viewer import nerfview_adapter as nv
 from gags_viewer.viewer.export import VIDEO_FORMATS, Legend
+from gags_viewer.viewer.selection_panel import SelectionPanel
 from gags_viewer.viewer.session import ClientSession
 from gags_viewer.viewer.settings import (
     COLORMAPS,
@@ -26,9 +28,6 @@ from gags_viewer.viewer.settings import (
     QUERY_MODES,
 )
 
-if TYPE_CHECKING:
-    from gags_viewer.viewer.app import GagsViewer
-
 log = logging.getLogger(__name__)
 
 _LABEL_TO_MODE = {label: mode for mode, label in DISPLAY_LABELS.items()}
@@ -38,7 +37,7 @@ STATS_PERIOD_S = 1.0
 class ClientPanels:
     """The controls of one browser."""
 
-    def __init__(self, client: viser.ClientHandle, session: ClientSession, viewer: "GagsViewer"):
+    def __init__(self, client: viser.ClientHandle, session: ClientSession, viewer: export_actions.ExportHost):
         self.client = client
         self.session = session
         self.viewer = viewer
@@ -115,10 +114,12 @@ class ClientPanels:
             )
             self.export_ply_button = gui.add_button(
                 "Export matches (PLY)", icon=viser.Icon.CUBE, visible=has_language,
-                hint="The Gaussians whose relevancy to any query exceeds the threshold, with their features.",
+                hint="The Gaussians the selection selects (official GAGS 3D query, see 'Select & edit'), with "
+                "their features.",
             )
             gui.add_markdown(f"Files are written to `{self.app.output_dir}`.")
 
+        self.selection = SelectionPanel(client, session, viewer, lambda: self.file_name.value.strip())
         self._rebuild_colors()
         self._wire()
 
@@ -137,6 +138,7 @@ class ClientPanels:
         def _(_) -> None:
             if self._apply(queries_text=self.queries.value):
                 self._rebuild_colors()
+                self.selection.refresh_count()  # an empty selection box follows the queries
                 settings = self.session.settings
                 if settings.queries and settings.display not in QUERY_DISPLAY_MODES:
                     self.display.value = DISPLAY_LABELS["overlay"]
@@ -175,7 +177,7 @@ class ClientPanels:
         @self.moving_fps.on_update
         def _(_) -> None:
             if self._apply(rerender=False, moving_fps=float(self.moving_fps.value)) and self.session.renderer is not None:
-                self.session.renderer._target_fps = float(self.moving_fps.value)
+                nv.set_target_fps(self.session.renderer, float(self.moving_fps.value))
 
         @self.export_png_button.on_click
         def _(_) -> None:
@@ -240,16 +242,17 @@ class ClientPanels:
             for button in buttons:
                 button.disabled = True
             if kind == "png":
-                path = self.viewer.export_png(session, self.file_name.value.strip())
+                path = export_actions.export_png(self.viewer, session, self.file_name.value.strip())
             elif kind == "ply":
-                path, count = self.viewer.export_selection(session, self.file_name.value.strip())
+                path, count, rule = export_actions.export_selection(self.viewer, session, self.file_name.value.strip())
             else:
                 def progress(done: int, total: int) -> None:
                     if handle is not None and (done == total or done % 5 == 0):
                         handle.body = f"Frame {done} / {total}"
 
-                path = self.viewer.export_video(session, self.video_format.value, self.file_name.value.strip(), progress)
-            message, color = f"Saved {path}" + (f" ({count:,} Gaussians)" if kind == "ply" else ""), "green"
+                path = export_actions.export_video(self.viewer, session, self.video_format.value,
+                                                   self.file_name.value.strip(), progress)
+            message, color = f"Saved {path}" + (f" ({count:,} Gaussians; {rule})" if kind == "ply" else ""), "green"
         except GagsError as exc:
             message, color = str(exc), "red"
         except Exception as exc:  # noqa: BLE001 - an export failure must not take the server down

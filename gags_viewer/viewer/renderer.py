@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 
-from nerfview._renderer import InterruptRenderException, Renderer, RenderTask, set_trace_context
+from gags_viewer.viewer.nerfview_adapter import InterruptRenderException, Renderer, RenderTask, set_trace_context
 
 log = logging.getLogger(__name__)
 

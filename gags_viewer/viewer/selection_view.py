@@ -90,7 +90,7 @@ class SelectionViews:
 
     def select(self, engine, settings: ViewSettings) -> Selection:
         """The official selection of ``settings.selection_source`` on ``engine``'s field."""
-        rule = OfficialRule(threshold=float(settings.selection_threshold))
+        rule = OfficialRule(threshold=float(settings.selection_threshold), radius=float(settings.selection_radius))
         with torch.no_grad():
             return self.selector(engine).select(settings.selection_source, settings.negatives, official=rule)
 
@@ -103,7 +103,7 @@ class SelectionViews:
             return SelectionView(engine.field, engine, None, "encoding the selection…", missing)
         colors = tuple(term_color(settings, t.phrase, i) for i, t in enumerate(terms))
         key = (id(engine), settings.selection_source, tuple(settings.negatives), float(settings.selection_threshold),
-               settings.selection_show, colors, settings.display, settings.query_mode)
+               float(settings.selection_radius), settings.selection_show, colors, settings.display, settings.query_mode)
         with self._lock:
             cached = self._views.get(key)
         if cached is not None and cached[0] is engine:

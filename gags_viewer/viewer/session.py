@@ -24,12 +24,7 @@ from gags_viewer.render.camera import Camera
 from gags_viewer.viewer.export import Legend
 from gags_viewer.viewer.settings import ViewSettings
 
-try:  # nerfview raises this inside the render callback to abandon a frame; it must pass through.
-    from nerfview._renderer import InterruptRenderException
-except ImportError:  # pragma: no cover - nerfview layout changed
-
-    class InterruptRenderException(Exception):  # type: ignore[no-redef]
-        pass
+from gags_viewer.viewer.nerfview_adapter import InterruptRenderException  # must pass through render()
 
 
 if TYPE_CHECKING:

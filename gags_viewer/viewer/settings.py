@@ -116,6 +116,8 @@ class ViewSettings:
         moving_fps: frame rate aimed for while the camera moves (the resolution drops to reach it).
         selection_text: phrases of the 3D selection (``-`` subtracts: "table; -mug"); empty: the queries.
         selection_threshold: the official rule's threshold on normalised relevancy (0.4 in GAGS).
+        selection_radius: the official rule's neighbour-vote radius in world units (0.05 in GAGS, made for
+            scenes at COLMAP scale; a field at another scale needs another radius).
         selection_show: how the selection is shown, see :data:`SELECTION_SHOWS` (every display mode).
     """
 
@@ -131,6 +133,7 @@ class ViewSettings:
     moving_fps: float = 10.0
     selection_text: str = ""
     selection_threshold: float = 0.4
+    selection_radius: float = 0.05
     selection_show: str = "off"
 
     @property
@@ -185,6 +188,8 @@ class ViewSettings:
             raise GagsError(f"threshold must be in [0, 1], got {self.threshold}")
         if not 0.0 <= float(self.selection_threshold) <= 1.0:
             raise GagsError(f"selection threshold must be in [0, 1], got {self.selection_threshold}")
+        if not float(self.selection_radius) >= 0.0:
+            raise GagsError(f"selection radius must be 0 or more, got {self.selection_radius}")
         if self.selection_show not in SELECTION_SHOWS:
             raise GagsError(f"unknown selection display '{self.selection_show}'; choose one of {', '.join(SELECTION_SHOWS)}")
         background = parse_color(self.background)

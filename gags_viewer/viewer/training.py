@@ -277,7 +277,9 @@ class TrainingDriver:
 
 def camera_moving(viewer, within: float = 0.3) -> Callable[[], bool]:
     """A ``busy`` check: True while a browser's camera moved in the last ``within`` seconds."""
-    return lambda: time.time() - float(getattr(viewer, "_last_move_time", 0.0)) < within
+    from gags_viewer.viewer.nerfview_adapter import last_move_time
+
+    return lambda: time.time() - last_move_time(viewer) < within
 
 
 class TrainPanel:
