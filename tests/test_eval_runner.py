@@ -282,6 +282,7 @@ def test_end_to_end_with_engine(field_dir, tmp_path, mode):
     assert report.mapping == "name" and len(report.rows) == 3
     assert 0.0 <= report.miou <= 1.0
     assert report.settings["negatives"] == ["object", "things", "stuff", "texture"]
+    assert "§4.3" in report.settings["rule"] and "not the 3D per-Gaussian query" in report.settings["rule"]
     assert report.scene == tmp_path.name  # ".../labels" is named after its parent
     assert (out / f"{tmp_path.name}.json").is_file() and (out / "frames" / "frame_00001" / "red_mug.png").is_file()
 

@@ -142,7 +142,8 @@ def print_report(report: EvalReport, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    table = Table(title=f"LERF-OVS evaluation: {report.scene} ({report.settings.get('mode', '?')} mode)")
+    table = Table(title=f"LERF-OVS evaluation: {report.scene} ({report.settings.get('mode', '?')} mode)",
+                  caption=report.settings.get("rule"))
     table.add_column("frame")
     table.add_column("query")
     table.add_column("IoU", justify="right")

@@ -48,6 +48,14 @@ from gags_viewer.render.camera import Camera
 
 FRAME_CONVENTION = "frame-number convention"
 
+EVAL_RULES = {
+    "pixel": "2D GAGS protocol (gags-method.md §4.3): features rendered, decoded per pixel, smoothed, normalised, "
+             "mask > threshold; not the 3D per-Gaussian query (§4.7)",
+    "gaussian": "gaussian mode: per-Gaussian relevancy (neighbour-averaged features) rendered, then the 2D §4.3 "
+                "protocol; not the 3D per-Gaussian query (§4.7)",
+}
+"""Which relevancy rule each eval mode scores (reported with the results)."""
+
 
 class EvalError(GagsError):
     """The evaluation cannot run as asked (no cameras, frames that match no camera, ...)."""
@@ -149,6 +157,7 @@ def run_eval(config: EvalConfig, *, relevancy_fn: Optional[RelevancyFn] = None, 
         "scene_data": None if config.scene_data is None else str(config.scene_data),
         "camera_source": cameras.source,
         "mode": config.mode,
+        "rule": EVAL_RULES.get(config.mode, config.mode),
         "threshold": config.threshold,
         "box_size": protocol.BOX_SIZE,
     }
