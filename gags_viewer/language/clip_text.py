@@ -208,6 +208,16 @@ class TextEncoder:
         with self._cache_lock:
             return self._cache.get(self._key(phrase))
 
+    def remember(self, phrase: str, embedding: Tensor) -> None:
+        """Use ``embedding`` [E] as the embedding of ``phrase`` from now on (a query that is not text, e.g.
+        a clicked feature); it is L2-normalised and stored in float32 on ``device``."""
+        if embedding.ndim != 1:
+            raise GagsError(f"an embedding must be one vector [E], got shape {list(embedding.shape)}")
+        if self._embed_dim is not None and embedding.shape[0] != self._embed_dim:
+            raise GagsError(f"an embedding of size {embedding.shape[0]} does not fit this CLIP model ({self._embed_dim})")
+        with self._cache_lock:
+            self._cache[self._key(phrase)] = F.normalize(embedding.detach().float(), dim=-1).to(self.device)
+
     def is_cached(self, phrases: Sequence[str]) -> bool:
         with self._cache_lock:
             return all(self._key(p) in self._cache for p in phrases)
