@@ -31,6 +31,7 @@ from gags_viewer.field.language_field import LanguageField
 from gags_viewer.render.camera import Camera
 from gags_viewer.viewer import nerfview_adapter as nv
 from gags_viewer.viewer.camera_path import SCALE_RATIO, default_framing
+from gags_viewer.viewer.click_query import ClickQueries
 from gags_viewer.viewer.editing import FieldEditor
 from gags_viewer.viewer.frame import Frame, FrameSource
 from gags_viewer.viewer.memory import return_freed_memory
@@ -78,12 +79,15 @@ class ViewerApp(FrameSource):
         output_dir: where exports go.
         default_settings: settings a new browser starts with.
         field_dir: the directory the field was loaded from (saved edits keep finding its CLIP model).
+        sam_checkpoint: a segment-anything checkpoint for click-to-query (None: feature clicks).
     """
 
     def __init__(self, field: LanguageField, engine=None, *, output_dir: Path = Path("exports"),
                  default_settings: Optional[ViewSettings] = None, backend: str = "auto",
-                 field_dir: Optional[Path] = None):
+                 field_dir: Optional[Path] = None, sam_checkpoint: Optional[Path] = None):
         super().__init__(field, engine, backend=backend)
+        self.clicks = ClickQueries(sam_checkpoint)
+        """Clicks turned into queries (names and embeddings; SAM loaded on the first click)."""
         self.editor = FieldEditor(self, field_dir)
         """Delete / keep only the selection, undo, redo, save (shared by every browser)."""
         self.output_dir = Path(output_dir)

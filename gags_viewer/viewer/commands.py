@@ -115,6 +115,7 @@ def serve(
     viewer_res: int = 640,
     block: bool = True,
     field_dir: Optional[Path] = None,
+    sam_checkpoint: Optional[Path] = None,
 ):
     """Start the viewer on ``field``; with ``block`` serve until Ctrl-C, else return (server, viewer).
     ``field_dir``: where the field was loaded from (a saved edit keeps finding its CLIP model)."""
@@ -128,7 +129,8 @@ def serve(
         display="overlay" if field.has_language else "rgb",
         viewer_res=viewer_res,
     ).checked()
-    app = ViewerApp(field, engine, output_dir=output_dir, default_settings=settings, field_dir=field_dir)
+    app = ViewerApp(field, engine, output_dir=output_dir, default_settings=settings, field_dir=field_dir,
+                    sam_checkpoint=sam_checkpoint)
     server, viewer = start_viewer(app, host=host, port=port)
     url_host = "localhost" if host in ("0.0.0.0", "::") else host
     print(f"gags-viewer: serving {field.metadata.source or 'field'} ({field.num_gaussians:,} Gaussians) "
@@ -169,6 +171,7 @@ def view(
     viewer_res: Optional[int] = None,
     iteration: Optional[int] = None,
     clip: ClipOptions = ClipOverrides(),
+    sam_checkpoint: Optional[Path] = None,
 ) -> None:
     """Open a field in the browser viewer: typed queries, display modes, PNG and video export.
 
@@ -184,12 +187,17 @@ def view(
         viewer_res: longest side of the streamed image at rest (default 640 on CPU, 1280 on CUDA).
         iteration: for an official GAGS output directory, the iteration to read (default: latest).
         clip: the ``--clip-*`` overrides of the field's text model (:class:`ClipOverrides`).
+        sam_checkpoint: a segment-anything checkpoint (ViT-H/L/B): "Click to query" then segments the clicked
+            object with SAM and queries its CLIP image embedding (without it: the clicked pixel's feature).
     """
     dev = resolve_device(device)
+    if sam_checkpoint is not None and not sam_checkpoint.is_file():
+        raise GagsError(f"--sam-checkpoint {sam_checkpoint}: no such file")
     loaded = load_for_viewing(field, iteration, dev)
     engine = build_engine(loaded, field, dev, clip)
     serve(loaded, engine, host=host, port=port, share=share, output_dir=output_dir, query=query,
-          viewer_res=viewer_res or default_viewer_res(dev), field_dir=field if field.is_dir() else field.parent)
+          viewer_res=viewer_res or default_viewer_res(dev), field_dir=field if field.is_dir() else field.parent,
+          sam_checkpoint=sam_checkpoint)
 
 
 def train_view(

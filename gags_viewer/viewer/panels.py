@@ -8,6 +8,7 @@ through notifications; the panels never block viser's message handling.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -70,6 +71,13 @@ class ClientPanels:
                 "Query mode", QUERY_MODES, initial_value=settings.query_mode, disabled=not has_language,
                 hint="gaussian: relevancy per Gaussian, then rendered (fast). pixel: features rendered, "
                 "decoded per pixel (as GAGS evaluates; slower).",
+            )
+            sam = getattr(self.app, "clicks", None) is not None and self.app.clicks.uses_sam
+            self.click_to_query = gui.add_checkbox(
+                "Click to query", False, disabled=not has_language,
+                hint="While on, a click on the view adds a query: " + (
+                    "SAM segments the clicked object and its CLIP image embedding becomes the query." if sam else
+                    "the feature decoded at the clicked pixel becomes the query (more like this)."),
             )
             self._colors_folder = gui.add_folder("Query colours", expand_by_default=True)
             self.legend = gui.add_html(session.legend.html())
@@ -143,6 +151,13 @@ class ClientPanels:
                 if settings.queries and settings.display not in QUERY_DISPLAY_MODES:
                     self.display.value = DISPLAY_LABELS["overlay"]
 
+        @self.click_to_query.on_update
+        def _(_) -> None:
+            if self.click_to_query.value:
+                self.client.scene.on_click()(self._on_click)
+            else:
+                self.client.scene.remove_click_callback(self._on_click)
+
         @self.negatives.on_update
         def _(_) -> None:
             self._apply(negatives_text=self.negatives.value)
@@ -190,6 +205,39 @@ class ClientPanels:
         @self.export_ply_button.on_click
         def _(_) -> None:
             self._run_export("ply")
+
+    def _on_click(self, event) -> None:
+        threading.Thread(target=self._click_query, args=(tuple(event.screen_pos),), name="gags-click", daemon=True).start()
+
+    def _click_query(self, screen_pos: tuple[float, float]) -> None:
+        """Turn a click into a query phrase (feature or SAM, see :mod:`.click_query`) and add it to the box."""
+        from gags_viewer.render.camera import Camera
+        from gags_viewer.viewer.click_query import click_pixel
+
+        session, app = self.session, self.app
+        handle = session.notify("Click to query", "Reading the clicked point…", loading=True)
+        try:
+            state = self.viewer.get_camera_state(self.client)
+            res = int(session.settings.viewer_res)
+            aspect = float(state.aspect)
+            width, height = (res, max(1, round(res / aspect))) if aspect >= 1 else (max(1, round(res * aspect)), res)
+            camera = Camera.from_nerfview(state, width, height)
+            x, y = click_pixel(screen_pos, width, height)
+            lock = app.raster_lock
+            with contextlib.nullcontext() if lock is None else lock:
+                result = app.clicks.query(app.engine, camera, x, y)
+            text = session.settings.queries_text.strip()
+            self.queries.value = f"{text}; {result.phrase}" if text else result.phrase
+            message, color = f"Added the query {result.phrase}", "green"
+        except GagsError as exc:
+            message, color = str(exc), "red"
+        except Exception as exc:  # noqa: BLE001 - a click must not take the server down
+            log.exception("click to query failed")
+            message, color = f"{type(exc).__name__}: {exc}", "red"
+        if handle is not None:
+            handle.loading, handle.body, handle.color, handle.auto_close_seconds = False, message, color, 6.0
+        else:
+            session.notify("Click to query", message, color=color)
 
     def _rebuild_colors(self) -> None:
         """One colour picker per query phrase, in query order."""
