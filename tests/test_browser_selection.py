@@ -23,8 +23,16 @@ def demo_server(tmp_path_factory):
     field = load_field(DEMO_FIELD)
     engine = build_engine(field, DEMO_FIELD, torch.device("cpu"))
     out = tmp_path_factory.mktemp("selection_exports")
-    srv, viewer = serve(field, engine, port=_free_port(), output_dir=out, query="red cube", viewer_res=480,
-                        block=False, field_dir=DEMO_FIELD)
+    srv, viewer = serve(
+        field,
+        engine,
+        port=_free_port(),
+        output_dir=out,
+        query="red cube",
+        viewer_res=480,
+        block=False,
+        field_dir=DEMO_FIELD,
+    )
     yield srv, viewer, f"http://127.0.0.1:{srv.get_port()}", out
     srv.stop()
 
@@ -48,8 +56,12 @@ def test_select_delete_undo_redo_save(browser, demo_server):
         assert 0 < expected < n
 
         # Shown alone: most of the picture (the table, the other objects) is gone.
-        _wait(lambda: _changed(page.screenshot(), before)[TOP_MARGIN:].mean() > 0.2, timeout=60, period=0.5,
-              what="the selection shown alone")
+        _wait(
+            lambda: _changed(page.screenshot(), before)[TOP_MARGIN:].mean() > 0.2,
+            timeout=60,
+            period=0.5,
+            what="the selection shown alone",
+        )
 
         page.page.get_by_role("button", name="Delete selection").click()
         _wait(lambda: app.field.num_gaussians == n - expected, what="the selection deleted")
@@ -60,8 +72,14 @@ def test_select_delete_undo_redo_save(browser, demo_server):
         _wait(lambda: app.field.num_gaussians == n - expected, what="the delete redone")
 
         page.page.get_by_role("button", name="Save field").click()
-        saved = _wait(lambda: [p for p in (out / "fields").glob("*") if (p / "field.json").is_file()]
-                      if (out / "fields").is_dir() else [], what="the saved field")
+        saved = _wait(
+            lambda: (
+                [p for p in (out / "fields").glob("*") if (p / "field.json").is_file()]
+                if (out / "fields").is_dir()
+                else []
+            ),
+            what="the saved field",
+        )
         reloaded = load_field(saved[0])
         assert reloaded.num_gaussians == n - expected and reloaded.decoder is not None
         camera = page.camera(before)

@@ -77,14 +77,33 @@ def tiny_sam(seed=0):
     torch.manual_seed(seed)
     size, patch, prompt_dim = 256, 16, 32
     sam = Sam(
-        image_encoder=ImageEncoderViT(depth=2, embed_dim=64, img_size=size, mlp_ratio=2, num_heads=2, patch_size=patch,
-                                      qkv_bias=True, use_rel_pos=True, global_attn_indexes=(1,), window_size=4,
-                                      out_chans=prompt_dim, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6)),
-        prompt_encoder=PromptEncoder(embed_dim=prompt_dim, image_embedding_size=(size // patch, size // patch),
-                                     input_image_size=(size, size), mask_in_chans=4),
-        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer_dim=prompt_dim, iou_head_depth=2,
-                                 iou_head_hidden_dim=32,
-                                 transformer=TwoWayTransformer(depth=1, embedding_dim=prompt_dim, mlp_dim=64, num_heads=2)),
+        image_encoder=ImageEncoderViT(
+            depth=2,
+            embed_dim=64,
+            img_size=size,
+            mlp_ratio=2,
+            num_heads=2,
+            patch_size=patch,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=(1,),
+            window_size=4,
+            out_chans=prompt_dim,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=prompt_dim,
+            image_embedding_size=(size // patch, size // patch),
+            input_image_size=(size, size),
+            mask_in_chans=4,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer_dim=prompt_dim,
+            iou_head_depth=2,
+            iou_head_hidden_dim=32,
+            transformer=TwoWayTransformer(depth=1, embedding_dim=prompt_dim, mlp_dim=64, num_heads=2),
+        ),
     )
     return sam.eval()
 

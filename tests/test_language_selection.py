@@ -75,9 +75,14 @@ def clustered_field(n=360, seed=0, side=0.12):
     region = (means[:, 0] > side / 3).long() + (means[:, 0] > 2 * side / 3).long()
     features = centres[region] + torch.randn(n, 16, generator=g) * 1.5
     field = LanguageField(
-        means=means, quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1), log_scales=torch.full((n, 3), math.log(0.01)),
-        opacity_logits=torch.full((n,), 3.0), sh=torch.rand(n, 1, 3, generator=g), features=features,
-        decoder=random_gags_decoder_state(seed=seed), metadata=FieldMetadata(),
+        means=means,
+        quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+        log_scales=torch.full((n, 3), math.log(0.01)),
+        opacity_logits=torch.full((n,), 3.0),
+        sh=torch.rand(n, 1, 3, generator=g),
+        features=features,
+        decoder=random_gags_decoder_state(seed=seed),
+        metadata=FieldMetadata(),
     )
     return field.validate()
 
@@ -185,8 +190,9 @@ def ground_truth(leaf, catalog, node_index, key):
     return torch.isin(leaf, torch.tensor([node_index[k] for k in keys]))
 
 
-@pytest.mark.parametrize("phrase,key", [("red cube", "red_cube"), ("green ball", "green_ball"), ("lamp", "lamp"),
-                                        ("cyan bowl", "cyan_bowl")])
+@pytest.mark.parametrize(
+    "phrase,key", [("red cube", "red_cube"), ("green ball", "green_ball"), ("lamp", "lamp"), ("cyan bowl", "cyan_bowl")]
+)
 def test_demo_selection_covers_the_labelled_object(demo, phrase, key):
     field, selector, leaf, catalog, node_index = demo
     truth = ground_truth(leaf, catalog, node_index, key)

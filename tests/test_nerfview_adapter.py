@@ -17,8 +17,11 @@ from gags_viewer.viewer import nerfview_adapter as nv
 
 def _assigned_in_init(cls, name: str) -> bool:
     """Whether ``cls`` (or an ancestor) assigns ``self.<name>`` (in __init__ or a method it calls)."""
-    return any(re.search(rf"self\.{name}(: [^=]+)? =", inspect.getsource(klass))
-               for klass in cls.__mro__ if klass.__module__.startswith("nerfview"))
+    return any(
+        re.search(rf"self\.{name}(: [^=]+)? =", inspect.getsource(klass))
+        for klass in cls.__mro__
+        if klass.__module__.startswith("nerfview")
+    )
 
 
 def test_pinned_version():
@@ -34,8 +37,10 @@ def test_viewer_hooks_exist(name):
 
 @pytest.mark.parametrize("name", nv.VIEWER_ATTRIBUTES)
 def test_viewer_attributes_exist(name):
-    assert any(f"self.{name}" in inspect.getsource(getattr(nerfview.Viewer, method))
-               for method in ("__init__",) + nv.VIEWER_HOOKS), f"nerfview.Viewer no longer sets self.{name}"
+    assert any(
+        f"self.{name}" in inspect.getsource(getattr(nerfview.Viewer, method))
+        for method in ("__init__",) + nv.VIEWER_HOOKS
+    ), f"nerfview.Viewer no longer sets self.{name}"
 
 
 @pytest.mark.parametrize("name", nv.RENDERER_ATTRIBUTES)

@@ -39,7 +39,9 @@ def test_select_and_invert_are_exact_complements_and_cover_the_object(demo_selec
     kept, rest = tmp_path / "cube", tmp_path / "rest"
     assert main(["select", str(DEMO_FIELD), "--query", "red cube", "--out", str(kept), "--device", "cpu"]) == 0
     assert "official GAGS 3D query" in capsys.readouterr().out
-    assert main(["select", str(DEMO_FIELD), "--query", "red cube", "--out", str(rest), "--invert", "--device", "cpu"]) == 0
+    assert (
+        main(["select", str(DEMO_FIELD), "--query", "red cube", "--out", str(rest), "--invert", "--device", "cpu"]) == 0
+    )
     a, b = load_field(kept), load_field(rest)
     assert torch.equal(a.means, field.means[mask]) and torch.equal(b.means, field.means[~mask])
     assert a.num_gaussians + b.num_gaussians == field.num_gaussians
@@ -62,8 +64,25 @@ def test_select_and_invert_are_exact_complements_and_cover_the_object(demo_selec
 @needs_demo
 def test_viewer_rule_and_plain_ply(tmp_path):
     out = tmp_path / "ply"
-    assert main(["select", str(DEMO_FIELD), "--query", "green ball", "--out", str(out), "--format", "ply",
-                 "--rule", "viewer", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "select",
+                str(DEMO_FIELD),
+                "--query",
+                "green ball",
+                "--out",
+                str(out),
+                "--format",
+                "ply",
+                "--rule",
+                "viewer",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     plain = load_field(out / "point_cloud.ply")
     assert plain.features is None and 0 < plain.num_gaussians < 2000
 

@@ -8,8 +8,10 @@ import re
 from pathlib import Path
 
 VIEWER = Path(__file__).resolve().parents[1] / "gags_viewer" / "viewer"
-PRIVATE = re.compile(r"nerfview\._|\._renderers\b|\._target_fps\b|\._keyframes\b|\._rendering_tab_handles\b|"
-                     r"\._rendering_folder\b|\._last_move_time\b|camera\._state\b|_position_spline|_orientation_spline")
+PRIVATE = re.compile(
+    r"nerfview\._|\._renderers\b|\._target_fps\b|\._keyframes\b|\._rendering_tab_handles\b|"
+    r"\._rendering_folder\b|\._last_move_time\b|camera\._state\b|_position_spline|_orientation_spline"
+)
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -36,7 +38,12 @@ adapter) and imports nerfview only through the adapter."""
 
 
 def test_private_nerfview_names_only_in_the_adapter():
-    offenders = [f"{path.name}: {match.group(0)}" for path in sorted(VIEWER.glob("*.py")) if path.name not in ADAPTERS
-                 for match in [PRIVATE.search(path.read_text())] if match]
+    offenders = [
+        f"{path.name}: {match.group(0)}"
+        for path in sorted(VIEWER.glob("*.py"))
+        if path.name not in ADAPTERS
+        for match in [PRIVATE.search(path.read_text())]
+        if match
+    ]
     assert not offenders, offenders
     assert "nerfview._" not in (VIEWER / "renderer.py").read_text()

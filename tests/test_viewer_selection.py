@@ -55,7 +55,9 @@ def test_alone_and_hidden_render_the_selection_and_the_rest(source):
 def test_tint_changes_only_the_selection(source):
     camera = demo_camera()
     plain = source.compose(camera, settings(selection_show="off")).image.astype(int)
-    tinted = source.compose(camera, settings(selection_show="tinted", colors={"red cube": (0, 255, 0)})).image.astype(int)
+    tinted = source.compose(camera, settings(selection_show="tinted", colors={"red cube": (0, 255, 0)})).image.astype(
+        int
+    )
     cube = rgb_of(keep_only(source.field, source.selections.select(source.engine, settings()).mask), camera).sum(-1) > 0
     changed = np.abs(tinted - plain).sum(-1) > 12
     assert changed[cube].mean() > 0.5

@@ -28,8 +28,10 @@ SH_C0 = 0.28209479177387814
 
 def _check_mask(field: LanguageField, mask: Tensor) -> Tensor:
     if mask.dtype != torch.bool or mask.ndim != 1 or mask.shape[0] != field.num_gaussians:
-        raise GagsError(f"a selection must be a boolean mask of {field.num_gaussians} Gaussians, got "
-                        f"{mask.dtype} {list(mask.shape)}")
+        raise GagsError(
+            f"a selection must be a boolean mask of {field.num_gaussians} Gaussians, got "
+            f"{mask.dtype} {list(mask.shape)}"
+        )
     return mask.to(field.means.device)
 
 
@@ -113,7 +115,7 @@ class EditHistory(Generic[T]):
 
     def push(self, state: T) -> T:
         """Make ``state`` current; the redo branch is dropped, the oldest states beyond ``limit`` too."""
-        del self._states[self._index + 1:]
+        del self._states[self._index + 1 :]
         self._states.append(state)
         if len(self._states) > self.limit + 1:
             del self._states[: len(self._states) - self.limit - 1]

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -52,7 +53,7 @@ class OfficialRule:
     fill_above: int = 20
     clear_below: int = 10
 
-    def checked(self) -> "OfficialRule":
+    def checked(self) -> OfficialRule:
         if not 0.0 <= self.threshold <= 1.0:
             raise GagsError(f"selection threshold must be in [0, 1], got {self.threshold}")
         if not self.radius >= 0.0:
@@ -62,8 +63,10 @@ class OfficialRule:
         return self
 
     def describe(self) -> str:
-        return (f"official GAGS 3D query (§4.7): normalised relevancy > {self.threshold:g}, radius {self.radius:g} "
-                f"vote (fill > {self.fill_above}, clear < {self.clear_below})")
+        return (
+            f"official GAGS 3D query (§4.7): normalised relevancy > {self.threshold:g}, radius {self.radius:g} "
+            f"vote (fill > {self.fill_above}, clear < {self.clear_below})"
+        )
 
 
 def describe_rule(rule: RuleName, official: OfficialRule = OfficialRule(), threshold: float = 0.5) -> str:
@@ -184,9 +187,9 @@ class GaussianSelector:
         self.engine = engine
         self.field = engine.field
         self._lock = threading.RLock()
-        self._clip: Optional[Tensor] = None
-        self._relevancy: "OrderedDict[tuple, Tensor]" = OrderedDict()
-        self._masks: "OrderedDict[tuple, Tensor]" = OrderedDict()
+        self._clip: Tensor | None = None
+        self._relevancy: OrderedDict[tuple, Tensor] = OrderedDict()
+        self._masks: OrderedDict[tuple, Tensor] = OrderedDict()
         self._capacity = mask_cache
 
     def clip_features(self) -> Tensor:
@@ -197,7 +200,7 @@ class GaussianSelector:
                 self._clip = self.engine.clip_decoder.decode(features, self.engine.chunk_size)
             return self._clip
 
-    def relevancy(self, phrases: Sequence[str], negatives: Optional[Sequence[str]] = None) -> Tensor:
+    def relevancy(self, phrases: Sequence[str], negatives: Sequence[str] | None = None) -> Tensor:
         """Raw LERF relevancy of each Gaussian's own decoded feature for each phrase. [K, N]"""
         negatives = self.engine.resolve_negatives(negatives)
         check_phrases(phrases, negatives)
@@ -215,8 +218,15 @@ class GaussianSelector:
                     self._remember(self._relevancy, (phrase, negatives), fresh[(phrase, negatives)])
             return torch.stack([fresh.get((p, negatives), self._relevancy.get((p, negatives))) for p in phrases])
 
-    def term_masks(self, phrases: Sequence[str], negatives: Optional[Sequence[str]] = None, *,
-                   rule: RuleName = "official", official: OfficialRule = OfficialRule(), threshold: float = 0.5) -> Tensor:
+    def term_masks(
+        self,
+        phrases: Sequence[str],
+        negatives: Sequence[str] | None = None,
+        *,
+        rule: RuleName = "official",
+        official: OfficialRule = OfficialRule(),
+        threshold: float = 0.5,
+    ) -> Tensor:
         """What each phrase selects on its own under ``rule``. [K, N] bool"""
         if rule not in RULES:
             raise GagsError(f"unknown selection rule '{rule}'; choose official or viewer")
@@ -240,8 +250,15 @@ class GaussianSelector:
             out.append(cached)
         return torch.stack(out)
 
-    def select(self, text: str | Sequence[Term], negatives: Optional[Sequence[str]] = None, *,
-               rule: RuleName = "official", official: OfficialRule = OfficialRule(), threshold: float = 0.5) -> Selection:
+    def select(
+        self,
+        text: str | Sequence[Term],
+        negatives: Sequence[str] | None = None,
+        *,
+        rule: RuleName = "official",
+        official: OfficialRule = OfficialRule(),
+        threshold: float = 0.5,
+    ) -> Selection:
         """The Gaussians ``text`` selects ("table; -mug": union of the plain phrases minus the ``-`` ones).
 
         Raises:

@@ -20,12 +20,10 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Optional
-
-import numpy as np
-import viser
 
 import nerfview
+import numpy as np
+import viser
 
 from gags_viewer.field.language_field import LanguageField
 from gags_viewer.render.camera import Camera
@@ -48,7 +46,7 @@ CAMERA_WAIT_S = 30.0
 class _ClientView:
     """The parts of ``nerfview.Viewer`` that a nerfview ``Renderer`` reads, for one browser."""
 
-    def __init__(self, viewer: "GagsViewer", session: ClientSession, viewer_res: int):
+    def __init__(self, viewer: GagsViewer, session: ClientSession, viewer_res: int):
         self._viewer = viewer
         self._client = session.client
         self.render_fn = session.render
@@ -83,8 +81,8 @@ class ViewerApp(FrameSource):
     """
 
     def __init__(self, field: LanguageField, engine=None, *, output_dir: Path = Path("exports"),
-                 default_settings: Optional[ViewSettings] = None, backend: str = "auto",
-                 field_dir: Optional[Path] = None, sam_checkpoint: Optional[Path] = None):
+                 default_settings: ViewSettings | None = None, backend: str = "auto",
+                 field_dir: Path | None = None, sam_checkpoint: Path | None = None):
         super().__init__(field, engine, backend=backend)
         self.clicks = ClickQueries(sam_checkpoint)
         """Clicks turned into queries (names and embeddings; SAM loaded on the first click)."""
@@ -94,7 +92,7 @@ class ViewerApp(FrameSource):
         self.default_settings = (default_settings or ViewSettings()).checked()
         self.sessions: dict[int, ClientSession] = {}
         self._sessions_lock = threading.Lock()
-        self.viewer: Optional["GagsViewer"] = None
+        self.viewer: GagsViewer | None = None
 
     # -- text encoding finished: re-render the browsers that were waiting for it -------------------
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -89,7 +88,8 @@ class SamClicker:
         with self._lock, torch.no_grad():
             self.predictor.set_image(np.ascontiguousarray(image, dtype=np.uint8))
             masks, scores, _ = self.predictor.predict(
-                point_coords=np.array([[x + 0.5, y + 0.5]], dtype=np.float32), point_labels=np.array([1]),
+                point_coords=np.array([[x + 0.5, y + 0.5]], dtype=np.float32),
+                point_labels=np.array([1]),
                 multimask_output=True,
             )
         best = np.asarray(masks[int(np.argmax(scores))], dtype=bool)
@@ -108,7 +108,7 @@ class ClickResult:
     """A click turned into a query: its phrase, and SAM's mask when SAM made it (else None)."""
 
     phrase: str
-    mask: Optional[np.ndarray] = None
+    mask: np.ndarray | None = None
 
 
 class ClickQueries:
@@ -119,7 +119,7 @@ class ClickQueries:
         sam: a ready :class:`SamClicker` instead (tests); overrides ``sam_checkpoint``.
     """
 
-    def __init__(self, sam_checkpoint: Optional[Path] = None, sam: Optional[SamClicker] = None):
+    def __init__(self, sam_checkpoint: Path | None = None, sam: SamClicker | None = None):
         self.sam_checkpoint = sam_checkpoint
         self._sam = sam
         self._lock = threading.Lock()
@@ -136,7 +136,9 @@ class ClickQueries:
                 from gags_viewer.preprocess.clip_features import ClipImageEncoder, load_clip_model
 
                 predictor = load_sam(self.sam_checkpoint, engine.device)
-                self._sam = SamClicker(predictor, ClipImageEncoder(load_clip_model(engine.text_encoder.spec, engine.device)))
+                self._sam = SamClicker(
+                    predictor, ClipImageEncoder(load_clip_model(engine.text_encoder.spec, engine.device))
+                )
             return self._sam
 
     def _name(self, kind: str) -> str:
@@ -144,7 +146,7 @@ class ClickQueries:
             self._count += 1
             return f"[{kind} {self._count}]"
 
-    def query(self, engine, camera: Camera, x: int, y: int, rgb: Optional[np.ndarray] = None) -> ClickResult:
+    def query(self, engine, camera: Camera, x: int, y: int, rgb: np.ndarray | None = None) -> ClickResult:
         """Turn a click at pixel (x, y) of ``camera``'s view into a registered query phrase.
 
         With SAM, ``rgb`` is the view the user saw ([H, W, 3] uint8, camera-sized; rendered when None).

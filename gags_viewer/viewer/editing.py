@@ -12,7 +12,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from gags_viewer.errors import GagsError
 from gags_viewer.field.edit import EditHistory, delete, keep_only
@@ -32,8 +32,15 @@ def engine_for_field(old, field: LanguageField):
     if old is None or not field.has_language:
         return None
     engine = QueryEngine(
-        field, old.text_encoder, backend=old.backend, chunk_size=old.chunk_size, temperature=old.temperature,
-        alpha_normalize=old.alpha_normalize, min_alpha=old.min_alpha, neighbours=old.neighbours, profile=old.profile,
+        field,
+        old.text_encoder,
+        backend=old.backend,
+        chunk_size=old.chunk_size,
+        temperature=old.temperature,
+        alpha_normalize=old.alpha_normalize,
+        min_alpha=old.min_alpha,
+        neighbours=old.neighbours,
+        profile=old.profile,
     )
     engine.negatives = old.negatives
     return engine
@@ -56,7 +63,7 @@ class FieldEditor:
         field_dir: where the shown field was loaded from (relative CLIP paths are rebased when saving).
     """
 
-    def __init__(self, source, field_dir: Optional[Path] = None):
+    def __init__(self, source, field_dir: Path | None = None):
         self.source = source
         self.field_dir = field_dir
         self._lock = threading.Lock()

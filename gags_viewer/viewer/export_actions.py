@@ -9,8 +9,9 @@ browser that asked. The panels call these functions with the viewer (anything wi
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional, Protocol
+from typing import Protocol
 
 from gags_viewer.field.edit import keep_only
 from gags_viewer.fsutil import atomic_write_text
@@ -71,8 +72,10 @@ def export_selection(viewer: ExportHost, session: ClientSession, name_hint: str 
         raise ex.ExportError("type a query first: the export keeps the Gaussians it selects")
     selection = app.selections.select(engine, settings)
     if selection.count == 0:
-        raise ex.ExportError(f"'{settings.selection_source}' selects no Gaussian ({selection.description}); "
-                             "lower the selection threshold")
+        raise ex.ExportError(
+            f"'{settings.selection_source}' selects no Gaussian ({selection.description}); "
+            "lower the selection threshold"
+        )
     directory = ex.ensure_directory(viewer.output_dir / "selections")
     hint = name_hint or "_".join(t.phrase for t in selection.terms if not t.subtract)
     path = ex.unique_path(directory, ex.export_stem("selection", hint), ".ply")
@@ -81,7 +84,9 @@ def export_selection(viewer: ExportHost, session: ClientSession, name_hint: str 
     return path, selection.count, selection.description
 
 
-def save_edited_field(viewer: ExportHost, session: ClientSession, save_format: str = "native", name_hint: str = "") -> Path:
+def save_edited_field(
+    viewer: ExportHost, session: ClientSession, save_format: str = "native", name_hint: str = ""
+) -> Path:
     """The shown (edited) field under ``<output_dir>/fields``: a native field directory (features,
     decoders, CLIP reference; it opens in ``gags-viewer view``) or a plain Inria PLY. The PLY is sent to
     the browser; a directory is only written on the server."""
@@ -94,8 +99,13 @@ def save_edited_field(viewer: ExportHost, session: ClientSession, save_format: s
     return path
 
 
-def export_video(viewer: ExportHost, session: ClientSession, video_format: str = "mp4", name_hint: str = "",
-                 progress: Optional[Callable[[int, int], None]] = None) -> Path:
+def export_video(
+    viewer: ExportHost,
+    session: ClientSession,
+    video_format: str = "mp4",
+    name_hint: str = "",
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
     """Render the camera-path panel's path server-side with this browser's settings.
 
     The path is first saved as nerfview JSON under ``<output_dir>/camera_paths`` (the same file

@@ -9,17 +9,32 @@ installed nerfview and fails loudly, naming the missing one, when an upgrade ren
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import nerfview.render_panel as _render_panel
 from nerfview._renderer import InterruptRenderException, Renderer, RenderTask, set_trace_context
 from nerfview.render_panel import CameraPath, RenderTabState
 
 __all__ = [
-    "CameraPath", "InterruptRenderException", "RenderTabState", "Renderer", "RenderTask", "set_trace_context",
-    "VIEWER_HOOKS", "VIEWER_ATTRIBUTES", "RENDERER_ATTRIBUTES", "RENDERER_METHODS", "CAMERA_PATH_ATTRIBUTES",
-    "camera_ready", "set_target_fps", "last_move_time", "mark_camera_moved", "renderers",
-    "render_tab_handles", "populate_render_tab", "path_keyframes", "path_has_splines",
+    "CameraPath",
+    "InterruptRenderException",
+    "RenderTabState",
+    "Renderer",
+    "RenderTask",
+    "set_trace_context",
+    "VIEWER_HOOKS",
+    "VIEWER_ATTRIBUTES",
+    "RENDERER_ATTRIBUTES",
+    "RENDERER_METHODS",
+    "CAMERA_PATH_ATTRIBUTES",
+    "camera_ready",
+    "set_target_fps",
+    "last_move_time",
+    "mark_camera_moved",
+    "renderers",
+    "render_tab_handles",
+    "populate_render_tab",
+    "path_keyframes",
+    "path_has_splines",
 ]
 
 PINNED_VERSION = "0.1.3"
@@ -30,8 +45,7 @@ VIEWER_HOOKS = ("_init_rendering_tab", "_populate_rendering_tab", "_connect_clie
 VIEWER_ATTRIBUTES = ("_renderers", "_last_move_time", "_rendering_tab_handles", "_rendering_folder")
 """Private attributes of a ``nerfview.Viewer`` used here."""
 
-RENDERER_ATTRIBUTES = ("_target_fps", "_state", "_task", "_render_event", "_may_interrupt_render",
-                       "transitions")
+RENDERER_ATTRIBUTES = ("_target_fps", "_state", "_task", "_render_event", "_may_interrupt_render", "transitions")
 """Private attributes of a nerfview ``Renderer`` used here and by its subclass
 :class:`~gags_viewer.viewer.renderer.ClientRenderer` (the one module besides this one that touches nerfview's
 internals: it re-implements the Renderer's loop, so it reads the state the loop keeps)."""
@@ -78,7 +92,7 @@ def init_render_tab(viewer, folder) -> None:
     viewer._rendering_folder = folder
 
 
-def populate_render_tab(viewer, **kwargs) -> tuple[dict, Optional[CameraPath]]:
+def populate_render_tab(viewer, **kwargs) -> tuple[dict, CameraPath | None]:
     """Build nerfview's camera-path panel in ``viewer``'s render folder, keeping a handle on its path.
 
     ``kwargs`` go to ``nerfview.render_panel.populate_general_render_tab`` (``server``, ``output_dir``,

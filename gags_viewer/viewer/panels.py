@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 import time
+
 import viser
 
 from gags_viewer.errors import GagsError

@@ -10,19 +10,29 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 
 from gags_viewer.errors import GagsError
 from gags_viewer.field.language_field import LanguageField
-from gags_viewer.viewer.commands import ClipOptions, ClipOverrides, Device, FieldPath, build_engine, load_for_viewing, resolve_device
+from gags_viewer.viewer.commands import (
+    ClipOptions,
+    ClipOverrides,
+    Device,
+    FieldPath,
+    build_engine,
+    load_for_viewing,
+    resolve_device,
+)
 
 SaveFormat = Literal["native", "ply"]
 PLY_NAME = "point_cloud.ply"
 
 
-def save_edited(field: LanguageField, out: Path, save_format: SaveFormat = "native", field_dir: Optional[Path] = None) -> Path:
+def save_edited(
+    field: LanguageField, out: Path, save_format: SaveFormat = "native", field_dir: Path | None = None
+) -> Path:
     """Write an edited field: ``native`` as a field directory ``out`` (its CLIP reference made to point at
     the same files from ``out`` when they were relative to ``field_dir``), ``ply`` as ``out`` if it ends
     in .ply, else ``out/point_cloud.ply``, plain Inria (no language features). Returns the written path."""
@@ -40,7 +50,7 @@ def save_edited(field: LanguageField, out: Path, save_format: SaveFormat = "nati
     return save_field(rebased_clip(field, field_dir, out), out)
 
 
-def rebased_clip(field: LanguageField, field_dir: Optional[Path], out: Path) -> LanguageField:
+def rebased_clip(field: LanguageField, field_dir: Path | None, out: Path) -> LanguageField:
     """``field`` with the relative CLIP config / checkpoint paths of its metadata (relative to ``field_dir``)
     rewritten relative to ``out``, so the saved copy still finds its text model."""
     import os
@@ -66,15 +76,15 @@ def select(
     out: Path,
     invert: bool = False,
     rule: Literal["official", "viewer"] = "official",
-    threshold: Optional[float] = None,
+    threshold: float | None = None,
     radius: float = 0.05,
     fill_above: int = 20,
     clear_below: int = 10,
-    negatives: Optional[str] = None,
+    negatives: str | None = None,
     format: SaveFormat = "native",
     device: Device = "auto",
-    iteration: Optional[int] = None,
-    clip: ClipOptions = ClipOverrides(),
+    iteration: int | None = None,
+    clip: ClipOptions = ClipOverrides(),  # noqa: B008 - a frozen dataclass
 ) -> None:
     """Select Gaussians by a text query and save them (or everything else, with --invert) as a new field.
 
@@ -104,20 +114,28 @@ def select(
     engine = build_engine(loaded, field, dev, clip)
     if engine is None:
         raise GagsError(f"{field}: this field has no language features, so it cannot be selected by text")
-    official = OfficialRule(threshold=0.4 if threshold is None else threshold, radius=radius,
-                            fill_above=fill_above, clear_below=clear_below)
+    official = OfficialRule(
+        threshold=0.4 if threshold is None else threshold, radius=radius, fill_above=fill_above, clear_below=clear_below
+    )
     viewer_threshold = 0.5 if threshold is None else threshold
     negative_phrases = None if negatives is None else split_phrases(negatives)
     with torch.no_grad():
-        selection = GaussianSelector(engine).select(query, negative_phrases, rule=rule, official=official,
-                                                    threshold=viewer_threshold)
+        selection = GaussianSelector(engine).select(
+            query, negative_phrases, rule=rule, official=official, threshold=viewer_threshold
+        )
     if selection.count == 0 and not invert:
-        raise GagsError(f"'{query}' selects no Gaussian ({selection.description}); try another phrase or a lower --threshold")
+        raise GagsError(
+            f"'{query}' selects no Gaussian ({selection.description}); try another phrase or a lower --threshold"
+        )
     edit = delete if invert else keep_only
     edited = edit(loaded, selection.mask)
     what = "everything but" if invert else "only"
-    edited = dataclasses.replace(edited, metadata=dataclasses.replace(
-        edited.metadata, source=f"{edited.metadata.source}; kept {what} '{query}' by the {selection.description}"))
+    edited = dataclasses.replace(
+        edited,
+        metadata=dataclasses.replace(
+            edited.metadata, source=f"{edited.metadata.source}; kept {what} '{query}' by the {selection.description}"
+        ),
+    )
     field_dir = field if field.is_dir() else field.parent
     path = save_edited(edited.to("cpu"), out, format, field_dir)
     print(f"selected {selection.count:,} of {loaded.num_gaussians:,} Gaussians by the {selection.description}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import viser
 
@@ -30,8 +30,14 @@ SAVE_FORMATS = ("native field", "Inria PLY")
 class SelectionPanel:
     """The selection and editing controls of one browser (built inside ``client.gui``)."""
 
-    def __init__(self, client: viser.ClientHandle, session: ClientSession, viewer: export_actions.ExportHost,
-                 file_name: Callable[[], str], order: float = 1.5):
+    def __init__(
+        self,
+        client: viser.ClientHandle,
+        session: ClientSession,
+        viewer: export_actions.ExportHost,
+        file_name: Callable[[], str],
+        order: float = 1.5,
+    ):
         self.client = client
         self.session = session
         self.viewer = viewer
@@ -43,30 +49,49 @@ class SelectionPanel:
         enabled = self.app.field.has_language
         with gui.add_folder("Select & edit", order=order, expand_by_default=False):
             self.text = gui.add_text(
-                "Selection", settings.selection_text, disabled=not enabled,
+                "Selection",
+                settings.selection_text,
+                disabled=not enabled,
                 hint="Phrases separated by ';'; a '-' prefix subtracts (table; -mug). Empty: the queries above.",
             )
             self.threshold = gui.add_slider(
-                "Sel. threshold", 0.0, 1.0, 0.01, settings.selection_threshold, disabled=not enabled,
+                "Sel. threshold",
+                0.0,
+                1.0,
+                0.01,
+                settings.selection_threshold,
+                disabled=not enabled,
                 hint="Official GAGS 3D query: min-max normalised relevancy per Gaussian above this (0.4 in GAGS).",
             )
             self.radius = gui.add_number(
-                "Vote radius", settings.selection_radius, min=0.0, step=0.005, disabled=not enabled,
+                "Vote radius",
+                settings.selection_radius,
+                min=0.0,
+                step=0.005,
+                disabled=not enabled,
                 hint="Neighbours within this distance vote (fill > 20, clear < 10); 0.05 in GAGS, in scene units.",
             )
             self.show = gui.add_dropdown(
-                "Show", [SHOW_LABELS[s] for s in SELECTION_SHOWS], initial_value=SHOW_LABELS[settings.selection_show],
-                disabled=not enabled, hint="Mark the selected Gaussians in every display mode.",
+                "Show",
+                [SHOW_LABELS[s] for s in SELECTION_SHOWS],
+                initial_value=SHOW_LABELS[settings.selection_show],
+                disabled=not enabled,
+                hint="Mark the selected Gaussians in every display mode.",
             )
             self.count = gui.add_markdown("")
             self.delete_button = gui.add_button("Delete selection", icon=viser.Icon.TRASH, disabled=not enabled)
             self.keep_button = gui.add_button("Keep only selection", icon=viser.Icon.FILTER, disabled=not enabled)
-            self.undo_button = gui.add_button("Undo", icon=viser.Icon.ARROW_BACK_UP, disabled=not enabled,
-                                              hint="Edits are shared by every browser, and so is undo.")
+            self.undo_button = gui.add_button(
+                "Undo",
+                icon=viser.Icon.ARROW_BACK_UP,
+                disabled=not enabled,
+                hint="Edits are shared by every browser, and so is undo.",
+            )
             self.redo_button = gui.add_button("Redo", icon=viser.Icon.ARROW_FORWARD_UP, disabled=not enabled)
             self.save_format = gui.add_dropdown("Save as", SAVE_FORMATS, initial_value=SAVE_FORMATS[0])
             self.save_button = gui.add_button(
-                "Save field", icon=viser.Icon.DEVICE_FLOPPY,
+                "Save field",
+                icon=viser.Icon.DEVICE_FLOPPY,
                 hint="Write the shown (edited) field under the output directory: a native field directory "
                 "(opens in gags-viewer view) or a plain Inria PLY (downloaded).",
             )
@@ -99,8 +124,13 @@ class SelectionPanel:
         def _(_) -> None:
             self._apply(selection_show=_LABEL_TO_SHOW.get(self.show.value, "off"))
 
-        for button, action in ((self.delete_button, "delete"), (self.keep_button, "keep"), (self.undo_button, "undo"),
-                               (self.redo_button, "redo"), (self.save_button, "save")):
+        for button, action in (
+            (self.delete_button, "delete"),
+            (self.keep_button, "keep"),
+            (self.undo_button, "undo"),
+            (self.redo_button, "redo"),
+            (self.save_button, "save"),
+        ):
             self._wire_button(button, action)
 
     def _wire_button(self, button, action: str) -> None:
@@ -122,8 +152,10 @@ class SelectionPanel:
                 self.count.content = "Type a query to select Gaussians."
                 return
             selection = self.app.selections.select(engine, settings)
-            self.count.content = (f"**{selection.count:,}** of {engine.field.num_gaussians:,} Gaussians selected "
-                                  f"({', '.join(('-' if t.subtract else '') + t.phrase for t in selection.terms)})")
+            self.count.content = (
+                f"**{selection.count:,}** of {engine.field.num_gaussians:,} Gaussians selected "
+                f"({', '.join(('-' if t.subtract else '') + t.phrase for t in selection.terms)})"
+            )
         except Exception as exc:  # noqa: BLE001 - a label must not break the panel
             self.count.content = f"Selection failed: {exc}"
 

@@ -16,8 +16,11 @@ from pathlib import Path
 
 from gags_viewer.viewer.screenshots import CHROMIUM, FLAGS, _small_png
 
-SHOTS = [("Tinted", "viewer-selection-tinted.png"), ("Alone", "viewer-selection-alone.png"),
-         ("Hidden", "viewer-selection-hidden.png")]
+SHOTS = [
+    ("Tinted", "viewer-selection-tinted.png"),
+    ("Alone", "viewer-selection-alone.png"),
+    ("Hidden", "viewer-selection-hidden.png"),
+]
 
 
 def main(argv=None) -> None:
@@ -40,8 +43,15 @@ def main(argv=None) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server, viewer = serve(field, engine, port=port, output_dir=Path(tempfile.mkdtemp()), block=False,
-                           query=args.queries, field_dir=path if path.is_dir() else path.parent)
+    server, viewer = serve(
+        field,
+        engine,
+        port=port,
+        output_dir=Path(tempfile.mkdtemp()),
+        block=False,
+        query=args.queries,
+        field_dir=path if path.is_dir() else path.parent,
+    )
 
     def settle(session, seconds: float) -> None:
         count = len(session.frame_times)

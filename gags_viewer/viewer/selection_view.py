@@ -15,7 +15,6 @@ import copy
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -62,7 +61,7 @@ class SelectionView:
 
     field: LanguageField
     engine: object
-    selection: Optional[Selection]
+    selection: Selection | None
     note: str = ""
     pending: tuple[str, ...] = ()
 
@@ -72,8 +71,8 @@ class SelectionViews:
 
     def __init__(self, capacity: int = 8):
         self._lock = threading.Lock()
-        self._selectors: "OrderedDict[int, tuple[object, GaussianSelector]]" = OrderedDict()
-        self._views: "OrderedDict[tuple, tuple[object, SelectionView]]" = OrderedDict()
+        self._selectors: OrderedDict[int, tuple[object, GaussianSelector]] = OrderedDict()
+        self._views: OrderedDict[tuple, tuple[object, SelectionView]] = OrderedDict()
         self._capacity = capacity
 
     def selector(self, engine) -> GaussianSelector:
@@ -102,8 +101,17 @@ class SelectionViews:
             missing = tuple(p for p in phrases + settings.negatives if engine.text_encoder.cached(p) is None)
             return SelectionView(engine.field, engine, None, "encoding the selection…", missing)
         colors = tuple(term_color(settings, t.phrase, i) for i, t in enumerate(terms))
-        key = (id(engine), settings.selection_source, tuple(settings.negatives), float(settings.selection_threshold),
-               float(settings.selection_radius), settings.selection_show, colors, settings.display, settings.query_mode)
+        key = (
+            id(engine),
+            settings.selection_source,
+            tuple(settings.negatives),
+            float(settings.selection_threshold),
+            float(settings.selection_radius),
+            settings.selection_show,
+            colors,
+            settings.display,
+            settings.query_mode,
+        )
         with self._lock:
             cached = self._views.get(key)
         if cached is not None and cached[0] is engine:
