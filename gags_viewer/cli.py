@@ -11,6 +11,7 @@ from tyro.conf import Positional
 
 from gags_viewer.errors import GagsError
 from gags_viewer.eval.runner import EvalConfig
+from gags_viewer.preprocess.run import PreprocessConfig
 from gags_viewer.train.config import TrainConfig
 from gags_viewer.viewer.commands import demo, render, train_view, view
 from gags_viewer.viewer.select_command import select
@@ -56,10 +57,20 @@ def train(config: tyro.conf.OmitArgPrefixes[TrainConfig]) -> None:
     run_training(config)
 
 
+def preprocess(config: tyro.conf.OmitArgPrefixes[PreprocessConfig]) -> None:
+    """Granularity-aware SAM masks and CLIP features per image: photos + COLMAP + trained 3DGS -> language_features/."""
+    from gags_viewer.preprocess.run import preprocess_scene
+
+    report = preprocess_scene(config)
+    print(f"preprocessed {len(report.images)} image(s) into {config.scene / 'language_features'}: "
+          f"masks per level {report.masks_per_level}")
+
+
 SUBCOMMANDS = {
     "view": view,
     "demo": demo,
     "render": render,
+    "preprocess": preprocess,
     "train": train,
     "train-view": train_view,
     "eval": evaluate,

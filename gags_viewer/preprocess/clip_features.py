@@ -96,8 +96,8 @@ def _as_float_image(image: np.ndarray | Tensor) -> Tensor:
     return tensor.float()
 
 
-def load_clip_model(spec: ClipSpec, device: str | torch.device = "cpu"):
-    """The full open_clip model (image and text towers) of ``spec``, in eval mode, fp32.
+def load_clip_model(spec: ClipSpec, device: str | torch.device = "cpu", half: bool = False):
+    """The full open_clip model (image and text towers) of ``spec``, in eval mode, fp32 (fp16 if ``half``).
 
     Resolution and offline checks are those of the text encoder (local config + checkpoint, or a cached
     pretrained tag); the model is then built by ``open_clip.create_model``.
@@ -108,6 +108,7 @@ def load_clip_model(spec: ClipSpec, device: str | torch.device = "cpu"):
 
     name, weights = TextEncoder(spec, device=device).checkpoint_path()
     model = open_clip.create_model(name, pretrained=weights, device=device)
+    model = model.half() if half else model
     return model.eval().requires_grad_(False)
 
 
@@ -143,6 +144,7 @@ class ClipImageEncoder:
         self.fp16_round_trip = fp16_round_trip
         self.size, self.mean, self.std = preprocess_config(model)
         self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
 
     @property
     def embed_dim(self) -> int:
@@ -157,7 +159,7 @@ class ClipImageEncoder:
         with torch.no_grad():
             for start in range(0, crops.shape[0], self.batch_size):
                 batch = model_inputs(crops[start : start + self.batch_size], self.size, self.mean, self.std)
-                embeds = F.normalize(self.model.encode_image(batch.to(self.device)).float(), dim=-1)
+                embeds = F.normalize(self.model.encode_image(batch.to(self.device, self.dtype)).float(), dim=-1)
                 if self.fp16_round_trip:
                     embeds = embeds.half().float()
                 out.append(embeds.cpu())

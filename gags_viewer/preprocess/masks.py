@@ -2,11 +2,12 @@
 
 GAGS segments every training image at three granularities (gags-method.md §2.4): ``s`` (subpart),
 ``m`` (part) and ``l`` (whole), plus a pooled ``default`` set. A :class:`MaskSource` turns one image
-into such a :class:`LevelMasks`. Two implementations are planned:
+into such a :class:`LevelMasks`. Two implementations:
 
 - :class:`GroundTruthMaskSource` (here): masks known in advance, e.g. rendered from a synthetic scene's
   part / object / group ids (the bundled demo).
-- a SAM source (later): granularity-aware prompting + SAM's three multimask outputs + mask NMS.
+- :class:`~gags_viewer.preprocess.sam.SamMaskSource`: granularity-aware prompting + SAM's three
+  multimask outputs + mask NMS.
 
 Everything downstream (CLIP crops, ``_f.npy`` / ``_s.npy``) only sees :class:`LevelMasks`.
 """

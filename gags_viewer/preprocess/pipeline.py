@@ -1,7 +1,7 @@
 """Preprocessing of a scene's images: masks per level -> CLIP embedding per mask -> ``_f.npy`` / ``_s.npy``.
 
 The mask source is pluggable (:class:`~gags_viewer.preprocess.masks.MaskSource`): ground-truth masks for
-the synthetic demo today, granularity-aware SAM later. The CLIP side is any open_clip image tower
+the synthetic demo, granularity-aware SAM (:mod:`gags_viewer.preprocess.sam`) for photos. The CLIP side is any open_clip image tower
 (:class:`~gags_viewer.preprocess.clip_features.ClipImageEncoder`).
 """
 
@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from gags_viewer.errors import GagsError
 from gags_viewer.preprocess.clip_features import ClipImageEncoder
 from gags_viewer.preprocess.masks import ALL_LEVELS, LEVELS, MaskError, MaskSource
-from gags_viewer.preprocess.writer import FEATURES_DIR, IMAGES_DIR, write_language_features
+from gags_viewer.preprocess.writer import FEATURES_DIR, IMAGES_DIR, language_feature_arrays, save_language_features
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -44,12 +46,75 @@ def list_images(images_dir: Path) -> list[str]:
     return sorted(p.name for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def read_image(path: Path) -> np.ndarray:
-    """RGB image as [H, W, 3] uint8."""
+def read_image(path: Path, max_height: Optional[int] = None) -> np.ndarray:
+    """RGB image as [H, W, 3] uint8; taller than ``max_height`` -> resized to that height (§2.7).
+
+    The resize is bilinear without antialiasing (as ``cv2.resize`` does), to width ``int(W / (H / max_height))``.
+    """
     from PIL import Image
 
     with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+        array = np.asarray(image.convert("RGB"))
+    height, width = array.shape[:2]
+    if max_height is None or height <= max_height:
+        return array
+    size = (int(max_height), int(width / (height / max_height)))
+    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float()
+    resized = F.interpolate(tensor, size=size, mode="bilinear", align_corners=False, antialias=False)
+    return resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+@dataclass
+class ImageFeatures:
+    """The language features of one image, ready to write.
+
+    Attributes:
+        name: image file name.
+        features: the ``_f`` array. [M, E] float32
+        seg: the ``_s`` array. [4, H, W] float32
+        masks_per_level: masks per level.
+        encoded: distinct crops sent through CLIP.
+    """
+
+    name: str
+    features: np.ndarray
+    seg: np.ndarray
+    masks_per_level: dict[str, int]
+    encoded: int
+
+
+def image_features(image: np.ndarray, name: str, mask_source: MaskSource, encoder: ClipImageEncoder) -> ImageFeatures:
+    """Masks -> CLIP embedding per mask -> ``_f`` / ``_s`` arrays of one image (the unit of work).
+
+    Args:
+        image: RGB. [H, W, 3] uint8
+        name: the image's file name.
+
+    Raises:
+        MaskError when a level has no mask (the official code crashes there, §2.6).
+    """
+    masks = mask_source(image, name)
+    for level in LEVELS:
+        if not masks.level(level):
+            raise MaskError(f"{name}: the mask source found no {level}-level mask")
+    cache: dict = {}
+    embeddings = {level: encoder.encode_masks(image, masks.level(level), cache) for level in ALL_LEVELS}
+    features, seg = language_feature_arrays(Path(name).stem, masks, embeddings)
+    return ImageFeatures(name, features, seg, {level: len(masks.level(level)) for level in ALL_LEVELS}, len(cache))
+
+
+def is_done(features_dir: Path, name: str) -> bool:
+    """Whether both files of image ``name`` exist (``_s.npy`` is written last, atomically)."""
+    stem = Path(name).stem
+    return (features_dir / f"{stem}_f.npy").is_file() and (features_dir / f"{stem}_s.npy").is_file()
+
+
+def record(report: PreprocessReport, result: ImageFeatures) -> None:
+    """Add one image's counts to ``report``."""
+    report.images.append(result.name)
+    report.encoded += result.encoded
+    for level in ALL_LEVELS:
+        report.masks_per_level[level] += result.masks_per_level[level]
 
 
 def extract_language_features(
@@ -58,6 +123,8 @@ def extract_language_features(
     encoder: ClipImageEncoder,
     names: Optional[Sequence[str]] = None,
     progress: bool = True,
+    max_height: Optional[int] = None,
+    skip_done: bool = False,
 ) -> PreprocessReport:
     """Write ``language_features/<stem>_f.npy`` and ``_s.npy`` for images of ``scene_dir/images``.
 
@@ -67,6 +134,8 @@ def extract_language_features(
         encoder: embeds each mask's crop.
         names: image names to process (default: every image of ``images/``).
         progress: show a progress bar.
+        max_height: images taller than this are resized to it first (official: 1080); None keeps them.
+        skip_done: skip images whose two files exist (resume); they are not in the report.
 
     Raises:
         MaskError when a level of an image has no mask (the official code crashes there, §2.6).
@@ -74,18 +143,11 @@ def extract_language_features(
     scene_dir = Path(scene_dir)
     images_dir, features_dir = scene_dir / IMAGES_DIR, scene_dir / FEATURES_DIR
     names = list(names) if names is not None else list_images(images_dir)
+    if skip_done:
+        names = [name for name in names if not is_done(features_dir, name)]
     report = PreprocessReport()
-    for name in tqdm(names, desc="CLIP features per mask", unit="image", disable=not progress):
-        image = read_image(images_dir / name)
-        masks = mask_source(image, name)
-        for level in LEVELS:
-            if not masks.level(level):
-                raise MaskError(f"{name}: the mask source found no {level}-level mask")
-        cache: dict = {}
-        embeddings = {level: encoder.encode_masks(image, masks.level(level), cache) for level in ALL_LEVELS}
-        write_language_features(features_dir, Path(name).stem, masks, embeddings)
-        report.images.append(name)
-        report.encoded += len(cache)
-        for level in ALL_LEVELS:
-            report.masks_per_level[level] += len(masks.level(level))
+    for name in tqdm(names, desc="SAM masks + CLIP features", unit="image", disable=not progress):
+        result = image_features(read_image(images_dir / name, max_height), name, mask_source, encoder)
+        save_language_features(features_dir, Path(name).stem, result.features, result.seg)
+        record(report, result)
     return report

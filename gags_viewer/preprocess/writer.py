@@ -77,6 +77,42 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def language_feature_arrays(
+    stem: str, masks: LevelMasks, embeddings: Mapping[str, Tensor | np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``_f`` and ``_s`` arrays of one image (see the module doc).
+
+    Args:
+        stem: image name without extension (for messages).
+        masks: the image's masks per level.
+        embeddings: per level, one unit embedding per mask of that level, in the same order. [M_k, E]
+
+    Returns:
+        (features [M, E] float32, seg [4, H, W] float32).
+    """
+    per_level = {level: masks.level(level) for level in ALL_LEVELS}
+    for level in ALL_LEVELS:
+        if len(per_level[level]) != len(embeddings[level]):
+            raise MaskError(
+                f"{stem}: level {level} has {len(per_level[level])} masks but {len(embeddings[level])} embeddings"
+            )
+    seg, _ = segmentation_maps(per_level, masks.shape())
+    return feature_rows(embeddings), seg
+
+
+def save_language_features(folder: str | Path, stem: str, features: np.ndarray, seg: np.ndarray) -> tuple[Path, Path]:
+    """Write ``<stem>_f.npy`` then ``<stem>_s.npy`` into ``folder`` (created if needed), each atomically.
+
+    ``_s.npy`` is written last, so an image counts as done (both files present) only once both are complete.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    f_path, s_path = folder / f"{stem}_f.npy", folder / f"{stem}_s.npy"
+    save_npy(f_path, features)
+    save_npy(s_path, seg)
+    return f_path, s_path
+
+
 def write_language_features(
     folder: str | Path,
     stem: str,
@@ -94,20 +130,8 @@ def write_language_features(
     Returns:
         The two paths written.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    per_level = {level: masks.level(level) for level in ALL_LEVELS}
-    for level in ALL_LEVELS:
-        if len(per_level[level]) != len(embeddings[level]):
-            raise MaskError(
-                f"{stem}: level {level} has {len(per_level[level])} masks but {len(embeddings[level])} embeddings"
-            )
-    seg, _ = segmentation_maps(per_level, masks.shape())
-    features = feature_rows(embeddings)
-    f_path, s_path = folder / f"{stem}_f.npy", folder / f"{stem}_s.npy"
-    save_npy(f_path, features)
-    save_npy(s_path, seg)
-    return f_path, s_path
+    features, seg = language_feature_arrays(stem, masks, embeddings)
+    return save_language_features(folder, stem, features, seg)
 
 
 def write_colmap_text(
