@@ -1,0 +1,148 @@
+"""The SAM mask source: official mask-NMS rules and level split on constructed masks, SAM loading, a tiny SAM.
+
+The reference rules here are written from gags-method.md §2.4-2.5, as a direct loop over masks and pairs.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from gags_viewer.preprocess.mask_filters import MaskFilterConfig, mask_nms, remove_small_regions
+from gags_viewer.preprocess.sam import Candidates, SamCheckpointError, SamMaskSource, load_sam, split_levels
+from tests.tiny_sam import make_tiny_sam, save_tiny_sam
+
+
+def rules_from_the_doc(masks, scores, iou_thr=0.8, score_thr=0.7):
+    """§2.5: sort by score; drop j if a higher-scored mask has IoU > 0.8 with it; drop if score <= 0.7;
+    drop A if A lies >= 85 % inside some B and covers < 50 % of B. Survivors in original order."""
+    masks = [np.asarray(m, bool) for m in masks]
+    order = sorted(range(len(masks)), key=lambda i: -scores[i])
+    kept = []
+    for rank, j in enumerate(order):
+        drop = scores[j] <= score_thr
+        for i in order[:rank]:
+            inter = np.logical_and(masks[i], masks[j]).sum()
+            union = np.logical_or(masks[i], masks[j]).sum()
+            drop |= inter / union > iou_thr
+        for b in range(len(masks)):
+            if b != j:
+                inter = np.logical_and(masks[j], masks[b]).sum()
+                drop |= inter / masks[j].sum() >= 0.85 and inter / masks[b].sum() < 0.5
+        if not drop:
+            kept.append(j)
+    return sorted(kept)
+
+
+def box(h, w, y0, y1, x0, x1):
+    m = np.zeros((h, w), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_mask_nms_constructed_cases():
+    h = w = 40
+    masks = [
+        box(h, w, 0, 20, 0, 20),    # 0 A, score 0.90
+        box(h, w, 0, 20, 1, 20),    # 1 A', IoU 0.95 with A, higher score 0.95 -> A is dropped
+        box(h, w, 2, 6, 2, 6),      # 2 tiny, inside A and A', covers < 50 %: dropped although best score
+        box(h, w, 25, 35, 25, 35),  # 3 separate, score 0.65 <= 0.7: dropped
+        box(h, w, 25, 40, 0, 15),   # 4 separate, kept
+        box(h, w, 0, 15, 0, 15),    # 5 inside A' but covers >= 50 % of it (and IoU 0.59): kept
+    ]
+    scores = [0.90, 0.95, 0.99, 0.65, 0.8, 0.75]
+    expected = rules_from_the_doc(masks, scores)
+    assert expected == [1, 4, 5]
+    got = mask_nms(torch.from_numpy(np.stack(masks)), torch.tensor(scores))
+    assert got.tolist() == expected
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mask_nms_matches_the_rules_on_random_masks(seed):
+    rng = np.random.default_rng(seed)
+    h, w = 48, 64
+    masks = []
+    for _ in range(40):
+        y0, x0 = rng.integers(0, h - 4), rng.integers(0, w - 4)
+        masks.append(box(h, w, y0, y0 + rng.integers(2, h - y0 + 1), x0, x0 + rng.integers(2, w - x0 + 1)))
+    masks += [m.copy() for m in masks[:5]]  # exact duplicates: equal IoU 1, the lower-ranked one goes
+    scores = np.round(rng.uniform(0.6, 1.0, len(masks)), 2)  # rounded: ties, resolved by original order
+    expected = rules_from_the_doc(masks, list(scores))
+    got = mask_nms(torch.from_numpy(np.stack(masks)), torch.from_numpy(scores).float())
+    assert got.tolist() == expected
+
+
+def test_remove_small_regions_holes_and_islands():
+    mask = box(30, 30, 5, 25, 5, 25)
+    mask[10:12, 10:12] = False          # a 4-px hole
+    mask[0:2, 0:2] = True               # a 4-px island (not 8-connected to the square)
+    filled, changed = remove_small_regions(mask, 10, "holes")
+    assert changed and filled[10:12, 10:12].all() and filled[0:2, 0:2].all()
+    cleaned, changed = remove_small_regions(filled, 10, "islands")
+    assert changed and not cleaned[0:2, 0:2].any() and cleaned[5:25, 5:25].all()
+    assert not remove_small_regions(cleaned, 10, "islands")[1]
+    # every island small: the largest is kept
+    specks = np.zeros((10, 10), bool)
+    specks[0, 0] = specks[5, 5] = specks[5, 6] = True
+    kept, _ = remove_small_regions(specks, 10, "islands")
+    assert kept.sum() == 2 and kept[5, 5] and kept[5, 6]
+
+
+def test_level_split_takes_outputs_as_subpart_part_whole():
+    h, w = 40, 40
+    # prompt 0: s = small box, m = medium, l = large; prompt 1: the same s (duplicate), other m, same l
+    masks = [
+        box(h, w, 0, 12, 0, 12), box(h, w, 0, 20, 0, 20), box(h, w, 0, 40, 0, 40),
+        box(h, w, 0, 12, 0, 12), box(h, w, 20, 40, 20, 40), box(h, w, 0, 40, 0, 40),
+    ]
+    masks[1][30:32, 30:32] = True  # a 4-px island of the part mask, removed by the small-region filter
+    candidates = Candidates(
+        masks=torch.from_numpy(np.stack(masks)),
+        iou=torch.tensor([0.90, 0.95, 0.99, 0.91, 0.93, 0.97]),
+        stability=torch.full((6,), 0.95),
+        output=torch.tensor([0, 1, 2, 0, 1, 2]),
+    )
+    filters = MaskFilterConfig(min_mask_region_area=10)
+    levels = split_levels(candidates, filters)
+    as_boxes = {name: [tuple(np.argwhere(m).min(0)) + tuple(np.argwhere(m).max(0)) for m in levels.level(name)]
+                for name in ("default", "s", "m", "l")}
+    # s: the duplicate small box goes (box NMS keeps the higher predicted IoU), one mask
+    assert as_boxes["s"] == [(0, 0, 11, 11)]
+    # m: both parts, the island removed; the second box NMS puts masks the cleanup left unchanged first,
+    # so the unchanged part (predicted IoU 0.93) is painted before the cleaned one (0.95)
+    assert as_boxes["m"] == [(20, 20, 39, 39), (0, 0, 19, 19)]
+    assert not levels.m[1][30:32, 30:32].any()
+    # l: one whole
+    assert as_boxes["l"] == [(0, 0, 39, 39)]
+    # default pools all outputs: the small box lies inside the whole and covers < 50 % -> nesting rule drops it;
+    # the 20x20 part covers 25 % of the whole: dropped too; the whole stays
+    assert as_boxes["default"] == [(0, 0, 39, 39)]
+
+
+def test_load_sam_reads_the_architecture_and_checks_the_file(tmp_path):
+    path = save_tiny_sam(tmp_path / "tiny.pth")
+    model = load_sam(path)
+    reference = make_tiny_sam()
+    for (name, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert model.image_encoder.img_size == 256 and len(model.image_encoder.blocks) == 2
+    with pytest.raises(SamCheckpointError, match="dl.fbaipublicfiles.com"):
+        load_sam(tmp_path / "missing.pth")
+    with pytest.raises(SamCheckpointError, match="not SAM vit_h"):
+        load_sam(path, "vit_h")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(SamCheckpointError, match="not a readable SAM checkpoint"):
+        load_sam(tmp_path / "junk.pth")
+
+
+def test_tiny_sam_source_gives_four_levels():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    prompts = np.array([[0.25, 0.25], [0.75, 0.5], [0.5, 0.75]])
+    source = SamMaskSource(make_tiny_sam(), lambda im, name: prompts)
+    levels = source(image, "a.png")
+    for name in ("default", "s", "m", "l"):
+        assert all(m.shape == (48, 64) and m.dtype == bool and m.any() for m in levels.level(name))
+    assert levels.s and levels.m and levels.l
+    # deterministic
+    again = source(image, "a.png")
+    assert all(np.array_equal(a, b) for a, b in zip(levels.default, again.default))
