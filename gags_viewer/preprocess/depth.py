@@ -34,11 +34,19 @@ CHUNK = 1 << 20
 
 
 def render_depth(field: LanguageField, camera: Camera, backend: str = "auto") -> Tensor:
-    """Expected depth of one view (0 where nothing was hit). -> [H, W] float32 on the field's device"""
+    """Expected depth of one view (0 where nothing was hit). -> [H, W] float32 on the field's device
+
+    Torch's intra-op thread count is kept: the numba backend shares libgomp with torch, and its thread
+    setting would otherwise change torch's (and with it the float sums of SAM and CLIP afterwards).
+    """
     from gags_viewer.render.api import render
 
-    with torch.no_grad():
-        return render(field, camera, rgb=False, backend=backend).depth.float()
+    threads = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            return render(field, camera, rgb=False, backend=backend).depth.float()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def project_centres(means: Tensor, camera: Camera) -> tuple[Tensor, Tensor, Tensor]:
