@@ -184,15 +184,19 @@ def clip_training_crops(views: list[View], size: int) -> tuple[torch.Tensor, tor
 
 def write_preprocessed_scene(work: Path, train_views: list[View], clip_folder: Path, ambiguity: float = 0.5,
                              seed: int = 0) -> Path:
-    """images/, sparse/0 and language_features/ of the training views, through the preprocess pipeline.
+    """images/, sparse/0 and language_features/ of the training views, through the entry point of
+    ``gags-viewer preprocess`` (:func:`~gags_viewer.preprocess.run.preprocess_scene`).
 
     The mask source reports the ground-truth levels with SAM-like view-dependent granularity
     (``ambiguity``, see :class:`~gags_viewer.preprocess.masks.GroundTruthMaskSource`)."""
-    from gags_viewer.preprocess import ClipImageEncoder, GroundTruthMaskSource, extract_language_features, load_clip_model
-    from gags_viewer.preprocess.writer import save_image, write_colmap_text
+    from gags_viewer.preprocess import ClipImageEncoder, GroundTruthMaskSource, load_clip_model
+    from gags_viewer.preprocess.run import PreprocessConfig, preprocess_scene
+    from gags_viewer.preprocess.writer import FEATURES_DIR, save_image, write_colmap_text
 
     scene_dir = work / "scene"
     (scene_dir / "images").mkdir(parents=True, exist_ok=True)
+    if (scene_dir / FEATURES_DIR).exists():  # a reused work directory: never resume from an older build
+        shutil.rmtree(scene_dir / FEATURES_DIR)
     for view in train_views:
         save_image(scene_dir / "images" / view.name, view.rgb)
     write_colmap_text(scene_dir, [v.name for v in train_views], [v.camera for v in train_views])
@@ -204,7 +208,7 @@ def write_preprocessed_scene(work: Path, train_views: list[View], clip_folder: P
         seed=seed,
     )
     encoder = ClipImageEncoder(load_clip_model(dclip.clip_spec(clip_folder)))
-    report = extract_language_features(scene_dir, source, encoder, names=[v.name for v in train_views])
+    report = preprocess_scene(PreprocessConfig(scene=scene_dir, device="cpu"), mask_source=source, encoder=encoder)
     log(f"preprocessed {len(report.images)} views: masks per level {report.masks_per_level}, "
         f"{report.encoded} distinct crops encoded")
     return scene_dir
