@@ -136,12 +136,18 @@ class Candidates:
         iou: predicted IoU. [C]
         stability: stability score. [C]
         output: which of the 3 outputs (0 = s, 1 = m, 2 = l). [C] int64
+        boxes: XYXY inclusive pixel bounds of the masks (zeros for an empty mask). [C, 4] float32
     """
 
     masks: Tensor
     iou: Tensor
     stability: Tensor
     output: Tensor
+    boxes: Optional[Tensor] = None
+
+    def __post_init__(self):
+        if self.boxes is None:
+            self.boxes = mask_boxes(self.masks)
 
 
 def predict_candidates(predictor, points: np.ndarray, config: SamConfig) -> Candidates:
@@ -156,7 +162,7 @@ def predict_candidates(predictor, points: np.ndarray, config: SamConfig) -> Cand
 
     device = predictor.device
     filters = config.filters
-    kept: dict[str, list[Tensor]] = {"masks": [], "iou": [], "stability": [], "output": []}
+    kept: dict[str, list[Tensor]] = {"masks": [], "iou": [], "stability": [], "output": [], "boxes": []}
     autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     for start in range(0, len(points), config.points_per_batch):
         batch = torch.as_tensor(points[start : start + config.points_per_batch], dtype=torch.float32, device=device)
@@ -168,7 +174,9 @@ def predict_candidates(predictor, points: np.ndarray, config: SamConfig) -> Cand
         output = torch.arange(3, device=device).repeat(batch.shape[0])
         stability = calculate_stability_score(logits, 0.0, filters.stability_score_offset)
         keep = (iou > filters.pred_iou_thresh) & (stability >= filters.stability_score_thresh)
-        for key, value in (("masks", logits[keep] > 0), ("iou", iou[keep]), ("stability", stability[keep]), ("output", output[keep])):
+        masks = logits[keep] > 0
+        for key, value in (("masks", masks), ("iou", iou[keep]), ("stability", stability[keep]), ("output", output[keep]),
+                           ("boxes", mask_boxes(masks))):
             kept[key].append(value)
     height, width = predictor.original_size
     if not kept["masks"]:
@@ -204,9 +212,9 @@ def filter_level(candidates: Candidates, members: Tensor, cleanup: SmallRegionCa
     Returns:
         The level's masks in painting order, each [H, W] bool.
     """
-    nonempty = candidates.masks[members].flatten(1).any(dim=1)
-    members = members[nonempty]
-    order = members[box_nms(mask_boxes(candidates.masks[members]), candidates.iou[members], filters.box_nms_thresh)]
+    # an empty mask has an all-zero box; so has a one-pixel mask at (0, 0), told apart by that pixel
+    members = members[(candidates.boxes[members].sum(dim=1) > 0) | candidates.masks[members, 0, 0]]
+    order = members[box_nms(candidates.boxes[members], candidates.iou[members], filters.box_nms_thresh)]
     cleaned = [cleanup(int(i)) for i in order]
     masks = torch.stack([m for m, _ in cleaned]) if cleaned else candidates.masks[:0]
     unchanged = torch.tensor([float(u) for _, u in cleaned], device=masks.device)
