@@ -145,13 +145,19 @@ def test_bad_input_gives_one_line_errors(reference, raw_scene, tmp_path, capsys)
     assert not (scene / "language_features").exists()
 
 
-def test_ray_run_equals_local_run(reference, raw_scene, tmp_path):
+def test_ray_run_equals_local_run(reference, raw_scene, tmp_path, capsys):
     ray = pytest.importorskip("ray", reason='Ray is an optional extra: pip install -e ".[distributed]"')
     _, expected = reference
     scene = fresh_copy(raw_scene, tmp_path)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         assert main(preprocess_args(scene, "--ray", "local")) == 0
+        assert {p.name: p.read_bytes() for p in sorted((scene / "language_features").iterdir())} == expected
+        # a user mistake met inside a task is still one line: a depth map of the wrong size
+        for name in ("frame_2_f.npy", "frame_2_s.npy"):
+            (scene / "language_features" / name).unlink()
+        np.save(scene / "depths" / "frame_2_depth.npy", np.ones((5, 5), np.float32))
+        capsys.readouterr()  # Ray's own start-up log lines
+        assert "delete depths/" in one_line_error(capsys, preprocess_args(scene, "--ray", "local"))
     finally:
         ray.shutdown()
-    assert {p.name: p.read_bytes() for p in sorted((scene / "language_features").iterdir())} == expected

@@ -146,3 +146,30 @@ def test_tiny_sam_source_gives_four_levels():
     # deterministic
     again = source(image, "a.png")
     assert all(np.array_equal(a, b) for a, b in zip(levels.default, again.default))
+
+
+def test_candidates_equal_the_stock_predictor_with_the_thresholds():
+    """Upsampling only the confident masks gives what SamPredictor.predict_torch + thresholds gives."""
+    from segment_anything import SamPredictor
+    from segment_anything.utils.amg import calculate_stability_score
+
+    from gags_viewer.preprocess.sam import SamConfig, predict_candidates
+
+    model = make_tiny_sam(seed=3)
+    with torch.no_grad():  # spread the predicted IoUs around the 0.7 threshold
+        model.mask_decoder.iou_prediction_head.layers[-1].weight.normal_(0.0, 0.5)
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    points = rng.uniform(0, 1, (10, 2)) * np.array([56, 40])
+    predictor = SamPredictor(model)
+    predictor.set_image(image)
+    with torch.no_grad():
+        got = predict_candidates(predictor, points, SamConfig(points_per_batch=4))
+        coords = torch.as_tensor(predictor.transform.apply_coords(points, predictor.original_size), dtype=torch.float32)
+        logits, iou, _ = predictor.predict_torch(coords[:, None], torch.ones(10, 1), multimask_output=True, return_logits=True)
+    logits, iou = logits.flatten(0, 1), iou.flatten(0, 1)
+    keep = (iou > 0.7) & (calculate_stability_score(logits, 0.0, 1.0) >= 0.85)
+    assert 0 < int(keep.sum()) < len(keep)
+    assert torch.equal(got.masks, logits[keep] > 0)
+    assert torch.equal(got.output, torch.arange(3).repeat(10)[keep])
+    torch.testing.assert_close(got.iou, iou[keep])

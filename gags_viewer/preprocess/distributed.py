@@ -69,5 +69,11 @@ def run_on_ray(config, names: list[str]) -> Iterator:
     with tqdm(total=len(pending), desc="SAM masks + CLIP features (Ray)", unit="image", disable=not config.progress) as bar:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            yield ray.get(done[0])
+            try:
+                result = ray.get(done[0])
+            except ray.exceptions.RayTaskError as error:  # a user mistake in a task stays one line
+                if isinstance(getattr(error, "cause", None), GagsError):
+                    raise error.cause from None
+                raise
+            yield result
             bar.update(1)

@@ -150,8 +150,31 @@ class Candidates:
             self.boxes = mask_boxes(self.masks)
 
 
+def decode_prompts(predictor, coords: Tensor) -> tuple[Tensor, Tensor]:
+    """SAM's prompt encoder + mask decoder for one batch of single-point prompts, three outputs each.
+
+    Args:
+        predictor: a ``SamPredictor`` with the image set.
+        coords: prompts in the model's input frame (``predictor.transform.apply_coords_torch``). [B, 2]
+
+    Returns:
+        (low-resolution logits [B * 3, 1, h, w], predicted IoU [B * 3]), prompt-major.
+    """
+    model = predictor.model
+    labels = torch.ones(coords.shape[0], 1, dtype=torch.int64, device=coords.device)
+    sparse, dense = model.prompt_encoder(points=(coords[:, None, :], labels), boxes=None, masks=None)
+    low_res, iou = model.mask_decoder(
+        image_embeddings=predictor.features, image_pe=model.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True,
+    )
+    return low_res.flatten(0, 1)[:, None], iou.flatten(0, 1)
+
+
 def predict_candidates(predictor, points: np.ndarray, config: SamConfig) -> Candidates:
     """Run every prompt with 3 outputs in batches on the predictor's image and keep the confident masks.
+
+    Only masks above the predicted-IoU threshold are upsampled to the image size (SAM's
+    ``postprocess_masks``) for the stability score and the binary mask: the others would be dropped anyway.
 
     Args:
         predictor: a ``SamPredictor`` with the image set.
@@ -167,15 +190,16 @@ def predict_candidates(predictor, points: np.ndarray, config: SamConfig) -> Cand
     for start in range(0, len(points), config.points_per_batch):
         batch = torch.as_tensor(points[start : start + config.points_per_batch], dtype=torch.float32, device=device)
         coords = predictor.transform.apply_coords_torch(batch, predictor.original_size)
-        labels = torch.ones(coords.shape[0], 1, dtype=torch.int64, device=device)
         with autocast:
-            logits, iou, _ = predictor.predict_torch(coords[:, None, :], labels, multimask_output=True, return_logits=True)
-        logits, iou = logits.flatten(0, 1).float(), iou.flatten(0, 1).float()
+            low_res, iou = decode_prompts(predictor, coords)
+        iou = iou.float()
         output = torch.arange(3, device=device).repeat(batch.shape[0])
+        confident = torch.nonzero(iou > filters.pred_iou_thresh).squeeze(1)
+        logits = predictor.model.postprocess_masks(low_res[confident].float(), predictor.input_size, predictor.original_size)[:, 0]
         stability = calculate_stability_score(logits, 0.0, filters.stability_score_offset)
-        keep = (iou > filters.pred_iou_thresh) & (stability >= filters.stability_score_thresh)
-        masks = logits[keep] > 0
-        for key, value in (("masks", masks), ("iou", iou[keep]), ("stability", stability[keep]), ("output", output[keep]),
+        keep = stability >= filters.stability_score_thresh
+        masks, chosen = logits[keep] > 0, confident[keep]
+        for key, value in (("masks", masks), ("iou", iou[chosen]), ("stability", stability[keep]), ("output", output[chosen]),
                            ("boxes", mask_boxes(masks))):
             kept[key].append(value)
     height, width = predictor.original_size
