@@ -173,3 +173,14 @@ def test_candidates_equal_the_stock_predictor_with_the_thresholds():
     assert torch.equal(got.masks, logits[keep] > 0)
     assert torch.equal(got.output, torch.arange(3).repeat(10)[keep])
     torch.testing.assert_close(got.iou, iou[keep])
+
+
+@pytest.mark.gpu
+def test_tiny_sam_source_on_cuda_in_fp16():
+    """The CUDA path (fp16 autocast) runs and gives non-empty, image-sized masks at every level."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    prompts = rng.uniform(0, 1, (50, 2))
+    levels = SamMaskSource(make_tiny_sam().cuda(), lambda im, name: prompts)(image, "a.png")
+    assert levels.s and levels.m and levels.l and levels.default
+    assert all(m.shape == (48, 64) and m.any() for name in ("default", "s", "m", "l") for m in levels.level(name))

@@ -230,8 +230,10 @@ def preprocess_scene(
     pending = [name for name in names if not is_done(features_dir, name)]
     if config.ray is not None and mask_source is not None:
         raise GagsError("--ray runs the SAM mask source only")
+    if not pending:
+        return PreprocessReport()
     overall = tqdm(total=2, desc="preprocess", unit="stage", disable=not config.progress)
-    if mask_source is None and pending:
+    if mask_source is None:
         from gags_viewer.preprocess.sam import check_checkpoint
 
         check_checkpoint(config.sam_checkpoint)
