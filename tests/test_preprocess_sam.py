@@ -184,3 +184,31 @@ def test_tiny_sam_source_on_cuda_in_fp16():
     levels = SamMaskSource(make_tiny_sam().cuda(), lambda im, name: prompts)(image, "a.png")
     assert levels.s and levels.m and levels.l and levels.default
     assert all(m.shape == (48, 64) and m.any() for name in ("default", "s", "m", "l") for m in levels.level(name))
+
+
+def full_image_cleanup(mask, area, mode):
+    """SAM's rule on the whole image (doc §2.4), for comparison: 8-connected components of the mask
+    (islands) or of its complement (holes); components under ``area`` pixels are removed / filled."""
+    from scipy import ndimage
+
+    holes = mode == "holes"
+    labels, count = ndimage.label(~mask if holes else mask, structure=np.ones((3, 3), bool))
+    sizes = np.array([(labels == k).sum() for k in range(1, count + 1)])
+    if count == 0 or not (sizes < area).any():
+        return mask, False
+    if holes:
+        return mask | np.isin(labels, 1 + np.flatnonzero(sizes < area)), True
+    big = 1 + np.flatnonzero(sizes >= area)
+    return np.isin(labels, big if big.size else [1 + int(np.argmax(sizes))]), True
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_small_region_cleanup_in_the_box_equals_the_whole_image(seed):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((30, 40)) < 0.55
+    if seed % 2:  # a mask away from the borders
+        mask[:4], mask[-4:], mask[:, :5], mask[:, -3:] = False, False, False, False
+    for mode in ("holes", "islands"):
+        got, changed = remove_small_regions(mask, 6, mode)
+        expected, expected_changed = full_image_cleanup(mask, 6, mode)
+        assert changed == expected_changed and np.array_equal(got, expected), mode

@@ -129,6 +129,10 @@ def mask_boxes(masks: Tensor) -> Tensor:
 def remove_small_regions(mask: np.ndarray, area: int, mode: str) -> tuple[np.ndarray, bool]:
     """SAM's small-region cleanup of one mask, with 8-connected components.
 
+    Only the mask's bounding box plus a one-pixel margin is labelled: every island lies inside it, and a
+    background component that reaches the margin is connected to the background outside the box, so it
+    is no hole. Components that touch the image border inside the box are counted exactly.
+
     Args:
         mask: [H, W] bool.
         area: regions smaller than this many pixels are removed.
@@ -140,19 +144,31 @@ def remove_small_regions(mask: np.ndarray, area: int, mode: str) -> tuple[np.nda
     """
     from scipy import ndimage
 
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return mask, False
+    height, width = mask.shape
+    y0, y1 = max(rows[0] - 1, 0), min(rows[-1] + 2, height)
+    x0, x1 = max(cols[0] - 1, 0), min(cols[-1] + 2, width)
+    crop = mask[y0:y1, x0:x1]
     holes = mode == "holes"
-    working = ~mask if holes else mask
-    labels, count = ndimage.label(working, structure=np.ones((3, 3), dtype=bool))
+    labels, count = ndimage.label(~crop if holes else crop, structure=np.ones((3, 3), dtype=bool))
     if count == 0:
         return mask, False
     sizes = np.bincount(labels.reshape(-1), minlength=count + 1)[1:]
     small = sizes < area
+    if holes:
+        margin = np.zeros(crop.shape, dtype=bool)  # the margin pixels that are not on the image border
+        margin[0, :], margin[-1, :], margin[:, 0], margin[:, -1] = y0 > 0, y1 < height, x0 > 0, x1 < width
+        small[np.unique(labels[margin & (labels > 0)]) - 1] = False
     if not small.any():
         return mask, False
+    out = mask.copy()
     if holes:
-        fill = np.concatenate([[False], small])
-        return mask | fill[labels], True
+        out[y0:y1, x0:x1] |= np.concatenate([[False], small])[labels]
+        return out, True
     big = ~small
     if not big.any():
         big[int(np.argmax(sizes))] = True
-    return np.concatenate([[False], big])[labels], True
+    out[y0:y1, x0:x1] = np.concatenate([[False], big])[labels]
+    return out, True
