@@ -87,8 +87,10 @@ def bench_nms(count: int, height: int, width: int, device: str) -> None:
         torch.cuda.synchronize()
     vec_s = (time.perf_counter() - start) / repeats
     assert kept.cpu().tolist() == looped.tolist(), "vectorised and loop NMS disagree"
-    print(f"mask NMS, {count} masks at {width}x{height}: loop {loop_s:.2f} s, vectorised ({device}) {vec_s * 1e3:.1f} ms, "
-          f"ratio {loop_s / vec_s:.0f}x; kept {len(kept)} (identical)")
+    print(
+        f"mask NMS, {count} masks at {width}x{height}: loop {loop_s:.2f} s, vectorised ({device}) {vec_s * 1e3:.1f} ms, "
+        f"ratio {loop_s / vec_s:.0f}x; kept {len(kept)} (identical)"
+    )
 
 
 def demo_depths(device: torch.device):
@@ -114,10 +116,14 @@ def bench_prompts(depths, samples) -> None:
 
     grid = len(grid_prompts())
     for kind in ("gags", "gags-paper"):
-        counts = [len(depth_prompts(d.cpu().numpy(), s.cpu().numpy(), image_rng(42, str(i)), kind))
-                  for i, (d, s) in enumerate(zip(depths, samples))]
-        print(f"prompts per image on the demo scene ({len(counts)} views, {kind}): mean {np.mean(counts):.0f}, "
-              f"min {min(counts)}, max {max(counts)}; regular grid {grid} ({np.mean(counts) / grid:.2f}x)")
+        counts = [
+            len(depth_prompts(d.cpu().numpy(), s.cpu().numpy(), image_rng(42, str(i)), kind))
+            for i, (d, s) in enumerate(zip(depths, samples))
+        ]
+        print(
+            f"prompts per image on the demo scene ({len(counts)} views, {kind}): mean {np.mean(counts):.0f}, "
+            f"min {min(counts)}, max {max(counts)}; regular grid {grid} ({np.mean(counts) / grid:.2f}x)"
+        )
 
 
 def bench_image(args, field, cameras, depths, samples, device: torch.device) -> None:
@@ -139,8 +145,14 @@ def bench_image(args, field, cameras, depths, samples, device: torch.device) -> 
     camera = cameras[0].resized(args.width, args.height) if args.width else cameras[0]
     with torch.no_grad():
         image = (render(field, camera, rgb=True, background=(1.0, 1.0, 1.0)).rgb.clamp(0, 1) * 255).byte().cpu().numpy()
-    depth = torch.nn.functional.interpolate(depths[0][None, None], size=image.shape[:2], mode="nearest")[0, 0].cpu().numpy()
-    sample = torch.nn.functional.interpolate(samples[0][None, None], size=image.shape[:2], mode="nearest")[0, 0].cpu().numpy()
+    depth = (
+        torch.nn.functional.interpolate(depths[0][None, None], size=image.shape[:2], mode="nearest")[0, 0].cpu().numpy()
+    )
+    sample = (
+        torch.nn.functional.interpolate(samples[0][None, None], size=image.shape[:2], mode="nearest")[0, 0]
+        .cpu()
+        .numpy()
+    )
     points = depth_prompts(depth, sample, image_rng(42, "bench"))
     source = SamMaskSource(sam, lambda im, name: points, SamConfig(points_per_batch=args.batch))
     encoder = ClipImageEncoder(load_clip_model(clip_spec(), device=device, half=device.type == "cuda"))
@@ -154,8 +166,10 @@ def bench_image(args, field, cameras, depths, samples, device: torch.device) -> 
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    print(f"per image ({args.sam} SAM, random weights, {device.type}, {image.shape[1]}x{image.shape[0]}, "
-          f"{len(points)} prompts): median {np.median(times):.2f} s over {len(times)}; masks per level {result.masks_per_level}")
+    print(
+        f"per image ({args.sam} SAM, random weights, {device.type}, {image.shape[1]}x{image.shape[0]}, "
+        f"{len(points)} prompts): median {np.median(times):.2f} s over {len(times)}; masks per level {result.masks_per_level}"
+    )
 
 
 def main() -> None:
@@ -163,7 +177,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sam", default="tiny", choices=["tiny", "vit_b", "vit_l", "vit_h"])
-    parser.add_argument("--width", type=int, default=0, help="render the benchmark image at this size (default: camera size)")
+    parser.add_argument(
+        "--width", type=int, default=0, help="render the benchmark image at this size (default: camera size)"
+    )
     parser.add_argument("--height", type=int, default=0)
     parser.add_argument("--batch", type=int, default=64, help="SAM prompts per batch")
     parser.add_argument("--repeats", type=int, default=3)

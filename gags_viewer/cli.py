@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import tyro
 from tyro.conf import Positional
@@ -17,7 +17,7 @@ from gags_viewer.viewer.commands import demo, render, train_view, view
 from gags_viewer.viewer.select_command import select
 
 
-def info(field: Positional[Path], iteration: Optional[int] = None) -> None:
+def info(field: Positional[Path], iteration: int | None = None) -> None:
     """Print a summary of a field: Gaussians, SH degree, language features, decoders, CLIP model.
 
     Args:
@@ -79,7 +79,7 @@ SUBCOMMANDS = {
 }
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; user mistakes print one line and exit with status 2."""
     try:
         tyro.extras.subcommand_cli_from_dict(SUBCOMMANDS, prog="gags-viewer", args=argv)

@@ -17,8 +17,14 @@ from gags_viewer.train.synthetic import make_synthetic_scene, write_synthetic_sc
 from tests.tiny_sam import save_tiny_sam
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "demo_clip"
-CLIP_ARGS = ["--clip-model", "gags-demo-clip", "--clip-config", str(ASSETS / "gags-demo-clip.json"),
-             "--clip-checkpoint", str(ASSETS / "gags-demo-clip.safetensors")]
+CLIP_ARGS = [
+    "--clip-model",
+    "gags-demo-clip",
+    "--clip-config",
+    str(ASSETS / "gags-demo-clip.json"),
+    "--clip-checkpoint",
+    str(ASSETS / "gags-demo-clip.safetensors"),
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -34,7 +40,9 @@ def one_thread():
 def raw_scene(tmp_path_factory):
     """images/ + sparse/0 + the pretrained 3DGS, no language features; a tiny SAM checkpoint beside."""
     root = tmp_path_factory.mktemp("photos") / "scene"
-    write_synthetic_scene(make_synthetic_scene(num_objects=3, gaussians_per_object=60, num_views=3, width=64, height=48), root)
+    write_synthetic_scene(
+        make_synthetic_scene(num_objects=3, gaussians_per_object=60, num_views=3, width=64, height=48), root
+    )
     shutil.rmtree(root / "language_features")
     save_tiny_sam(root.parent / "sam_tiny.pth")
     return root
@@ -47,9 +55,19 @@ def fresh_copy(raw_scene, tmp_path, name="scene"):
 
 
 def preprocess_args(scene, *extra):
-    return ["preprocess", str(scene), "--model", str(scene / "init" / "point_cloud.ply"),
-            "--sam-checkpoint", str(SAM[0]),
-            "--device", "cpu", "--no-progress", *CLIP_ARGS, *extra]
+    return [
+        "preprocess",
+        str(scene),
+        "--model",
+        str(scene / "init" / "point_cloud.ply"),
+        "--sam-checkpoint",
+        str(SAM[0]),
+        "--device",
+        "cpu",
+        "--no-progress",
+        *CLIP_ARGS,
+        *extra,
+    ]
 
 
 SAM: list = []
@@ -70,7 +88,9 @@ def test_outputs_in_the_official_layout_and_train(reference, tmp_path):
 
     scene, files = reference
     assert sorted(files) == [f"frame_{i}_{kind}.npy" for i in (1, 2, 3) for kind in ("f", "s")]
-    assert sorted(p.name for p in (scene / "depths_sample").iterdir()) == [f"frame_{i}_depth_sample.npy" for i in (1, 2, 3)]
+    assert sorted(p.name for p in (scene / "depths_sample").iterdir()) == [
+        f"frame_{i}_depth_sample.npy" for i in (1, 2, 3)
+    ]
     for i in (1, 2, 3):
         f = np.load(scene / "language_features" / f"frame_{i}_f.npy")
         s = np.load(scene / "language_features" / f"frame_{i}_s.npy")
@@ -82,9 +102,28 @@ def test_outputs_in_the_official_layout_and_train(reference, tmp_path):
     loaded = read_preprocessed_scene(scene, resolution=1)
     assert [v.name for v in loaded.views] == ["frame_1.png", "frame_2.png", "frame_3.png"]
     out = tmp_path / "field"
-    assert main(["train", str(scene), "--init", str(scene / "init" / "point_cloud.ply"), "--out", str(out),
-                 "--iterations", "3", "--checkpoint-every", "3", "--decoder-width", "32", "--device", "cpu",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(scene),
+                "--init",
+                str(scene / "init" / "point_cloud.ply"),
+                "--out",
+                str(out),
+                "--iterations",
+                "3",
+                "--checkpoint-every",
+                "3",
+                "--decoder-width",
+                "32",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert (out / "point_cloud.ply").is_file() or any(out.rglob("point_cloud.ply"))
 
 
@@ -110,7 +149,9 @@ def test_resume_after_interruption_gives_the_same_files(reference, raw_scene, tm
     (scene / "language_features" / "frame_2_f.npy").write_bytes(b"partial")
     processed = []
     real_features = pipeline.image_features
-    monkeypatch.setattr(pipeline, "image_features", lambda image, name, *a: processed.append(name) or real_features(image, name, *a))
+    monkeypatch.setattr(
+        pipeline, "image_features", lambda image, name, *a: processed.append(name) or real_features(image, name, *a)
+    )
     assert main(preprocess_args(scene)) == 0
     assert processed == ["frame_2.png", "frame_3.png"]
     assert {p.name: p.read_bytes() for p in sorted((scene / "language_features").iterdir())} == expected

@@ -64,13 +64,15 @@ def test_rounding_and_tolerance_edges():
 
     camera = Camera(torch.eye(4), intrinsics(10.0, 10.0, 8, 6), 8, 6)
     depth = torch.full((6, 8), 4.0)
-    means = torch.tensor([
-        [0.0, 0.0, 4.0],    # centre pixel (3, 4): visible
-        [0.0, 0.0, 5.0],    # |4 - 5| = 1.0 <= 0.25 * 4: visible (tolerance edge)
-        [0.0, 0.0, 5.01],   # just outside the tolerance
-        [0.0, 0.0, -4.0],   # behind the camera: fails the depth test
-        [2.0, 0.0, 4.0],    # u = round(5 + 4) = 9: off-screen
-    ])
+    means = torch.tensor(
+        [
+            [0.0, 0.0, 4.0],  # centre pixel (3, 4): visible
+            [0.0, 0.0, 5.0],  # |4 - 5| = 1.0 <= 0.25 * 4: visible (tolerance edge)
+            [0.0, 0.0, 5.01],  # just outside the tolerance
+            [0.0, 0.0, -4.0],  # behind the camera: fails the depth test
+            [2.0, 0.0, 4.0],  # u = round(5 + 4) = 9: off-screen
+        ]
+    )
     result = minimum_observed_depth(means, [camera], [depth])
     assert torch.isfinite(result).tolist() == [True, True, False, False, False]
     sparse = depth_sample_map(means, camera, depth, result)

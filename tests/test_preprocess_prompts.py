@@ -21,19 +21,19 @@ def constructed_maps(ratios, size=81):
     step = 10
     for j in range(8):
         for i in range(8):
-            depth[j * step:(j + 1) * step, i * step:(i + 1) * step] = 2.0 * ratios[j][i]
+            depth[j * step : (j + 1) * step, i * step : (i + 1) * step] = 2.0 * ratios[j][i]
             sample[j * step + 3, i * step + 4] = 2.0  # one visible centre per patch
     return depth, sample
 
 
 def test_points_per_side_follow_the_depth_ratio_and_are_clamped():
     ratios = np.ones((8, 8))
-    ratios[0, 0] = 1.0   # seen from its closest distance: 4 per side
-    ratios[0, 1] = 2.0   # twice as far: 8 per side
-    ratios[0, 2] = 1.6   # floor(6.4) = 6
-    ratios[0, 3] = 0.9   # nearer than ever observed (r < 1): 1
-    ratios[0, 4] = 7.5   # floor(30) clamped to 20
-    ratios[0, 5] = 5.0   # exactly 20
+    ratios[0, 0] = 1.0  # seen from its closest distance: 4 per side
+    ratios[0, 1] = 2.0  # twice as far: 8 per side
+    ratios[0, 2] = 1.6  # floor(6.4) = 6
+    ratios[0, 3] = 0.9  # nearer than ever observed (r < 1): 1
+    ratios[0, 4] = 7.5  # floor(30) clamped to 20
+    ratios[0, 5] = 5.0  # exactly 20
     depth, sample = constructed_maps(ratios)
     sample[0:10, 60:70] = 0.0  # patch (0, 6) holds no centre: NaN ratio -> 1
     counts = points_per_side_map(depth, sample)

@@ -42,12 +42,12 @@ def box(h, w, y0, y1, x0, x1):
 def test_mask_nms_constructed_cases():
     h = w = 40
     masks = [
-        box(h, w, 0, 20, 0, 20),    # 0 A, score 0.90
-        box(h, w, 0, 20, 1, 20),    # 1 A', IoU 0.95 with A, higher score 0.95 -> A is dropped
-        box(h, w, 2, 6, 2, 6),      # 2 tiny, inside A and A', covers < 50 %: dropped although best score
+        box(h, w, 0, 20, 0, 20),  # 0 A, score 0.90
+        box(h, w, 0, 20, 1, 20),  # 1 A', IoU 0.95 with A, higher score 0.95 -> A is dropped
+        box(h, w, 2, 6, 2, 6),  # 2 tiny, inside A and A', covers < 50 %: dropped although best score
         box(h, w, 25, 35, 25, 35),  # 3 separate, score 0.65 <= 0.7: dropped
-        box(h, w, 25, 40, 0, 15),   # 4 separate, kept
-        box(h, w, 0, 15, 0, 15),    # 5 inside A' but covers >= 50 % of it (and IoU 0.59): kept
+        box(h, w, 25, 40, 0, 15),  # 4 separate, kept
+        box(h, w, 0, 15, 0, 15),  # 5 inside A' but covers >= 50 % of it (and IoU 0.59): kept
     ]
     scores = [0.90, 0.95, 0.99, 0.65, 0.8, 0.75]
     expected = rules_from_the_doc(masks, scores)
@@ -73,8 +73,8 @@ def test_mask_nms_matches_the_rules_on_random_masks(seed):
 
 def test_remove_small_regions_holes_and_islands():
     mask = box(30, 30, 5, 25, 5, 25)
-    mask[10:12, 10:12] = False          # a 4-px hole
-    mask[0:2, 0:2] = True               # a 4-px island (not 8-connected to the square)
+    mask[10:12, 10:12] = False  # a 4-px hole
+    mask[0:2, 0:2] = True  # a 4-px island (not 8-connected to the square)
     filled, changed = remove_small_regions(mask, 10, "holes")
     assert changed and filled[10:12, 10:12].all() and filled[0:2, 0:2].all()
     cleaned, changed = remove_small_regions(filled, 10, "islands")
@@ -91,8 +91,12 @@ def test_level_split_takes_outputs_as_subpart_part_whole():
     h, w = 40, 40
     # prompt 0: s = small box, m = medium, l = large; prompt 1: the same s (duplicate), other m, same l
     masks = [
-        box(h, w, 0, 12, 0, 12), box(h, w, 0, 20, 0, 20), box(h, w, 0, 40, 0, 40),
-        box(h, w, 0, 12, 0, 12), box(h, w, 20, 40, 20, 40), box(h, w, 0, 40, 0, 40),
+        box(h, w, 0, 12, 0, 12),
+        box(h, w, 0, 20, 0, 20),
+        box(h, w, 0, 40, 0, 40),
+        box(h, w, 0, 12, 0, 12),
+        box(h, w, 20, 40, 20, 40),
+        box(h, w, 0, 40, 0, 40),
     ]
     masks[1][30:32, 30:32] = True  # a 4-px island of the part mask, removed by the small-region filter
     candidates = Candidates(
@@ -103,8 +107,10 @@ def test_level_split_takes_outputs_as_subpart_part_whole():
     )
     filters = MaskFilterConfig(min_mask_region_area=10)
     levels = split_levels(candidates, filters)
-    as_boxes = {name: [tuple(np.argwhere(m).min(0)) + tuple(np.argwhere(m).max(0)) for m in levels.level(name)]
-                for name in ("default", "s", "m", "l")}
+    as_boxes = {
+        name: [tuple(np.argwhere(m).min(0)) + tuple(np.argwhere(m).max(0)) for m in levels.level(name)]
+        for name in ("default", "s", "m", "l")
+    }
     # s: the duplicate small box goes (box NMS keeps the higher predicted IoU), one mask
     assert as_boxes["s"] == [(0, 0, 11, 11)]
     # m: both parts, the island removed; the second box NMS puts masks the cleanup left unchanged first,
@@ -166,7 +172,9 @@ def test_candidates_equal_the_stock_predictor_with_the_thresholds():
     with torch.no_grad():
         got = predict_candidates(predictor, points, SamConfig(points_per_batch=4))
         coords = torch.as_tensor(predictor.transform.apply_coords(points, predictor.original_size), dtype=torch.float32)
-        logits, iou, _ = predictor.predict_torch(coords[:, None], torch.ones(10, 1), multimask_output=True, return_logits=True)
+        logits, iou, _ = predictor.predict_torch(
+            coords[:, None], torch.ones(10, 1), multimask_output=True, return_logits=True
+        )
     logits, iou = logits.flatten(0, 1), iou.flatten(0, 1)
     keep = (iou > 0.7) & (calculate_stability_score(logits, 0.0, 1.0) >= 0.85)
     assert 0 < int(keep.sum()) < len(keep)

@@ -21,16 +21,31 @@ def make_tiny_sam(seed: int = 0, confident: bool = True):
     size, dim = 256, 32
     model = Sam(
         image_encoder=ImageEncoderViT(
-            depth=2, embed_dim=64, img_size=size, mlp_ratio=2.0, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=4, patch_size=16, qkv_bias=True, use_rel_pos=True, global_attn_indexes=[1], window_size=4,
+            depth=2,
+            embed_dim=64,
+            img_size=size,
+            mlp_ratio=2.0,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=4,
+            patch_size=16,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=[1],
+            window_size=4,
             out_chans=dim,
         ),
-        prompt_encoder=PromptEncoder(embed_dim=dim, image_embedding_size=(16, 16), input_image_size=(size, size), mask_in_chans=8),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3, transformer=TwoWayTransformer(depth=1, embedding_dim=dim, num_heads=8, mlp_dim=64),
-            transformer_dim=dim, iou_head_depth=3, iou_head_hidden_dim=32,
+        prompt_encoder=PromptEncoder(
+            embed_dim=dim, image_embedding_size=(16, 16), input_image_size=(size, size), mask_in_chans=8
         ),
-        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375],
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=1, embedding_dim=dim, num_heads=8, mlp_dim=64),
+            transformer_dim=dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=32,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
     )
     if confident:
         with torch.no_grad():

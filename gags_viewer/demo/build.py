@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import sys
@@ -30,7 +29,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -74,7 +72,7 @@ class BuildConfig:
     """Seed of everything: scene layout, Gaussians, cameras, CLIP and distillation initialisation."""
     quick: bool = False
     """A small, fast build for smoke tests (fewer views, steps and iterations; poor quality)."""
-    work: Optional[Path] = None
+    work: Path | None = None
     """Working directory for the preprocessed scene and the training run (default: a temporary one)."""
     keep_work: bool = False
     """Keep the working directory afterwards."""
@@ -97,10 +95,10 @@ class BuildConfig:
     for its coarser region at the next level in a view (0: exact levels; see GroundTruthMaskSource)."""
     evaluate: bool = True
     """Evaluate both query modes on the held-out labels and write quality.json."""
-    threads: Optional[int] = None
+    threads: int | None = None
     """Torch CPU threads (default: torch's choice)."""
 
-    def effective(self) -> "BuildConfig":
+    def effective(self) -> BuildConfig:
         """The settings actually used (``quick`` shrinks the work)."""
         if not self.quick:
             return self
@@ -480,7 +478,7 @@ def _run_stages(config: BuildConfig) -> dict:
     return result
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     import tyro
 
     from gags_viewer.errors import GagsError

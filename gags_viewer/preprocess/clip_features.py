@@ -20,7 +20,7 @@ uses its own small model.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -167,7 +167,7 @@ class ClipImageEncoder:
             return torch.zeros(0, self.embed_dim)
         return torch.cat(out)
 
-    def encode_masks(self, image: np.ndarray | Tensor, masks: Sequence[np.ndarray], cache: Optional[dict] = None) -> Tensor:
+    def encode_masks(self, image: np.ndarray | Tensor, masks: Sequence[np.ndarray], cache: dict | None = None) -> Tensor:
         """Unit embeddings of the masks of one image. [M, E] float32
 
         Args:

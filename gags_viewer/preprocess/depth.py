@@ -17,7 +17,7 @@ several centres land on one pixel the last one (highest Gaussian index) wins, as
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -95,7 +95,10 @@ def visible_centres(
 
 
 def minimum_observed_depth(
-    means: Tensor, cameras: Sequence[Camera], depths: Sequence[Tensor], tolerance: float = VISIBILITY_TOLERANCE,
+    means: Tensor,
+    cameras: Sequence[Camera],
+    depths: Sequence[Tensor],
+    tolerance: float = VISIBILITY_TOLERANCE,
     chunk: int = CHUNK,
 ) -> Tensor:
     """m_i = min over views of the observed depth of centre i (module doc). -> [N] float, +inf if never seen
@@ -115,7 +118,11 @@ def minimum_observed_depth(
 
 
 def depth_sample_map(
-    means: Tensor, camera: Camera, depth: Tensor, min_depth: Tensor, tolerance: float = VISIBILITY_TOLERANCE,
+    means: Tensor,
+    camera: Camera,
+    depth: Tensor,
+    min_depth: Tensor,
+    tolerance: float = VISIBILITY_TOLERANCE,
     chunk: int = CHUNK,
 ) -> Tensor:
     """The sparse map M_c of one view: m_i at the pixel of each visible centre, 0 elsewhere. -> [H, W] float32

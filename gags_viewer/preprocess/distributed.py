@@ -10,7 +10,7 @@ its models loaded between tasks.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from gags_viewer.errors import GagsError
 
@@ -66,7 +66,9 @@ def run_on_ray(config, names: list[str]) -> Iterator:
 
         config = replace(config, device="cpu")
     pending = [task.remote(config, name) for name in names]
-    with tqdm(total=len(pending), desc="SAM masks + CLIP features (Ray)", unit="image", disable=not config.progress) as bar:
+    with tqdm(
+        total=len(pending), desc="SAM masks + CLIP features (Ray)", unit="image", disable=not config.progress
+    ) as bar:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             try:

@@ -78,16 +78,18 @@ def pairwise_intersections(masks: Tensor, chunk: int = PIXEL_CHUNK) -> tuple[Ten
     return inter, inter.diagonal().clone()
 
 
-def mask_nms(masks: Tensor, scores: Tensor, config: MaskFilterConfig = MaskFilterConfig()) -> Tensor:
+def mask_nms(masks: Tensor, scores: Tensor, config: MaskFilterConfig | None = None) -> Tensor:
     """The official mask NMS (module doc, step 5), vectorised.
 
     Args:
         masks: [M, H, W] bool, non-empty.
         scores: stability × predicted IoU per mask. [M]
+        config: thresholds (official by default).
 
     Returns:
         Kept indices in increasing (original) order. [K] int64
     """
+    config = config or MaskFilterConfig()
     count = masks.shape[0]
     if count == 0:
         return torch.zeros(0, dtype=torch.int64, device=masks.device)

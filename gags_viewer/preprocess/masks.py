@@ -15,8 +15,9 @@ Everything downstream (CLIP crops, ``_f.npy`` / ``_s.npy``) only sees :class:`Le
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class LevelMasks:
     s: list[np.ndarray] = field(default_factory=list)
     m: list[np.ndarray] = field(default_factory=list)
     l: list[np.ndarray] = field(default_factory=list)  # noqa: E741 - the official level name
-    default: Optional[list[np.ndarray]] = None
+    default: list[np.ndarray] | None = None
     names: dict[str, list[str]] = field(default_factory=dict)
 
     def level(self, name: str) -> list[np.ndarray]:
@@ -101,7 +102,7 @@ class MaskSource(Protocol):
         ...
 
 
-def id_map_masks(ids: np.ndarray, min_pixels: int = 1, order: Optional[Sequence[int]] = None) -> tuple[list[np.ndarray], list[int]]:
+def id_map_masks(ids: np.ndarray, min_pixels: int = 1, order: Sequence[int] | None = None) -> tuple[list[np.ndarray], list[int]]:
     """Split an integer id map into one boolean mask per id (ids < 0 are "no mask").
 
     Args:
@@ -164,7 +165,7 @@ class GroundTruthMaskSource:
     def __init__(
         self,
         id_maps: Mapping[str, Mapping[str, np.ndarray]],
-        names: Optional[Mapping[int, str]] = None,
+        names: Mapping[int, str] | None = None,
         min_pixels: int = 1,
         ambiguity: float = 0.0,
         seed: int = 0,

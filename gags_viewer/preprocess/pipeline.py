@@ -7,9 +7,9 @@ the synthetic demo, granularity-aware SAM (:mod:`gags_viewer.preprocess.sam`) fo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ def list_images(images_dir: Path) -> list[str]:
     return sorted(p.name for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def read_image(path: Path, max_height: Optional[int] = None) -> np.ndarray:
+def read_image(path: Path, max_height: int | None = None) -> np.ndarray:
     """RGB image as [H, W, 3] uint8; taller than ``max_height`` -> resized to that height (§2.7).
 
     The resize is bilinear without antialiasing (as ``cv2.resize`` does), to width ``int(W / (H / max_height))``.
@@ -121,9 +121,9 @@ def extract_language_features(
     scene_dir: str | Path,
     mask_source: MaskSource,
     encoder: ClipImageEncoder,
-    names: Optional[Sequence[str]] = None,
+    names: Sequence[str] | None = None,
     progress: bool = True,
-    max_height: Optional[int] = None,
+    max_height: int | None = None,
     skip_done: bool = False,
 ) -> PreprocessReport:
     """Write ``language_features/<stem>_f.npy`` and ``_s.npy`` for images of ``scene_dir/images``.

@@ -119,7 +119,9 @@ def image_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def depth_prompts(depth: np.ndarray, sample: np.ndarray, rng: np.random.Generator, kind: PromptKind = "gags") -> np.ndarray:
+def depth_prompts(
+    depth: np.ndarray, sample: np.ndarray, rng: np.random.Generator, kind: PromptKind = "gags"
+) -> np.ndarray:
     """Granularity-aware prompts of one image (module doc). -> [P, 2] float64 in [0, 1), (x / W, y / H)"""
     if depth.shape != sample.shape:
         raise ValueError(f"depth {depth.shape} and depth-sample map {sample.shape} must have one shape")

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
-
-from tyro.conf import Positional
+from typing import Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from tyro.conf import Positional
 
 from gags_viewer.errors import GagsError
 from gags_viewer.field.language_field import GAGS_CLIP_MODEL, GAGS_CLIP_PRETRAINED, ClipSpec
@@ -59,7 +58,7 @@ class PreprocessConfig:
 
     scene: Positional[Path]
     """scene directory with images/ and sparse/0 (COLMAP)."""
-    model: Optional[Path] = None
+    model: Path | None = None
     """the trained 3DGS: an Inria point_cloud.ply or an output directory (needed unless --prompts grid)."""
     sam_checkpoint: Path = Path("ckpts/sam_vit_h_4b8939.pth")
     """SAM weights (official: sam_vit_h_4b8939.pth)."""
@@ -71,11 +70,11 @@ class PreprocessConfig:
     """where SAM, CLIP and the depth renders run (auto: CUDA when present)."""
     clip_model: str = GAGS_CLIP_MODEL
     """open_clip model name."""
-    clip_pretrained: Optional[str] = GAGS_CLIP_PRETRAINED
+    clip_pretrained: str | None = GAGS_CLIP_PRETRAINED
     """open_clip pretrained tag (or a weights file)."""
-    clip_config: Optional[Path] = None
+    clip_config: Path | None = None
     """a local open_clip model config JSON (with --clip-checkpoint)."""
-    clip_checkpoint: Optional[Path] = None
+    clip_checkpoint: Path | None = None
     """a local open_clip checkpoint."""
     max_height: int = MAX_HEIGHT
     """images taller than this are processed at this height (official 1080)."""
@@ -87,7 +86,7 @@ class PreprocessConfig:
     """CLIP crops per batch."""
     filters: MaskFilterConfig = field(default_factory=MaskFilterConfig)
     """SAM mask thresholds (official values)."""
-    ray: Optional[str] = None
+    ray: str | None = None
     """a Ray cluster address ("auto", "ray://host:10001", "local") to fan the images out to."""
     progress: bool = True
     """show progress bars."""
@@ -95,13 +94,18 @@ class PreprocessConfig:
     def torch_device(self) -> torch.device:
         if self.device == "cuda" and not torch.cuda.is_available():
             raise GagsError("--device cuda: no CUDA GPU is available; use --device cpu")
-        return torch.device("cuda" if self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available()) else "cpu")
+        return torch.device(
+            "cuda" if self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available()) else "cpu"
+        )
 
     def clip_spec(self) -> ClipSpec:
         if self.clip_checkpoint is not None or self.clip_config is not None:
-            return ClipSpec(model=self.clip_model, pretrained=None,
-                            config_file=str(self.clip_config) if self.clip_config else None,
-                            checkpoint_file=str(self.clip_checkpoint) if self.clip_checkpoint else None)
+            return ClipSpec(
+                model=self.clip_model,
+                pretrained=None,
+                config_file=str(self.clip_config) if self.clip_config else None,
+                checkpoint_file=str(self.clip_checkpoint) if self.clip_checkpoint else None,
+            )
         return ClipSpec(model=self.clip_model, pretrained=self.clip_pretrained)
 
 
@@ -167,8 +171,9 @@ def prepare_depths(config: PreprocessConfig, names: list[str], device: torch.dev
             f"{config.model} does not match the scene {scene}: only {seen:.1%} of its {model.num_gaussians:,} Gaussians "
             "are seen by any camera of sparse/0"
         )
-    for name, camera, depth in tqdm(list(zip(names, cameras, depths)), desc="depth samples", unit="view",
-                                    disable=not progress, leave=False):
+    for name, camera, depth in tqdm(
+        list(zip(names, cameras, depths)), desc="depth samples", unit="view", disable=not progress, leave=False
+    ):
         depth_file, sample_file = depth_paths(scene, name)
         for path in (depth_file, sample_file):
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,8 +193,10 @@ class ScenePrompts:
         depth_file, sample_file = depth_paths(self.scene, name)
         depth, sample = np.load(depth_file), np.load(sample_file)
         if depth.shape != image.shape[:2]:
-            raise GagsError(f"{depth_file}: {depth.shape[1]}x{depth.shape[0]} but the image is processed at "
-                            f"{image.shape[1]}x{image.shape[0]}; delete {DEPTHS_DIR}/ and {DEPTH_SAMPLES_DIR}/ to redo them")
+            raise GagsError(
+                f"{depth_file}: {depth.shape[1]}x{depth.shape[0]} but the image is processed at "
+                f"{image.shape[1]}x{image.shape[0]}; delete {DEPTHS_DIR}/ and {DEPTH_SAMPLES_DIR}/ to redo them"
+            )
         return depth_prompts(depth, sample, image_rng(self.seed, name), self.kind)
 
 
@@ -198,8 +205,11 @@ def build_sam_source(config: PreprocessConfig, device: torch.device) -> MaskSour
     from gags_viewer.preprocess.sam import SamConfig, SamMaskSource, load_sam
 
     model = load_sam(config.sam_checkpoint, config.sam_model, device)
-    return SamMaskSource(model, ScenePrompts(config.scene, config.prompts, config.seed),
-                         SamConfig(points_per_batch=config.points_per_batch, filters=config.filters))
+    return SamMaskSource(
+        model,
+        ScenePrompts(config.scene, config.prompts, config.seed),
+        SamConfig(points_per_batch=config.points_per_batch, filters=config.filters),
+    )
 
 
 def build_encoder(config: PreprocessConfig, device: torch.device) -> ClipImageEncoder:
@@ -210,8 +220,8 @@ def build_encoder(config: PreprocessConfig, device: torch.device) -> ClipImageEn
 
 def preprocess_scene(
     config: PreprocessConfig,
-    mask_source: Optional[MaskSource] = None,
-    encoder: Optional[ClipImageEncoder] = None,
+    mask_source: MaskSource | None = None,
+    encoder: ClipImageEncoder | None = None,
 ) -> PreprocessReport:
     """Write ``language_features/`` for every registered image of ``config.scene`` (module doc).
 
@@ -251,8 +261,9 @@ def preprocess_scene(
             record(report, result)
     else:
         encoder = encoder or build_encoder(config, device)
-        report = extract_language_features(scene, mask_source, encoder, names=pending, progress=config.progress,
-                                           max_height=config.max_height)
+        report = extract_language_features(
+            scene, mask_source, encoder, names=pending, progress=config.progress, max_height=config.max_height
+        )
     overall.update(1)
     overall.close()
     return report
@@ -260,4 +271,6 @@ def preprocess_scene(
 
 def process_image(config: PreprocessConfig, name: str, mask_source: MaskSource, encoder: ClipImageEncoder):
     """The per-image unit of work (also a Ray task's body). -> :class:`~gags_viewer.preprocess.pipeline.ImageFeatures`"""
-    return image_features(read_image(Path(config.scene) / IMAGES_DIR / name, config.max_height), name, mask_source, encoder)
+    return image_features(
+        read_image(Path(config.scene) / IMAGES_DIR / name, config.max_height), name, mask_source, encoder
+    )

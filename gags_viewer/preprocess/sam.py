@@ -11,10 +11,10 @@ On CUDA the networks run under fp16 autocast; thresholds and NMS use float32.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -77,7 +77,9 @@ def load_sam(checkpoint: Path, kind: str = "auto", device: str | torch.device = 
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch.load fails in many ways
-        raise SamCheckpointError(f"{checkpoint}: not a readable SAM checkpoint ({str(error).splitlines()[0][:120]})") from None
+        raise SamCheckpointError(
+            f"{checkpoint}: not a readable SAM checkpoint ({str(error).splitlines()[0][:120]})"
+        ) from None
     if not isinstance(state, dict) or "image_encoder.patch_embed.proj.weight" not in state:
         raise SamCheckpointError(f"{checkpoint}: not a SAM checkpoint (no image_encoder.patch_embed weights)")
     model = build_sam(state)
@@ -101,25 +103,37 @@ def build_sam(state: dict):
     prompt_dim = state["image_encoder.neck.0.weight"].shape[0]
     layers = len({k.split(".")[3] for k in state if k.startswith("mask_decoder.transformer.layers.")})
     encoder = ImageEncoderViT(
-        depth=depth, embed_dim=width, img_size=grid * PATCH, patch_size=PATCH,
+        depth=depth,
+        embed_dim=width,
+        img_size=grid * PATCH,
+        patch_size=PATCH,
         mlp_ratio=state["image_encoder.blocks.0.mlp.lin1.weight"].shape[0] / width,
-        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=width // rel[0][1], qkv_bias=True,
-        use_rel_pos=True, global_attn_indexes=global_blocks, window_size=(windowed[0] + 1) // 2 if windowed else 0,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        num_heads=width // rel[0][1],
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=global_blocks,
+        window_size=(windowed[0] + 1) // 2 if windowed else 0,
         out_chans=prompt_dim,
     )
     return Sam(
         image_encoder=encoder,
         prompt_encoder=PromptEncoder(
-            embed_dim=prompt_dim, image_embedding_size=(grid, grid), input_image_size=(grid * PATCH, grid * PATCH),
+            embed_dim=prompt_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(grid * PATCH, grid * PATCH),
             mask_in_chans=state["prompt_encoder.mask_downscaling.0.weight"].shape[0] * 4,
         ),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=3,
             transformer=TwoWayTransformer(
-                depth=layers, embedding_dim=prompt_dim, num_heads=DECODER_HEADS,
+                depth=layers,
+                embedding_dim=prompt_dim,
+                num_heads=DECODER_HEADS,
                 mlp_dim=state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0],
             ),
-            transformer_dim=prompt_dim, iou_head_depth=3,
+            transformer_dim=prompt_dim,
+            iou_head_depth=3,
             iou_head_hidden_dim=state["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0],
         ),
         pixel_mean=[123.675, 116.28, 103.53],
@@ -143,7 +157,7 @@ class Candidates:
     iou: Tensor
     stability: Tensor
     output: Tensor
-    boxes: Optional[Tensor] = None
+    boxes: Tensor | None = None
 
     def __post_init__(self):
         if self.boxes is None:
@@ -164,8 +178,11 @@ def decode_prompts(predictor, coords: Tensor) -> tuple[Tensor, Tensor]:
     labels = torch.ones(coords.shape[0], 1, dtype=torch.int64, device=coords.device)
     sparse, dense = model.prompt_encoder(points=(coords[:, None, :], labels), boxes=None, masks=None)
     low_res, iou = model.mask_decoder(
-        image_embeddings=predictor.features, image_pe=model.prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True,
+        image_embeddings=predictor.features,
+        image_pe=model.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=True,
     )
     return low_res.flatten(0, 1)[:, None], iou.flatten(0, 1)
 
@@ -186,7 +203,9 @@ def predict_candidates(predictor, points: np.ndarray, config: SamConfig) -> Cand
     device = predictor.device
     filters = config.filters
     kept: dict[str, list[Tensor]] = {"masks": [], "iou": [], "stability": [], "output": [], "boxes": []}
-    autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
     for start in range(0, len(points), config.points_per_batch):
         batch = torch.as_tensor(points[start : start + config.points_per_batch], dtype=torch.float32, device=device)
         coords = predictor.transform.apply_coords_torch(batch, predictor.original_size)
@@ -195,17 +214,27 @@ def predict_candidates(predictor, points: np.ndarray, config: SamConfig) -> Cand
         iou = iou.float()
         output = torch.arange(3, device=device).repeat(batch.shape[0])
         confident = torch.nonzero(iou > filters.pred_iou_thresh).squeeze(1)
-        logits = predictor.model.postprocess_masks(low_res[confident].float(), predictor.input_size, predictor.original_size)[:, 0]
+        logits = predictor.model.postprocess_masks(
+            low_res[confident].float(), predictor.input_size, predictor.original_size
+        )[:, 0]
         stability = calculate_stability_score(logits, 0.0, filters.stability_score_offset)
         keep = stability >= filters.stability_score_thresh
         masks, chosen = logits[keep] > 0, confident[keep]
-        for key, value in (("masks", masks), ("iou", iou[chosen]), ("stability", stability[keep]), ("output", output[chosen]),
-                           ("boxes", mask_boxes(masks))):
+        for key, value in (
+            ("masks", masks),
+            ("iou", iou[chosen]),
+            ("stability", stability[keep]),
+            ("output", output[chosen]),
+            ("boxes", mask_boxes(masks)),
+        ):
             kept[key].append(value)
     height, width = predictor.original_size
     if not kept["masks"]:
-        return Candidates(torch.zeros(0, height, width, dtype=torch.bool, device=device), *(torch.zeros(0, device=device),) * 2,
-                          torch.zeros(0, dtype=torch.int64, device=device))
+        return Candidates(
+            torch.zeros(0, height, width, dtype=torch.bool, device=device),
+            *(torch.zeros(0, device=device),) * 2,
+            torch.zeros(0, dtype=torch.int64, device=device),
+        )
     return Candidates(**{key: torch.cat(values) for key, values in kept.items()})
 
 
@@ -230,7 +259,9 @@ class SmallRegionCache:
         return self.done[index]
 
 
-def filter_level(candidates: Candidates, members: Tensor, cleanup: SmallRegionCache, filters: MaskFilterConfig) -> list[np.ndarray]:
+def filter_level(
+    candidates: Candidates, members: Tensor, cleanup: SmallRegionCache, filters: MaskFilterConfig
+) -> list[np.ndarray]:
     """Box NMS, small regions, box NMS, mask NMS of one level's candidates (``members`` [K] indices).
 
     Returns:
@@ -270,7 +301,7 @@ class SamMaskSource:
         config: batching and filter thresholds.
     """
 
-    def __init__(self, model, prompts: Callable[[np.ndarray, str], np.ndarray], config: Optional[SamConfig] = None):
+    def __init__(self, model, prompts: Callable[[np.ndarray, str], np.ndarray], config: SamConfig | None = None):
         from segment_anything import SamPredictor
 
         self.predictor = SamPredictor(model)
@@ -283,7 +314,11 @@ class SamMaskSource:
         points = np.asarray(self.prompts(image, name), dtype=np.float64) * np.array([width, height])
         device = self.predictor.device
         with torch.no_grad():
-            with torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else torch.autocast("cpu", enabled=False):
+            with (
+                torch.autocast("cuda", dtype=torch.float16)
+                if device.type == "cuda"
+                else torch.autocast("cpu", enabled=False)
+            ):
                 self.predictor.set_image(image)
             candidates = predict_candidates(self.predictor, points, self.config)
         masks = split_levels(candidates, self.config.filters)

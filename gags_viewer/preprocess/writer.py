@@ -18,8 +18,8 @@ ViT-B-16 and for the bundled demo model).
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -138,8 +138,8 @@ def write_colmap_text(
     scene_dir: str | Path,
     names: Sequence[str],
     cameras: Sequence,
-    points: Optional[np.ndarray] = None,
-    colors: Optional[np.ndarray] = None,
+    points: np.ndarray | None = None,
+    colors: np.ndarray | None = None,
 ) -> Path:
     """Write ``sparse/0/{cameras,images,points3D}.txt`` for posed pinhole cameras.
 
