@@ -3,16 +3,15 @@ that object (2D and as a 3D selection); the SAM path runs with a tiny random-wei
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import pytest
 import torch
 
 from gags_viewer.demo import DEMO_FIELD
 from gags_viewer.errors import GagsError
-from gags_viewer.viewer.click_query import ClickQueries, SamClicker, click_pixel, load_sam
+from gags_viewer.viewer.click_query import ClickQueries, SamClicker, click_pixel, load_sam_predictor
 from tests.test_select_command import demo_camera
+from tests.tiny_sam import save_tiny_sam
 
 needs_demo = pytest.mark.skipif(not (DEMO_FIELD / "field.json").is_file(), reason="demo field not built")
 
@@ -70,55 +69,15 @@ def test_click_on_empty_space_is_a_clear_error(demo):
         ClickQueries().query(engine, demo_camera(160, 120), 0, 0)
 
 
-def tiny_sam(seed=0):
-    """A SAM assembled from segment_anything.modeling: image size 256, encoder depth 2, width 64."""
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-    torch.manual_seed(seed)
-    size, patch, prompt_dim = 256, 16, 32
-    sam = Sam(
-        image_encoder=ImageEncoderViT(
-            depth=2,
-            embed_dim=64,
-            img_size=size,
-            mlp_ratio=2,
-            num_heads=2,
-            patch_size=patch,
-            qkv_bias=True,
-            use_rel_pos=True,
-            global_attn_indexes=(1,),
-            window_size=4,
-            out_chans=prompt_dim,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=prompt_dim,
-            image_embedding_size=(size // patch, size // patch),
-            input_image_size=(size, size),
-            mask_in_chans=4,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer_dim=prompt_dim,
-            iou_head_depth=2,
-            iou_head_hidden_dim=32,
-            transformer=TwoWayTransformer(depth=1, embedding_dim=prompt_dim, mlp_dim=64, num_heads=2),
-        ),
-    )
-    return sam.eval()
-
-
 @needs_demo
-def test_sam_click_runs_and_returns_a_mask_and_a_query(demo):
-    from segment_anything import SamPredictor
-
+def test_sam_click_runs_and_returns_a_mask_and_a_query(demo, tmp_path):
     from gags_viewer.preprocess.clip_features import ClipImageEncoder, load_clip_model
 
     field, engine, scene, node_index = demo
     camera = demo_camera(160, 120)
     _, x, y = object_pixel(scene, camera, node_index["red_cube"])
     encoder = ClipImageEncoder(load_clip_model(engine.text_encoder.spec))
-    clicks = ClickQueries(sam=SamClicker(SamPredictor(tiny_sam()), encoder))
+    clicks = ClickQueries(sam=SamClicker(load_sam_predictor(save_tiny_sam(tmp_path / "sam.pth")), encoder))
     result = clicks.query(engine, camera, x, y)
     assert result.phrase.startswith("[sam ") and result.mask.shape == (120, 160) and result.mask.dtype == bool
     assert result.mask.any()
@@ -134,8 +93,8 @@ def test_sam_click_runs_and_returns_a_mask_and_a_query(demo):
 def test_sam_checkpoint_is_loaded_safely(tmp_path):
     bad = tmp_path / "bad.pth"
     torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(64, 3, 16, 16)}, bad)
-    with pytest.raises(GagsError, match="not a segment-anything"):
-        load_sam(bad)
+    with pytest.raises(GagsError, match="not a segment-anything checkpoint"):
+        load_sam_predictor(bad)
 
     class Evil:
         def __reduce__(self):
@@ -144,6 +103,6 @@ def test_sam_checkpoint_is_loaded_safely(tmp_path):
     evil = tmp_path / "evil.pth"
     torch.save({"x": Evil()}, evil)
     with pytest.raises(GagsError, match="not a readable SAM checkpoint"):
-        load_sam(evil)
-    with pytest.raises(GagsError, match="no such SAM checkpoint"):
-        load_sam(tmp_path / "missing.pth")
+        load_sam_predictor(evil)
+    with pytest.raises(GagsError, match="not found"):
+        load_sam_predictor(tmp_path / "missing.pth")

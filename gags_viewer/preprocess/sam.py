@@ -82,11 +82,19 @@ def load_sam(checkpoint: Path, kind: str = "auto", device: str | torch.device = 
         ) from None
     if not isinstance(state, dict) or "image_encoder.patch_embed.proj.weight" not in state:
         raise SamCheckpointError(f"{checkpoint}: not a SAM checkpoint (no image_encoder.patch_embed weights)")
-    model = build_sam(state)
+    try:
+        model = build_sam(state)
+    except (KeyError, IndexError, ValueError, AttributeError, ZeroDivisionError) as error:
+        raise SamCheckpointError(f"{checkpoint}: not a segment-anything checkpoint (incomplete: {error})") from None
     width, depth = model.image_encoder.patch_embed.proj.out_channels, len(model.image_encoder.blocks)
     if kind != "auto" and SAM_KINDS.get(kind) != (width, depth):
         raise SamCheckpointError(f"{checkpoint}: a ViT of width {width} and depth {depth}, not SAM {kind}")
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise SamCheckpointError(
+            f"{checkpoint}: not a segment-anything checkpoint ({str(error).splitlines()[0][:120]})"
+        ) from None
     return model.to(device).eval().requires_grad_(False)
 
 

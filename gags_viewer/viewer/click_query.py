@@ -25,7 +25,6 @@ from torch import Tensor
 from gags_viewer.errors import GagsError
 from gags_viewer.render.camera import Camera
 
-SAM_TYPES_BY_WIDTH = {1280: "vit_h", 1024: "vit_l", 768: "vit_b"}
 """segment-anything model type by the width of its image encoder's patch embedding."""
 
 
@@ -49,25 +48,14 @@ def feature_embedding(engine, camera: Camera, x: int, y: int) -> Tensor:
     return torch.nn.functional.normalize(decoded.float(), dim=-1)
 
 
-def load_sam(checkpoint: Path, device: str | torch.device = "cpu"):
-    """A segment-anything predictor from an official checkpoint (ViT-H, -L or -B, told apart by its shapes),
-    read with ``torch.load(weights_only=True)``: a checkpoint cannot run code."""
-    from segment_anything import SamPredictor, sam_model_registry
+def load_sam_predictor(checkpoint: Path, device: str | torch.device = "cpu"):
+    """A ``segment_anything.SamPredictor`` on the SAM checkpoint (any size), loaded as preprocessing loads it:
+    ``torch.load(weights_only=True)``, so a checkpoint cannot run code; one-line errors for bad files."""
+    from segment_anything import SamPredictor
 
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise GagsError(f"{checkpoint}: no such SAM checkpoint")
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable or unsafe file is a user error
-        raise GagsError(f"{checkpoint}: not a readable SAM checkpoint ({type(exc).__name__})") from None
-    patch = state.get("image_encoder.patch_embed.proj.weight") if isinstance(state, dict) else None
-    kind = None if patch is None else SAM_TYPES_BY_WIDTH.get(int(patch.shape[0]))
-    if kind is None:
-        raise GagsError(f"{checkpoint}: not a segment-anything ViT-H/L/B checkpoint")
-    sam = sam_model_registry[kind](checkpoint=None)
-    sam.load_state_dict(state)
-    return SamPredictor(sam.to(device).eval())
+    from gags_viewer.preprocess.sam import load_sam
+
+    return SamPredictor(load_sam(checkpoint, device=device))
 
 
 class SamClicker:
@@ -135,7 +123,7 @@ class ClickQueries:
             if self._sam is None:
                 from gags_viewer.preprocess.clip_features import ClipImageEncoder, load_clip_model
 
-                predictor = load_sam(self.sam_checkpoint, engine.device)
+                predictor = load_sam_predictor(self.sam_checkpoint, engine.device)
                 self._sam = SamClicker(
                     predictor, ClipImageEncoder(load_clip_model(engine.text_encoder.spec, engine.device))
                 )
