@@ -146,11 +146,21 @@ def write_config(folder: str | Path = ASSETS_DIR) -> Path:
 
 
 def clip_spec(folder: str | Path = ASSETS_DIR, relative_to: Optional[str | Path] = None) -> ClipSpec:
-    """The :class:`ClipSpec` of the demo model in ``folder``; paths relative to ``relative_to`` if given."""
+    """The :class:`ClipSpec` of the demo model in ``folder``.
+
+    With ``relative_to`` (the field directory that will refer to the model), a model inside the project
+    (the bundled ``assets/demo_clip``) is named by a bundled reference (``gags-viewer:assets/...``), so a
+    copied field still finds it; a model elsewhere by a path relative to ``relative_to``.
+    """
     import os
+
+    from gags_viewer.language.clip_weights import bundled_reference
 
     config, checkpoint = Path(folder) / CONFIG_FILE, Path(folder) / CHECKPOINT_FILE
     if relative_to is not None:
+        bundled = bundled_reference(config), bundled_reference(checkpoint)
+        if None not in bundled:
+            return ClipSpec(model=DEMO_CLIP_NAME, pretrained=None, config_file=bundled[0], checkpoint_file=bundled[1])
         config = Path(os.path.relpath(config, relative_to))
         checkpoint = Path(os.path.relpath(checkpoint, relative_to))
     return ClipSpec(model=DEMO_CLIP_NAME, pretrained=None, config_file=str(config), checkpoint_file=str(checkpoint))

@@ -389,6 +389,7 @@ def engine_relevancy_fn(config: EvalConfig, note: Callable[[str], None] = lambda
         config_file=config.clip_config, checkpoint_file=config.clip_checkpoint,
     )
     engine = QueryEngine(field.to(device), shared_text_encoder(spec, device=device), neighbours=config.gaussian_neighbours)
+    engine.text_encoder.load()  # a field whose text model cannot be built is refused before any frame
     negatives = engine.resolve_negatives(config.negatives)
 
     def relevancy_fn(camera: Camera, queries: list[str]):

@@ -78,12 +78,16 @@ class ViewerApp(FrameSource):
         default_settings: settings a new browser starts with.
         field_dir: the directory the field was loaded from (saved edits keep finding its CLIP model).
         sam_checkpoint: a segment-anything checkpoint for click-to-query (None: feature clicks).
+        queries_off: why a field with language features is shown without queries (its text model
+            could not be loaded); every browser's Query panel says so.
     """
 
     def __init__(self, field: LanguageField, engine=None, *, output_dir: Path = Path("exports"),
                  default_settings: ViewSettings | None = None, backend: str = "auto",
-                 field_dir: Path | None = None, sam_checkpoint: Path | None = None):
+                 field_dir: Path | None = None, sam_checkpoint: Path | None = None,
+                 queries_off: str | None = None):
         super().__init__(field, engine, backend=backend)
+        self.queries_off = queries_off
         self.clicks = ClickQueries(sam_checkpoint)
         """Clicks turned into queries (names and embeddings; SAM loaded on the first click)."""
         self.editor = FieldEditor(self, field_dir)

@@ -47,14 +47,16 @@ class ClientPanels:
         self._color_handles: list = []
         self._last_stats = 0.0
         self._busy = threading.Lock()
-        has_language = self.app.field.has_language
+        has_language = self.app.field.has_language and self.app.engine is not None
         has_granularity = self.app.field.granularity_decoder is not None
         settings = session.settings
         gui = client.gui
 
         # -- Query ---------------------------------------------------------------------------------
         with gui.add_folder("Query", order=1):
-            if not has_language:
+            if self.app.queries_off:
+                gui.add_markdown(f"**Queries are off**: {self.app.queries_off}")
+            elif not has_language:
                 gui.add_markdown("This field has no language features: **RGB, depth and alpha only**.")
             self.queries = gui.add_text(
                 "Queries", settings.queries_text, disabled=not has_language,
