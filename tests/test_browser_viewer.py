@@ -243,24 +243,46 @@ def test_export_png(page_a, server, scene):
     assert (np.abs(corner - swatch).sum(-1) < 12).sum() > 20
 
 
-def test_export_matching_gaussians_as_ply(page_a, server, scene, tmp_path):
-    from gags_viewer.field.ply import read_ply
+def test_export_matching_gaussians_as_a_queryable_field(page_a, server, scene, tmp_path, capsys):
+    """The matches export keeps what makes the Gaussians queryable (decoders, the CLIP reference): it
+    reopens and answers the same query with the same Gaussians."""
+    import zipfile
 
-    _, _, _, out = server
+    import torch
+
+    from gags_viewer.cli import main
+    from gags_viewer.field.load import load_field
+    from gags_viewer.viewer.commands import build_engine
+
+    _, viewer, _, out = server
     # The official rule's vote radius (0.05) is for COLMAP-scale scenes; this synthetic one is sparser.
     page_a.session.update(selection_radius=0.3)
     with page_a.page.expect_download(timeout=90_000) as info:
-        page_a.page.get_by_role("button", name="Export matches (PLY)").click()
+        page_a.page.get_by_role("button", name="Export matches (field)").click()
     download = info.value
-    assert download.suggested_filename.startswith("selection-mug-")
-    path = tmp_path / download.suggested_filename
-    download.save_as(path)
-    selection = read_ply(path)
+    name = download.suggested_filename
+    assert name.startswith("selection-mug-") and name.endswith(".zip")
+    archive = tmp_path / name
+    download.save_as(archive)
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(tmp_path)
+    exported = tmp_path / name[: -len(".zip")]
+    assert (out / "selections" / exported.name / "field.json").is_file()  # the directory written server-side
+    selection = load_field(exported)
     mug, plant = scene.field.features[:, 0] == 1, scene.field.features[:, 1] == 1
     # the official GAGS 3D query: every mug Gaussian, no plant Gaussian (the vote may take floor ones nearby)
     assert int((selection.features[:, 0] == 1).sum()) == int(mug.sum())
     assert int((selection.features[:, 1] == 1).sum()) == 0 and int(plant.sum()) > 0
-    assert path.read_bytes() == (out / "selections" / download.suggested_filename).read_bytes()
+    assert selection.decoder is not None and selection.metadata.decoder_kind == scene.field.metadata.decoder_kind
+    assert main(["info", str(exported)]) == 0
+    printed = capsys.readouterr().out
+    assert "decoder: none" not in printed and scene.clip.checkpoint_file in printed
+    # reopened as `gags-viewer view` would, the same query selects the same Gaussians (all of them)
+    engine = build_engine(selection, exported, torch.device("cpu"))
+    assert engine.text_encoder.spec.checkpoint_file == scene.clip.checkpoint_file
+    again = viewer.app.selections.select(engine, page_a.session.settings)
+    mug_again = selection.features[:, 0] == 1
+    assert bool(again.mask.cpu()[mug_again].all()) and not bool(again.mask.cpu()[selection.features[:, 1] == 1].any())
 
 
 def test_two_browsers_keep_their_own_queries(browser, server, page_a, scene):

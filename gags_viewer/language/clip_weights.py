@@ -115,6 +115,18 @@ def resolve_clip_spec(
     return out
 
 
+def portable_clip_spec(spec: ClipSpec) -> ClipSpec:
+    """A resolved spec (:func:`resolve_clip_spec`) for a field written to another directory: files of the
+    project as bundled references, other files as absolute paths, so the copy finds the same model."""
+
+    def portable(path):
+        if path is None:
+            return None
+        return bundled_reference(path) or str(Path(path).resolve())
+
+    return dataclasses.replace(spec, config_file=portable(spec.config_file), checkpoint_file=portable(spec.checkpoint_file))
+
+
 def describe_spec(spec: ClipSpec) -> str:
     """One short human description of a spec, e.g. ``ViT-B-16 / laion2b_s34b_b88k``."""
     model = spec.model if spec.config_file is None else f"{spec.model} (config {spec.config_file})"

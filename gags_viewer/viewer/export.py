@@ -66,10 +66,11 @@ def export_stem(kind: str, hint: str = "") -> str:
 
 
 def unique_path(directory: str | os.PathLike, stem: str, suffix: str) -> Path:
-    """``directory/stem+suffix``, or ``stem-2``, ``stem-3``... if taken. The stem is sanitised again."""
+    """``directory/stem+suffix``, or ``stem-2``, ``stem-3``... if taken (an empty suffix names a
+    directory). The stem is sanitised again."""
     directory = Path(directory)
     stem = sanitize_filename(stem)
-    suffix = "." + sanitize_filename(suffix.lstrip("."), default="bin")
+    suffix = "." + sanitize_filename(suffix.lstrip("."), default="bin") if suffix else ""
     candidate = directory / f"{stem}{suffix}"
     n = 2
     while candidate.exists():
@@ -300,6 +301,18 @@ def write_video(
     except OSError as exc:
         raise ExportError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return path
+
+
+def zip_directory(directory: str | os.PathLike) -> bytes:
+    """The files of ``directory`` as a zip archive (in memory), under a top folder of the same name."""
+    import zipfile
+
+    directory = Path(directory)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            archive.write(path, f"{directory.name}/{path.relative_to(directory).as_posix()}")
+    return buffer.getvalue()
 
 
 def write_png_sequence(directory: str | os.PathLike, frames: Sequence[np.ndarray] | Iterable[np.ndarray], stem: str = "frame") -> list[Path]:

@@ -59,9 +59,14 @@ def export_png(viewer: ExportHost, session: ClientSession, name_hint: str = "") 
 
 def export_selection(viewer: ExportHost, session: ClientSession, name_hint: str = "") -> tuple[Path, int, str]:
     """The Gaussians this browser's selection selects (the official GAGS per-Gaussian query, see
-    :mod:`gags_viewer.language.selection`) as an Inria PLY with their language features under
-    ``<output_dir>/selections``, sent to it. Returns (path, number of Gaussians, the rule's description)."""
-    from gags_viewer.field.ply import write_ply
+    :mod:`gags_viewer.language.selection`) as a native field directory under ``<output_dir>/selections``
+    (their language features, the field's decoders and a CLIP reference to the text model the query used,
+    resolvable from anywhere, so ``gags-viewer view`` queries it again), sent to the browser zipped.
+    Returns (directory, number of Gaussians, the rule's description)."""
+    import dataclasses
+
+    from gags_viewer.field.native import write_native
+    from gags_viewer.language.clip_weights import portable_clip_spec
 
     settings = session.settings
     app = viewer.app
@@ -78,9 +83,12 @@ def export_selection(viewer: ExportHost, session: ClientSession, name_hint: str 
         )
     directory = ex.ensure_directory(viewer.output_dir / "selections")
     hint = name_hint or "_".join(t.phrase for t in selection.terms if not t.subtract)
-    path = ex.unique_path(directory, ex.export_stem("selection", hint), ".ply")
-    write_ply(keep_only(engine.field, selection.mask), path)
-    _send(session, path)
+    path = ex.unique_path(directory, ex.export_stem("selection", hint), "")
+    selected = keep_only(engine.field, selection.mask)
+    metadata = dataclasses.replace(selected.metadata, clip=portable_clip_spec(engine.text_encoder.spec))
+    write_native(dataclasses.replace(selected, metadata=metadata), path)
+    if session.client is not None:
+        session.client.send_file_download(f"{path.name}.zip", ex.zip_directory(path), save_immediately=True)
     return path, selection.count, selection.description
 
 

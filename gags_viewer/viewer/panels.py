@@ -124,9 +124,9 @@ class ClientPanels:
                 hint="Render the keyframe path of the 'Camera path' panel server-side with these queries.",
             )
             self.export_ply_button = gui.add_button(
-                "Export matches (PLY)", icon=viser.Icon.CUBE, visible=has_language,
-                hint="The Gaussians the selection selects (official GAGS 3D query, see 'Select & edit'), with "
-                "their features.",
+                "Export matches (field)", icon=viser.Icon.CUBE, visible=has_language,
+                hint="The Gaussians the selection selects (official GAGS 3D query, see 'Select & edit') as a "
+                "field directory (features, decoders, CLIP reference; gags-viewer view opens it), zipped.",
             )
             gui.add_markdown(f"Files are written to `{self.app.output_dir}`.")
 
