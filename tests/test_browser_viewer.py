@@ -355,3 +355,53 @@ def test_video_of_the_camera_path(page_a, server, scene, tmp_path):
     for a, b in zip(video, frames):
         assert np.abs(a.astype(int) - b.astype(int)).mean() < 6  # equal up to H.264 compression
     assert np.abs(frames[0].astype(int) - frames[-1].astype(int)).mean() > 2  # the camera really moved
+
+
+def test_a_rejected_setting_snaps_back_and_a_failed_render_says_so(page_a, scene):
+    """Threshold 2 is refused: the slider's box shows the threshold in use again. Emptying the negatives
+    makes every frame fail: the canvas shows the failure (not the previous overlay) and a status line
+    says why until the next good frame."""
+    from playwright.sync_api import expect
+
+    page, session = page_a, page_a.session
+    assert session.settings.threshold == 0.5
+    box = page.page.locator("input.mantine-NumberInput-input >> visible=true").first
+    box.fill("2")
+    box.press("Enter")
+    expect(box).to_have_value("0.5", timeout=30_000)
+    assert session.settings.threshold == 0.5
+
+    good = page.stable_screenshot()
+    below_notes = 2 * TOP_MARGIN  # three notifications stack here meanwhile
+    negatives = page.page.locator("input.mantine-TextInput-input >> visible=true").nth(1)
+    negatives.fill("")
+    negatives.press("Enter")
+    _wait(lambda: session.settings.negatives_text == "", what="the empty negatives on the server")
+    _wait(lambda: session.last_error, what="the render failure")
+
+    def failure_shown():
+        image = page.screenshot()
+        return _changed(image, good)[below_notes:].mean() > 0.3 and image[below_notes:].mean() < good[below_notes:].mean() * 0.6
+
+    _wait(failure_shown, timeout=30, period=0.5, what="the failure on the canvas")
+    _dump("render-failed", good=good, page=page.screenshot())
+    status = page.page.get_by_text("Render failed: relevancy needs at least one negative phrase", exact=False)
+    expect(status.first).to_be_visible(timeout=30_000)
+    time.sleep(9)  # longer than the notification stays
+    expect(status.first).to_be_visible()
+
+    negatives.fill("object; things; stuff; texture")
+    negatives.press("Enter")
+    state = {}
+
+    def good_again():
+        state["image"] = page.screenshot()
+        return not session.last_error and _changed(state["image"], good)[below_notes:].mean() < 0.02
+
+    try:
+        _wait(good_again, timeout=60, period=0.5, what="the good frame again",
+              state=lambda: (session.last_error, session.settings.negatives_text))
+    except AssertionError:
+        _dump("render-recovered", good=good, page=state.get("image"))
+        raise
+    expect(status).to_have_count(0, timeout=30_000)

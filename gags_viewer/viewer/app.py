@@ -164,7 +164,13 @@ class GagsViewer(nerfview.Viewer):
                     panels.show_legend(legend)
                 panels.show_stats()
 
-        session = ClientSession(client, app.default_settings.copy(), app.compose_for, on_frame=on_frame)
+        def on_status(error) -> None:
+            panels = panels_holder.get("panels")
+            if panels is not None:
+                panels.show_status(error)
+
+        session = ClientSession(client, app.default_settings.copy(), app.compose_for, on_frame=on_frame,
+                                on_status=on_status)
         view = _ClientView(self, session, session.settings.viewer_res)
         renderer = ClientRenderer(viewer=view, client=client, lock=view.lock)
         nv.set_target_fps(renderer, session.settings.moving_fps)

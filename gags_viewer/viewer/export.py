@@ -230,6 +230,30 @@ def draw_legend(image: np.ndarray, legend: Optional[Legend]) -> np.ndarray:
     return np.asarray(Image.alpha_composite(canvas, overlay).convert("RGB"))
 
 
+def draw_error(message: str, width: int, height: int, previous: Optional[np.ndarray] = None) -> np.ndarray:
+    """The image shown when a frame fails: ``previous`` (if it has this size) darkened, or black, with
+    "Render failed" and ``message`` in red, wrapped to the width. [height, width, 3] uint8"""
+    import textwrap
+
+    from PIL import Image, ImageDraw
+
+    if previous is not None and previous.shape[:2] == (height, width):
+        base = (previous[..., :3].astype(np.float32) * 0.25).astype(np.uint8)
+    else:
+        base = np.zeros((height, width, 3), dtype=np.uint8)
+    size = int(np.clip(round(height / 24), 9, 40))
+    font = _font(size)
+    canvas = Image.fromarray(np.ascontiguousarray(base))
+    draw = ImageDraw.Draw(canvas)
+    columns = max(10, int(width / (0.55 * size)) - 2)
+    lines = ["Render failed"] + textwrap.wrap(message, columns)[:8]
+    y = max(0, (height - len(lines) * (size + size // 3)) // 2)
+    for i, line in enumerate(lines):
+        draw.text((size // 2, y), line, font=font, fill=(255, 90, 90) if i == 0 else (255, 200, 200))
+        y += size + size // 3
+    return np.asarray(canvas)
+
+
 # --------------------------------------------------------------------------------------------------
 # Writers
 

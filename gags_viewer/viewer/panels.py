@@ -82,6 +82,8 @@ class ClientPanels:
                     "SAM segments the clicked object and its CLIP image embedding becomes the query." if sam else
                     "the feature decoded at the clicked pixel becomes the query (more like this)."),
             )
+            self.status = gui.add_markdown("")
+            """The last render error, kept until the next good frame."""
             self._colors_folder = gui.add_folder("Query colours", expand_by_default=True)
             self.legend = gui.add_html(session.legend.html())
 
@@ -136,18 +138,22 @@ class ClientPanels:
 
     # -- callbacks ---------------------------------------------------------------------------------
 
-    def _apply(self, **changes) -> bool:
+    def _apply(self, control=None, value=None, **changes) -> bool:
+        """Apply setting changes; a rejected one is notified and ``control`` snaps back to ``value``
+        (what the setting still is)."""
         try:
             self.session.update(**changes)
             return True
         except GagsError as exc:
             self.session.notify("Invalid setting", str(exc), color="yellow")
+            if control is not None:
+                control.value = value
             return False
 
     def _wire(self) -> None:
         @self.queries.on_update
         def _(_) -> None:
-            if self._apply(queries_text=self.queries.value):
+            if self._apply(self.queries, self.session.settings.queries_text, queries_text=self.queries.value):
                 self._rebuild_colors()
                 self.selection.refresh_count()  # an empty selection box follows the queries
                 settings = self.session.settings
@@ -163,11 +169,11 @@ class ClientPanels:
 
         @self.negatives.on_update
         def _(_) -> None:
-            self._apply(negatives_text=self.negatives.value)
+            self._apply(self.negatives, self.session.settings.negatives_text, negatives_text=self.negatives.value)
 
         @self.threshold.on_update
         def _(_) -> None:
-            self._apply(threshold=float(self.threshold.value))
+            self._apply(self.threshold, self.session.settings.threshold, threshold=float(self.threshold.value))
 
         @self.query_mode.on_update
         def _(_) -> None:
@@ -189,12 +195,13 @@ class ClientPanels:
 
         @self.viewer_res.on_update
         def _(_) -> None:
-            if self._apply(viewer_res=int(self.viewer_res.value)) and self.session.view is not None:
+            if self._apply(self.viewer_res, self.session.settings.viewer_res, viewer_res=int(self.viewer_res.value)) and self.session.view is not None:
                 self.session.view.render_tab_state.viewer_res = int(self.viewer_res.value)
 
         @self.moving_fps.on_update
         def _(_) -> None:
-            if self._apply(rerender=False, moving_fps=float(self.moving_fps.value)) and self.session.renderer is not None:
+            if self._apply(self.moving_fps, self.session.settings.moving_fps, rerender=False,
+                           moving_fps=float(self.moving_fps.value)) and self.session.renderer is not None:
                 nv.set_target_fps(self.session.renderer, float(self.moving_fps.value))
 
         @self.export_png_button.on_click
@@ -266,6 +273,10 @@ class ClientPanels:
 
     def show_legend(self, legend: Legend) -> None:
         self.legend.content = legend.html()
+
+    def show_status(self, error) -> None:
+        """Show a render error until the next good frame (``error`` None clears it)."""
+        self.status.content = f"**Render failed**: {error}" if error else ""
 
     def show_stats(self) -> None:
         now = time.time()
