@@ -46,7 +46,7 @@ def server(scene, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("browser_exports")
     srv, viewer = serve(scene.field, scene.engine, port=_free_port(), output_dir=out, block=False)
-    viewer.render_tab_handle("render_res_vec2").value = (640, 480)  # export size: quick on CPU
+    viewer.default_render_size = (640, 480)  # export size: quick on CPU
     yield srv, viewer, f"http://127.0.0.1:{srv.get_port()}", out
     srv.stop()
 
@@ -321,18 +321,18 @@ def test_video_of_the_camera_path(page_a, server, scene, tmp_path):
 
     _, viewer, _, out = server
     page = page_a
-    handles = nv.render_tab_handles(viewer)
+    handles = page.session.camera_path.handles
     handles["framerate_number"].value = 4.0
     handles["transition_sec_number"].value = 1.0
     page.page.get_by_text("Camera path", exact=True).click()
     add = page.page.get_by_role("button", name="Add Keyframe")
     add.click()
-    _wait(lambda: len(nv.path_keyframes(viewer.panel_path)) == 1, what="the first keyframe")
+    _wait(lambda: len(nv.path_keyframes(page.session.camera_path.path)) == 1, what="the first keyframe")
     client = page.session.client
     client.camera.position = client.camera.position + np.array([0.8, 0.0, 0.3])
     time.sleep(0.5)
     add.click()
-    _wait(lambda: len(nv.path_keyframes(viewer.panel_path)) == 2, what="the second keyframe")
+    _wait(lambda: len(nv.path_keyframes(page.session.camera_path.path)) == 2, what="the second keyframe")
     handles["trajectory_name_text"].value = "my path"
 
     with page.page.expect_download(timeout=120_000) as info:
@@ -372,7 +372,7 @@ def test_a_rejected_setting_snaps_back_and_a_failed_render_says_so(page_a, scene
     assert session.settings.threshold == 0.5
 
     good = page.stable_screenshot()
-    below_notes = 2 * TOP_MARGIN  # three notifications stack here meanwhile
+    right_of_notes = 330  # notifications stack in the top-left column meanwhile
     negatives = page.page.locator("input.mantine-TextInput-input >> visible=true").nth(1)
     negatives.fill("")
     negatives.press("Enter")
@@ -381,7 +381,7 @@ def test_a_rejected_setting_snaps_back_and_a_failed_render_says_so(page_a, scene
 
     def failure_shown():
         image = page.screenshot()
-        return _changed(image, good)[below_notes:].mean() > 0.3 and image[below_notes:].mean() < good[below_notes:].mean() * 0.6
+        return _changed(image, good)[:, right_of_notes:].mean() > 0.3 and image[:, right_of_notes:].mean() < good[:, right_of_notes:].mean() * 0.6
 
     _wait(failure_shown, timeout=30, period=0.5, what="the failure on the canvas")
     _dump("render-failed", good=good, page=page.screenshot())
@@ -396,7 +396,7 @@ def test_a_rejected_setting_snaps_back_and_a_failed_render_says_so(page_a, scene
 
     def good_again():
         state["image"] = page.screenshot()
-        return not session.last_error and _changed(state["image"], good)[below_notes:].mean() < 0.02
+        return not session.last_error and _changed(state["image"], good)[:, right_of_notes:].mean() < 0.02
 
     try:
         _wait(good_again, timeout=60, period=0.5, what="the good frame again",
@@ -405,3 +405,24 @@ def test_a_rejected_setting_snaps_back_and_a_failed_render_says_so(page_a, scene
         _dump("render-recovered", good=good, page=state.get("image"))
         raise
     expect(status).to_have_count(0, timeout=30_000)
+
+
+def test_each_browser_has_its_own_camera_path(browser, server, page_a):
+    """The first browser's keyframes (added by the video test, the first one at the start view) are not
+    in a new browser's scene: it does not open looking through a keyframe frustum, and its "Render video"
+    does not render the other browser's path."""
+    from playwright.sync_api import expect
+
+    page_b = Page(browser, server)
+    try:
+        image = page_b.stable_screenshot()
+        _dump("fresh-page", page=image)
+        # nerfview draws keyframe frustums in red (seen from inside: thick red bars across the canvas)
+        red = (image[..., 0] > 150) & (image[..., 1] < 80) & (image[..., 2] < 80)
+        assert red[TOP_MARGIN:].mean() < 0.002, red[TOP_MARGIN:].mean()
+        page_b.page.get_by_role("button", name="Render video").click()
+        expect(page_b.page.get_by_text("add at least two keyframes", exact=False).first).to_be_visible(timeout=30_000)
+        assert len(nv.path_keyframes(page_a.session.camera_path.path)) == 2
+        assert len(nv.path_keyframes(page_b.session.camera_path.path)) == 0
+    finally:
+        page_b.close()

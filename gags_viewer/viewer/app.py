@@ -28,7 +28,8 @@ import viser
 from gags_viewer.field.language_field import LanguageField
 from gags_viewer.render.camera import Camera
 from gags_viewer.viewer import nerfview_adapter as nv
-from gags_viewer.viewer.camera_path import SCALE_RATIO, default_framing
+from gags_viewer.viewer.camera_path import default_framing
+from gags_viewer.viewer.camera_path_panel import ClientAsServer, add_camera_path_panel
 from gags_viewer.viewer.click_query import ClickQueries
 from gags_viewer.viewer.editing import FieldEditor
 from gags_viewer.viewer.frame import Frame, FrameSource
@@ -121,12 +122,13 @@ class ViewerApp(FrameSource):
 
 
 class GagsViewer(nerfview.Viewer):
-    """nerfview's Viewer with per-browser renderers, settings panels and server-side exports."""
+    """nerfview's Viewer with per-browser renderers, settings panels, camera paths and server-side exports."""
 
     def __init__(self, server: viser.ViserServer, app: ViewerApp):
         self.app = app
         app.viewer = self
-        self.panel_path = None  # nerfview's CameraPath of the camera-path panel
+        self.default_render_size = (1280, 960)
+        """The "Render Res" a new browser's camera-path panel starts with (export size)."""
         super().__init__(server, render_fn=self._shared_render_fn, output_dir=app.output_dir, mode="rendering")
         server.gui.set_panel_label("gags-viewer")
         server.gui.configure_theme(dark_mode=True, brand_color=(255, 211, 105))
@@ -139,15 +141,10 @@ class GagsViewer(nerfview.Viewer):
 
     def _init_rendering_tab(self):  # nerfview hook (nv.VIEWER_HOOKS)
         self.render_tab_state = nv.RenderTabState(viewer_res=self.app.default_settings.viewer_res)
-        nv.init_render_tab(self, self.server.gui.add_folder("Camera path", order=100, expand_by_default=False))
+        nv.init_render_tab(self, None)
 
     def _populate_rendering_tab(self):  # nerfview hook
-        handles, self.panel_path = nv.populate_render_tab(
-            self, server=self.server, output_dir=self.output_dir, render_tab_state=self.render_tab_state,
-            extra_handles={}, scale_ratio=SCALE_RATIO,
-        )
-        # nerfview's own "Dump Video" grabs browser screenshots; our Export panel renders server-side.
-        handles["dump_video_button"].visible = False
+        pass  # each browser gets its own camera-path panel (see _connect_client)
 
     def rerender(self, _=None):
         for session in self.app.all_sessions():
@@ -182,6 +179,7 @@ class GagsViewer(nerfview.Viewer):
                 renderer.submit(nv.RenderTask("rerender", self.get_camera_state(client)))
 
         session.rerender = rerender
+        session.camera_path = add_camera_path_panel(ClientAsServer(client), self.output_dir, self.default_render_size)
         with app._sessions_lock:
             app.sessions[client.client_id] = session
         nv.renderers(self)[client.client_id] = renderer
@@ -211,13 +209,11 @@ class GagsViewer(nerfview.Viewer):
 
     # -- what the export actions read (gags_viewer.viewer.export_actions) ------------------------------
 
-    def render_size(self) -> tuple[int, int]:
-        """The "Render Res" of the camera-path panel (full export resolution)."""
-        return int(self.render_tab_state.render_width), int(self.render_tab_state.render_height)
+    @staticmethod
+    def render_size(session: ClientSession) -> tuple[int, int]:
+        """The "Render Res" of this browser's camera-path panel (full export resolution)."""
+        return session.camera_path.render_size() if session.camera_path is not None else (1280, 960)
 
-    def render_tab_handle(self, name: str):
-        """A control of the camera-path panel by nerfview's name (e.g. "framerate_number")."""
-        return nv.render_tab_handles(self)[name]
 
 
 def start_viewer(app: ViewerApp, host: str = "127.0.0.1", port: int = 8080, verbose: bool = False) -> tuple[viser.ViserServer, GagsViewer]:

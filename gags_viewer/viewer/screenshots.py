@@ -78,7 +78,7 @@ def main(argv=None) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server, viewer = serve(field, engine, port=port, output_dir=Path(tempfile.mkdtemp()), block=False)
-    viewer.render_tab_handle("render_res_vec2").value = (960, 720)
+    viewer.default_render_size = (960, 720)
 
     def settle(session, seconds: float) -> None:
         count = len(session.frame_times)

@@ -97,6 +97,8 @@ class ClientSession:
         """The app's per-browser stand-in for nerfview's viewer (holds its RenderTabState)."""
         self.renderer = None
         """This browser's nerfview Renderer thread."""
+        self.camera_path = None
+        """This browser's camera-path panel (:class:`~gags_viewer.viewer.camera_path_panel.CameraPathPanel`)."""
 
     @property
     def client_id(self) -> int:
