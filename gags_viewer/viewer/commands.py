@@ -136,12 +136,14 @@ def serve(
     field_dir: Optional[Path] = None,
     sam_checkpoint: Optional[Path] = None,
     queries_off: Optional[str] = None,
+    label: Optional[str] = None,
 ):
     """Start the viewer on ``field``; with ``block`` serve until Ctrl-C, else return (server, viewer).
 
     ``field_dir``: where the field was loaded from (a saved edit keeps finding its CLIP model).
     ``queries_off``: why a field with language features cannot be queried (its text model failed to
-    load); the viewer then shows RGB and says why in its Query panel.
+    load); the viewer then shows RGB and says why in its Query panel. ``label``: what the start line
+    calls the field (default: its path-less provenance).
     """
     from gags_viewer.viewer.app import ViewerApp, start_viewer
     from gags_viewer.viewer.exposure import exposure_warnings
@@ -158,8 +160,13 @@ def serve(
                     sam_checkpoint=sam_checkpoint, queries_off=queries_off)
     server, viewer = start_viewer(app, host=host, port=port)
     url_host = "localhost" if host in ("0.0.0.0", "::") else host
-    print(f"gags-viewer: serving {field.metadata.source or 'field'} ({field.num_gaussians:,} Gaussians) "
-          f"at http://{url_host}:{server.get_port()}  (Ctrl-C to stop)", flush=True)
+    url = f"http://{url_host}:{server.get_port()}"
+    if server.get_port() != port:
+        print(f"gags-viewer: WARNING: port {port} is taken; serving on port {server.get_port()} instead: {url}",
+              file=sys.stderr, flush=True)
+    print(f"gags-viewer: serving {label or field.metadata.source or 'the field'} ({field.num_gaussians:,} Gaussians) "
+          f"at {url}  (Ctrl-C to stop)", flush=True)
+    print(f"gags-viewer: exports are written to {Path(output_dir).resolve()}", flush=True)
     if engine is None and not field.has_language:
         print("gags-viewer: this field has no language features: RGB, depth and alpha views only", flush=True)
     for line in exposure_warnings(host, server.get_port(), share):
@@ -228,7 +235,7 @@ def view(
     queries_off = check_text_model(engine, rgb_only)
     serve(loaded, None if queries_off else engine, host=host, port=port, share=share, output_dir=output_dir,
           query=query, viewer_res=viewer_res or default_viewer_res(dev), field_dir=field if field.is_dir() else field.parent,
-          sam_checkpoint=sam_checkpoint, queries_off=queries_off)
+          sam_checkpoint=sam_checkpoint, queries_off=queries_off, label=str(field))
 
 
 def train_view(
@@ -309,7 +316,8 @@ def demo(
     check_text_model(engine)
     query = "; ".join(loaded.metadata.example_queries[:2]) if loaded.has_language else ""
     serve(loaded, engine, host=host, port=port, share=share, output_dir=output_dir, query=query,
-          viewer_res=default_viewer_res(dev), field_dir=path if path.is_dir() else path.parent)
+          viewer_res=default_viewer_res(dev), field_dir=path if path.is_dir() else path.parent,
+          label=f"the bundled demo ({path})")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ class ClientPanels:
                 hint="The Gaussians the selection selects (official GAGS 3D query, see 'Select & edit') as a "
                 "field directory (features, decoders, CLIP reference; gags-viewer view opens it), zipped.",
             )
-            gui.add_markdown(f"Files are written to `{self.app.output_dir}`.")
+            gui.add_markdown(f"Files are written to `{self.app.output_dir.resolve()}`.")
 
         self.selection = SelectionPanel(client, session, viewer, lambda: self.file_name.value.strip())
         self._rebuild_colors()
