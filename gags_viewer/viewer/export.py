@@ -8,6 +8,7 @@ built from user text (queries, trajectory names) only through :func:`sanitize_fi
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import time
@@ -283,6 +284,24 @@ def _even(frame: np.ndarray) -> np.ndarray:
     return frame[: h - h % 2, : w - w % 2]
 
 
+GIF_MAX_SIDE = 480
+"""A GIF export's longest side in pixels (larger frames are scaled down)."""
+GIF_MAX_FPS = 12.5
+"""A GIF export keeps every k-th frame so that its frame rate is at most this."""
+GIF_COLORS = 128
+"""Colours of each GIF frame's own palette (median cut, no dithering: smaller files)."""
+
+
+def _gif_frame(frame: np.ndarray):
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(frame[..., :3]))
+    scale = GIF_MAX_SIDE / max(image.size)
+    if scale < 1:
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+    return image.quantize(colors=GIF_COLORS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+
+
 def write_video(
     path: str | os.PathLike,
     frames: Iterable[np.ndarray],
@@ -292,7 +311,10 @@ def write_video(
     """Write frames ([H, W, 3] uint8) as an MP4 (H.264) or GIF, chosen by the suffix, atomically.
 
     Frames are streamed to the encoder (an MP4 never holds them all in memory). MP4 frames with an odd
-    width or height lose their last column / row. ``progress(i)`` is called after each frame.
+    width or height lose their last column / row. A GIF is made small for sharing: at most
+    :data:`GIF_MAX_SIDE` pixels on its long side, at most :data:`GIF_MAX_FPS` frames per second (every
+    k-th frame, same duration) and a :data:`GIF_COLORS`-colour palette per frame. ``progress(i)`` is
+    called after each frame.
     """
     import imageio.v2 as imageio
 
@@ -310,16 +332,26 @@ def write_video(
                     tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=8,
                     macro_block_size=1, pixelformat="yuv420p",
                 )
+                try:
+                    for frame in frames:
+                        writer.append_data(_even(frame))
+                        count += 1
+                        if progress is not None:
+                            progress(count)
+                finally:
+                    writer.close()
             else:
-                writer = imageio.get_writer(tmp, format="GIF", mode="I", duration=1000.0 / fps, loop=0)
-            try:
+                step = max(1, math.ceil(fps / GIF_MAX_FPS - 1e-9))
+                images = []
                 for frame in frames:
-                    writer.append_data(_even(frame) if kind == "mp4" else frame)
+                    if count % step == 0:
+                        images.append(_gif_frame(frame))
                     count += 1
                     if progress is not None:
                         progress(count)
-            finally:
-                writer.close()
+                if images:
+                    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                                   duration=round(1000.0 * step / fps), loop=0)
             if count == 0:
                 raise ExportError(f"{path}: no frames to write")
     except OSError as exc:
