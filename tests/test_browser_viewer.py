@@ -190,7 +190,7 @@ def test_query_highlights_where_the_field_says(page_a, scene):
 
 def test_display_modes(page_a, scene):
     page = page_a
-    page.choose(1, "Mask over RGB")
+    page.choose(1, "Solid masks over RGB")
     _wait(lambda: page.session.settings.display == "mask", what="mask mode on the server")
     _highlight_check(page, page.rgb, "mug", "plant", scene)
 

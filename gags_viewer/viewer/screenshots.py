@@ -24,7 +24,7 @@ FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 MODES = [
-    ("Mask over RGB", "viewer-mask.png"),
+    ("Solid masks over RGB", "viewer-mask.png"),
     ("Heat-map over RGB", "viewer-heatmap.png"),
     ("Granularity map", "viewer-granularity.png"),
     ("Feature PCA", "viewer-pca.png"),

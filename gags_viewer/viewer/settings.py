@@ -30,7 +30,7 @@ DISPLAY_LABELS: dict[str, str] = {
     "relevancy": "Relevancy heat-map",
     "heatmap": "Heat-map over RGB",
     "overlay": "Query colours over RGB",
-    "mask": "Mask over RGB",
+    "mask": "Solid masks over RGB",
     "granularity": "Granularity map",
     "pca": "Feature PCA",
     "depth": "Depth",
