@@ -131,6 +131,19 @@ def test_aggregates_over_all_pairs(labels, tmp_path):
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left
 
 
+def test_frame_lines_are_not_wrapped(labels, tmp_path):
+    import io
+
+    text = io.StringIO()
+    maps = [np.stack([block(5, 5, 20, 20)]), np.stack([block(30, 10, 50, 30)] * 3)]
+    run_eval(EvalConfig(field=tmp_path / "nofield", labels=labels), relevancy_fn=make_fn(maps, []),
+             cameras=fake_cameras(["frame_00001", "frame_00002"]), console=Console(file=text, width=40))
+    lines = text.getvalue().splitlines()
+    for name in ("frame_00001", "frame_00002"):
+        line, = [l for l in lines if l.startswith(name)]
+        assert "mIoU" in line and "localized" in line and line.rstrip().endswith(" s")
+
+
 def test_constructed_iou_and_localization_by_hand(tmp_path):
     # A 60x60 frame, GT = the 30x30 block at rows 10..39, cols 20..49 (fillPoly corners inclusive).
     folder = tmp_path / "scene"
