@@ -50,11 +50,14 @@ class QueryLabel:
         category: The text query, e.g. "bear nose".
         mask: Union of the category's filled polygons. [H, W] bool
         boxes: Every box of the category, as written (x1, y1, x2, y2; not reordered). [B, 4] float64
+        level: The query's level ("object", "part", ...) when the label says (an optional ``level``
+            key of the objects; the demo's labels have it, LERF-OVS's do not), else "".
     """
 
     category: str
     mask: np.ndarray
     boxes: np.ndarray
+    level: str = ""
 
 
 @dataclass
@@ -147,6 +150,9 @@ def load_label_file(path: PathLike) -> LabelFrame:
         category = _require(path, obj, "category", str, key)
         if not category.strip():
             raise LabelError(path, f"{key}.category is empty")
+        level = obj.get("level", "")
+        if not isinstance(level, str):
+            raise LabelError(path, f"{key}.level must be a string, got {_json_type(level)}")
         box = _box(path, obj, key)
         polygons = _polygons(path, obj, key)
         mask = np.zeros((height, width), dtype=bool)
@@ -157,7 +163,7 @@ def load_label_file(path: PathLike) -> LabelFrame:
             query.mask |= mask
             query.boxes = np.concatenate([query.boxes, box[None]], axis=0)
         else:
-            by_category[category] = QueryLabel(category=category, mask=mask, boxes=box[None])
+            by_category[category] = QueryLabel(category=category, mask=mask, boxes=box[None], level=level)
 
     return LabelFrame(
         path=path,

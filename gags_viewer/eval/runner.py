@@ -254,6 +254,7 @@ def score_frame(frame: LabelFrame, relevancy: np.ndarray, threshold: float = pro
             peaks=loc.peaks.tolist(),
             pred_pixels=int(masks[k].sum()),
             gt_pixels=int(query.mask.sum()),
+            level=query.level,
         ))
         details.append((scores[k], masks[k], loc.peaks))
     return rows, details
