@@ -53,6 +53,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ASSETS_DIR = REPO_ROOT / "assets" / "demo_clip"
 CONFIG_FILE = f"{DEMO_CLIP_NAME}.json"
 CHECKPOINT_FILE = f"{DEMO_CLIP_NAME}.safetensors"
+VOCABULARY_FILE = f"{DEMO_CLIP_NAME}.vocabulary.json"
+"""The phrases the model was trained on (see :mod:`gags_viewer.language.vocabulary`)."""
 TEMPERATURE = 10.0
 """The LERF relevancy temperature the query engine uses."""
 
@@ -181,7 +183,7 @@ def build_model(seed: int = 0):
 
 
 def save_model(model, folder: str | Path = ASSETS_DIR) -> tuple[Path, Path]:
-    """Write config JSON, fp16 safetensors weights and README (vocabulary) into ``folder`` (atomically)."""
+    """Write config JSON, fp16 safetensors weights, README and vocabulary file into ``folder`` (atomically)."""
     from safetensors.torch import save
 
     from gags_viewer.fsutil import atomic_write_bytes, atomic_write_text
@@ -189,10 +191,22 @@ def save_model(model, folder: str | Path = ASSETS_DIR) -> tuple[Path, Path]:
     folder = Path(folder)
     config = write_config(folder)
     atomic_write_text(folder / "README.md", vocabulary_markdown())
+    write_vocabulary(folder)
     state = {k: v.detach().to(torch.float16).contiguous().clone() for k, v in model.state_dict().items()}
     checkpoint = folder / CHECKPOINT_FILE
     atomic_write_bytes(checkpoint, save(state, metadata={"format": "pt"}))
     return config, checkpoint
+
+
+def write_vocabulary(folder: str | Path = ASSETS_DIR) -> Path:
+    """Write the vocabulary file next to the model config (read by the viewer to warn about phrases the
+    model never saw). -> its path"""
+    from gags_viewer.fsutil import atomic_write_text
+    from gags_viewer.language.vocabulary import vocabulary_json
+
+    path = Path(folder) / VOCABULARY_FILE
+    atomic_write_text(path, vocabulary_json([p.text for p in vocabulary()], "the demo CLIP model"))
+    return path
 
 
 def load_model(folder: str | Path = ASSETS_DIR):

@@ -93,6 +93,10 @@ class ViewerApp(FrameSource):
         """Clicks turned into queries (names and embeddings; SAM loaded on the first click)."""
         self.editor = FieldEditor(self, field_dir)
         """Delete / keep only the selection, undo, redo, save (shared by every browser)."""
+        from gags_viewer.language.vocabulary import vocabulary_for
+
+        self.vocabulary = vocabulary_for(engine.text_encoder.spec) if engine is not None else None
+        """The fixed vocabulary of the field's CLIP model (the demo's), or None for a general CLIP."""
         self.output_dir = Path(output_dir)
         self.default_settings = (default_settings or ViewSettings()).checked()
         self.sessions: dict[int, ClientSession] = {}

@@ -62,6 +62,15 @@ class ClientPanels:
                 "Queries", settings.queries_text, disabled=not has_language,
                 hint="Phrases separated by ';' (e.g. mug; plant), each shown in its own colour. Enter applies.",
             )
+            if has_language and self.app.vocabulary is not None:
+                vocabulary = self.app.vocabulary
+                examples = list(self.app.field.metadata.example_queries[:6]) or vocabulary.examples()
+                gui.add_markdown(
+                    f"*{vocabulary.model[0].upper() + vocabulary.model[1:]} knows only the {len(vocabulary.phrases)} "
+                    f"phrases it was trained on, e.g. {', '.join(examples)}.*"
+                )
+            self.vocabulary_note = gui.add_markdown("")
+            """Which queries are far from the model's fixed vocabulary (when it has one)."""
             self.negatives = gui.add_text(
                 "Negatives", settings.negatives_text, disabled=not has_language,
                 hint="Canonical phrases every query is compared against (LERF relevancy), separated by ';'.",
@@ -135,6 +144,7 @@ class ClientPanels:
         self.selection = SelectionPanel(client, session, viewer, lambda: self.file_name.value.strip())
         self._rebuild_colors()
         self._wire()
+        self._check_vocabulary()
 
     # -- callbacks ---------------------------------------------------------------------------------
 
@@ -156,6 +166,7 @@ class ClientPanels:
             if self._apply(self.queries, self.session.settings.queries_text, queries_text=self.queries.value):
                 self._rebuild_colors()
                 self.selection.refresh_count()  # an empty selection box follows the queries
+                self._check_vocabulary()
                 settings = self.session.settings
                 if settings.queries and settings.display not in QUERY_DISPLAY_MODES:
                     self.display.value = DISPLAY_LABELS["overlay"]
@@ -248,6 +259,25 @@ class ClientPanels:
             handle.loading, handle.body, handle.color, handle.auto_close_seconds = False, message, color, 6.0
         else:
             session.notify("Click to query", message, color=color)
+    def _check_vocabulary(self) -> None:
+        """Note the queries far from the model's fixed vocabulary (encoded on a thread of its own)."""
+        vocabulary, engine = self.app.vocabulary, self.app.engine
+        if vocabulary is None or engine is None:
+            return
+        phrases = list(self.session.settings.queries)
+
+        def check() -> None:
+            from gags_viewer.language.vocabulary import far_phrase_note
+
+            try:
+                note = far_phrase_note(vocabulary, phrases, engine.text_encoder.encode)
+            except GagsError as exc:  # the render reports encoder failures
+                log.debug("vocabulary check failed: %s", exc)
+                return
+            if phrases == list(self.session.settings.queries):
+                self.vocabulary_note.content = f"**Note**: {note}" if note else ""
+
+        threading.Thread(target=check, name="gags-vocabulary", daemon=True).start()
 
     def _rebuild_colors(self) -> None:
         """One colour picker per query phrase, in query order."""
