@@ -89,6 +89,7 @@ class ClientSession:
         self.frame_times: deque[tuple[int, int, float]] = deque(maxlen=100)
         self.last_error: Optional[str] = None
         self._notified_error: Optional[str] = None
+        self._unreachable = False
         self.errors = 0
         self._pending: frozenset[str] = frozenset()
         self.rerender: Callable[[], None] = lambda: None
@@ -167,9 +168,11 @@ class ClientSession:
                 log.warning("render failed for client %s:\n%s", self.client_id, traceback.format_exc())
             if message != self._notified_error:
                 self._notified_error = message
-                self.notify("Render failed", message, color="red")
+                self._unreachable = self.client is not None and self.notify("Render failed", message, color="red") is None
                 self._status(message)
-            if is_out_of_memory(exc):  # no full-size image now: the last frame, or a small black one
+            if is_out_of_memory(exc) or self._unreachable:
+                # no full-size image now (out of memory), or nobody to show it to (browser gone): the last
+                # frame, or a small black one
                 return self.last_frame if self.last_frame is not None else placeholder_image(width, height)
             return draw_error(message, width, height, self.last_frame)
         except InterruptRenderException:
@@ -182,6 +185,7 @@ class ClientSession:
             self._status(None)
         self.last_error = None
         self._notified_error = None
+        self._unreachable = False
 
     def _status(self, error: Optional[str]) -> None:
         if self._on_status is not None:
