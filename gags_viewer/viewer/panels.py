@@ -259,6 +259,7 @@ class ClientPanels:
             handle.loading, handle.body, handle.color, handle.auto_close_seconds = False, message, color, 6.0
         else:
             session.notify("Click to query", message, color=color)
+
     def _check_vocabulary(self) -> None:
         """Note the queries far from the model's fixed vocabulary (encoded on a thread of its own)."""
         vocabulary, engine = self.app.vocabulary, self.app.engine
