@@ -115,3 +115,13 @@ def test_eval_refuses_a_field_whose_text_model_cannot_be_built(tmp_path, capsys)
     assert code == 2
     assert "CLIP model config not found" in capsys.readouterr().err
     assert not (tmp_path / "ev" / "frames").exists()
+
+
+@needs_demo
+def test_render_with_a_query_refuses_a_field_whose_text_model_cannot_be_built(tmp_path, capsys):
+    code = main(["render", str(_broken_copy(tmp_path)), "--out", str(tmp_path / "out"), "--query", "lamp",
+                 "--device", "cpu", "--frames", "2"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "CLIP model config not found" in err[0]
+    assert not list(tmp_path.glob("out/frames/*.png"))  # refused before any frame
