@@ -46,7 +46,7 @@ def server(scene, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("browser_exports")
     srv, viewer = serve(scene.field, scene.engine, port=_free_port(), output_dir=out, block=False)
-    viewer.render_tab_handle("render_res_vec2").value = (640, 480)  # export size: quick on CPU
+    viewer.default_render_size = (640, 480)  # export size: quick on CPU
     yield srv, viewer, f"http://127.0.0.1:{srv.get_port()}", out
     srv.stop()
 
@@ -190,7 +190,7 @@ def test_query_highlights_where_the_field_says(page_a, scene):
 
 def test_display_modes(page_a, scene):
     page = page_a
-    page.choose(1, "Mask over RGB")
+    page.choose(1, "Solid masks over RGB")
     _wait(lambda: page.session.settings.display == "mask", what="mask mode on the server")
     _highlight_check(page, page.rgb, "mug", "plant", scene)
 
@@ -243,24 +243,46 @@ def test_export_png(page_a, server, scene):
     assert (np.abs(corner - swatch).sum(-1) < 12).sum() > 20
 
 
-def test_export_matching_gaussians_as_ply(page_a, server, scene, tmp_path):
-    from gags_viewer.field.ply import read_ply
+def test_export_matching_gaussians_as_a_queryable_field(page_a, server, scene, tmp_path, capsys):
+    """The matches export keeps what makes the Gaussians queryable (decoders, the CLIP reference): it
+    reopens and answers the same query with the same Gaussians."""
+    import zipfile
 
-    _, _, _, out = server
+    import torch
+
+    from gags_viewer.cli import main
+    from gags_viewer.field.load import load_field
+    from gags_viewer.viewer.commands import build_engine
+
+    _, viewer, _, out = server
     # The official rule's vote radius (0.05) is for COLMAP-scale scenes; this synthetic one is sparser.
     page_a.session.update(selection_radius=0.3)
     with page_a.page.expect_download(timeout=90_000) as info:
-        page_a.page.get_by_role("button", name="Export matches (PLY)").click()
+        page_a.page.get_by_role("button", name="Export matches (field)").click()
     download = info.value
-    assert download.suggested_filename.startswith("selection-mug-")
-    path = tmp_path / download.suggested_filename
-    download.save_as(path)
-    selection = read_ply(path)
+    name = download.suggested_filename
+    assert name.startswith("selection-mug-") and name.endswith(".zip")
+    archive = tmp_path / name
+    download.save_as(archive)
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(tmp_path)
+    exported = tmp_path / name[: -len(".zip")]
+    assert (out / "selections" / exported.name / "field.json").is_file()  # the directory written server-side
+    selection = load_field(exported)
     mug, plant = scene.field.features[:, 0] == 1, scene.field.features[:, 1] == 1
     # the official GAGS 3D query: every mug Gaussian, no plant Gaussian (the vote may take floor ones nearby)
     assert int((selection.features[:, 0] == 1).sum()) == int(mug.sum())
     assert int((selection.features[:, 1] == 1).sum()) == 0 and int(plant.sum()) > 0
-    assert path.read_bytes() == (out / "selections" / download.suggested_filename).read_bytes()
+    assert selection.decoder is not None and selection.metadata.decoder_kind == scene.field.metadata.decoder_kind
+    assert main(["info", str(exported)]) == 0
+    printed = capsys.readouterr().out
+    assert "decoder: none" not in printed and scene.clip.checkpoint_file in printed
+    # reopened as `gags-viewer view` would, the same query selects the same Gaussians (all of them)
+    engine = build_engine(selection, exported, torch.device("cpu"))
+    assert engine.text_encoder.spec.checkpoint_file == scene.clip.checkpoint_file
+    again = viewer.app.selections.select(engine, page_a.session.settings)
+    mug_again = selection.features[:, 0] == 1
+    assert bool(again.mask.cpu()[mug_again].all()) and not bool(again.mask.cpu()[selection.features[:, 1] == 1].any())
 
 
 def test_two_browsers_keep_their_own_queries(browser, server, page_a, scene):
@@ -299,18 +321,18 @@ def test_video_of_the_camera_path(page_a, server, scene, tmp_path):
 
     _, viewer, _, out = server
     page = page_a
-    handles = nv.render_tab_handles(viewer)
+    handles = page.session.camera_path.handles
     handles["framerate_number"].value = 4.0
     handles["transition_sec_number"].value = 1.0
     page.page.get_by_text("Camera path", exact=True).click()
     add = page.page.get_by_role("button", name="Add Keyframe")
     add.click()
-    _wait(lambda: len(nv.path_keyframes(viewer.panel_path)) == 1, what="the first keyframe")
+    _wait(lambda: len(nv.path_keyframes(page.session.camera_path.path)) == 1, what="the first keyframe")
     client = page.session.client
     client.camera.position = client.camera.position + np.array([0.8, 0.0, 0.3])
     time.sleep(0.5)
     add.click()
-    _wait(lambda: len(nv.path_keyframes(viewer.panel_path)) == 2, what="the second keyframe")
+    _wait(lambda: len(nv.path_keyframes(page.session.camera_path.path)) == 2, what="the second keyframe")
     handles["trajectory_name_text"].value = "my path"
 
     with page.page.expect_download(timeout=120_000) as info:
@@ -333,3 +355,74 @@ def test_video_of_the_camera_path(page_a, server, scene, tmp_path):
     for a, b in zip(video, frames):
         assert np.abs(a.astype(int) - b.astype(int)).mean() < 6  # equal up to H.264 compression
     assert np.abs(frames[0].astype(int) - frames[-1].astype(int)).mean() > 2  # the camera really moved
+
+
+def test_a_rejected_setting_snaps_back_and_a_failed_render_says_so(page_a, scene):
+    """Threshold 2 is refused: the slider's box shows the threshold in use again. Emptying the negatives
+    makes every frame fail: the canvas shows the failure (not the previous overlay) and a status line
+    says why until the next good frame."""
+    from playwright.sync_api import expect
+
+    page, session = page_a, page_a.session
+    assert session.settings.threshold == 0.5
+    box = page.page.locator("input.mantine-NumberInput-input >> visible=true").first
+    box.fill("2")
+    box.press("Enter")
+    expect(box).to_have_value("0.5", timeout=30_000)
+    assert session.settings.threshold == 0.5
+
+    good = page.stable_screenshot()
+    right_of_notes = 330  # notifications stack in the top-left column meanwhile
+    negatives = page.page.locator("input.mantine-TextInput-input >> visible=true").nth(1)
+    negatives.fill("")
+    negatives.press("Enter")
+    _wait(lambda: session.settings.negatives_text == "", what="the empty negatives on the server")
+    _wait(lambda: session.last_error, what="the render failure")
+
+    def failure_shown():
+        image = page.screenshot()
+        return _changed(image, good)[:, right_of_notes:].mean() > 0.3 and image[:, right_of_notes:].mean() < good[:, right_of_notes:].mean() * 0.6
+
+    _wait(failure_shown, timeout=30, period=0.5, what="the failure on the canvas")
+    _dump("render-failed", good=good, page=page.screenshot())
+    status = page.page.get_by_text("Render failed: relevancy needs at least one negative phrase", exact=False)
+    expect(status.first).to_be_visible(timeout=30_000)
+    time.sleep(9)  # longer than the notification stays
+    expect(status.first).to_be_visible()
+
+    negatives.fill("object; things; stuff; texture")
+    negatives.press("Enter")
+    state = {}
+
+    def good_again():
+        state["image"] = page.screenshot()
+        return not session.last_error and _changed(state["image"], good)[:, right_of_notes:].mean() < 0.02
+
+    try:
+        _wait(good_again, timeout=60, period=0.5, what="the good frame again",
+              state=lambda: (session.last_error, session.settings.negatives_text))
+    except AssertionError:
+        _dump("render-recovered", good=good, page=state.get("image"))
+        raise
+    expect(status).to_have_count(0, timeout=30_000)
+
+
+def test_each_browser_has_its_own_camera_path(browser, server, page_a):
+    """The first browser's keyframes (added by the video test, the first one at the start view) are not
+    in a new browser's scene: it does not open looking through a keyframe frustum, and its "Render video"
+    does not render the other browser's path."""
+    from playwright.sync_api import expect
+
+    page_b = Page(browser, server)
+    try:
+        image = page_b.stable_screenshot()
+        _dump("fresh-page", page=image)
+        # nerfview draws keyframe frustums in red (seen from inside: thick red bars across the canvas)
+        red = (image[..., 0] > 150) & (image[..., 1] < 80) & (image[..., 2] < 80)
+        assert red[TOP_MARGIN:].mean() < 0.002, red[TOP_MARGIN:].mean()
+        page_b.page.get_by_role("button", name="Render video").click()
+        expect(page_b.page.get_by_text("add at least two keyframes", exact=False).first).to_be_visible(timeout=30_000)
+        assert len(nv.path_keyframes(page_a.session.camera_path.path)) == 2
+        assert len(nv.path_keyframes(page_b.session.camera_path.path)) == 0
+    finally:
+        page_b.close()

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from gags_viewer.demo.labels import mask_polygons, write_label_file
 from gags_viewer.eval.labels import load_label_file, polygon_mask
@@ -44,3 +45,19 @@ def test_label_file_reads_back(tmp_path):
     frame = load_label_file(path)
     assert frame.categories == ["red cube"]
     assert (frame.queries[0].mask == mask).all()
+
+
+def test_committed_demo_labels_carry_the_level_the_build_writes():
+    import json
+    from pathlib import Path
+
+    from gags_viewer.demo.build import category_level
+
+    files = sorted((Path(__file__).resolve().parents[1] / "scenes" / "demo" / "labels").glob("frame_*.json"))
+    if not files:
+        pytest.skip("the demo labels are not in this checkout")
+    for path in files:
+        for obj in json.loads(path.read_text())["objects"]:
+            assert obj["level"] == category_level(obj["category"]), path.name
+    frame = load_label_file(files[0])
+    assert {q.level for q in frame.queries} <= {"object", "part", "group"} and all(q.level for q in frame.queries)

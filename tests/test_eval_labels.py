@@ -39,6 +39,16 @@ def test_polygon_mask_matches_fillpoly(points, expected):
     np.testing.assert_array_equal(polygon_mask(points, 8, 9), expected)
 
 
+def test_polygon_mask_of_sparse_subpixel_vertices_matches_fillpoly():
+    """Sparse sub-pixel vertices, as in the real LERF-OVS labels: the official GT mask is
+    cv2.fillPoly(zeros((10, 12)), [np.asarray(points, np.int32)], 1); expected rows produced by OpenCV 5.1
+    (a Pillow fill of the same integer vertices differs on 5 of these pixels)."""
+    points = [[4.1, 4.7], [10.8, 4.5], [6.7, 10.5], [1.9, 10.4]]
+    expected = rows("000000000000", "000000000000", "000000000000", "000000000000", "000011111110",
+                    "000111111100", "000111111000", "001111111000", "001111110000", "011111100000")
+    np.testing.assert_array_equal(polygon_mask(points, 10, 12), expected)
+
+
 def test_polygon_mask_rectangle_is_inclusive():
     mask = polygon_mask([[1, 1], [4, 1], [4, 3], [1, 3]], 6, 7)
     expected = np.zeros((6, 7), dtype=bool)

@@ -131,6 +131,19 @@ def test_aggregates_over_all_pairs(labels, tmp_path):
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left
 
 
+def test_frame_lines_are_not_wrapped(labels, tmp_path):
+    import io
+
+    text = io.StringIO()
+    maps = [np.stack([block(5, 5, 20, 20)]), np.stack([block(30, 10, 50, 30)] * 3)]
+    run_eval(EvalConfig(field=tmp_path / "nofield", labels=labels), relevancy_fn=make_fn(maps, []),
+             cameras=fake_cameras(["frame_00001", "frame_00002"]), console=Console(file=text, width=40))
+    lines = text.getvalue().splitlines()
+    for name in ("frame_00001", "frame_00002"):
+        line, = [l for l in lines if l.startswith(name)]
+        assert "mIoU" in line and "localized" in line and line.rstrip().endswith(" s")
+
+
 def test_constructed_iou_and_localization_by_hand(tmp_path):
     # A 60x60 frame, GT = the 30x30 block at rows 10..39, cols 20..49 (fillPoly corners inclusive).
     folder = tmp_path / "scene"
@@ -331,3 +344,39 @@ def test_gaussian_neighbours_below_one_is_one_line_from_the_cli(field_dir, tmp_p
                  "--gaussian-neighbours", "0"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "neighbours must be at least 1" in err
+
+
+def test_levels_in_the_labels_give_a_per_level_table(tmp_path):
+    """Labels whose objects say their level (the demo's) get mIoU and localization per level."""
+    import io
+
+    from gags_viewer.eval.report import level_summary
+
+    folder = tmp_path / "levels"
+    folder.mkdir()
+    write_frame(folder, "frame_00001", [dict(obj("mug", 5, 5, 20, 20), level="object"),
+                                        dict(obj("mug handle", 30, 10, 50, 30), level="part")])
+    maps = [np.stack([block(5, 5, 20, 20), block(0, 0, 3, 3)])]  # the mug exactly; the handle missed
+    text = io.StringIO()
+    report = run_eval(EvalConfig(field=tmp_path / "nofield", labels=folder), relevancy_fn=make_fn(maps, []),
+                      cameras=fake_cameras(["frame_00001"]), console=Console(file=text, width=120))
+    assert [r.level for r in report.rows] == ["object", "part"]
+    levels = level_summary(report.rows)
+    assert list(levels) == ["object", "part"]
+    assert levels["object"][0] == 1 and levels["object"][1] == report.rows[0].iou > 0.8 and levels["object"][2] == 1.0
+    assert levels["part"] == (1, 0.0, 0.0)
+    printed = text.getvalue()
+    assert "per level" in printed
+    object_line, = [l for l in printed.splitlines() if "object" in l and "100.0 %" in l]
+    part_line, = [l for l in printed.splitlines() if " part " in l and "0.0 %" in l]
+    assert f"{100 * report.rows[0].iou:.1f}" in object_line
+
+
+def test_labels_without_levels_print_no_level_table(labels, tmp_path):
+    import io
+
+    text = io.StringIO()
+    maps = [np.stack([block(5, 5, 20, 20)]), np.stack([block(30, 10, 50, 30)] * 3)]
+    run_eval(EvalConfig(field=tmp_path / "nofield", labels=labels), relevancy_fn=make_fn(maps, []),
+             cameras=fake_cameras(["frame_00001", "frame_00002"]), console=Console(file=text, width=120))
+    assert "per level" not in text.getvalue()

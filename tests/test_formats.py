@@ -295,7 +295,7 @@ def test_nan_in_ply_reported_by_validate(tmp_path):
     truth["means"][3, 1] = float("nan")
     path = _write_inria_ply(tmp_path / "a.ply", truth)
     assert read_ply(path).means.isnan().any()  # the reader itself does not validate
-    with pytest.raises(FormatError, match="means contains NaN or Inf") as excinfo:
+    with pytest.raises(FormatError, match=r"positions \(means\) contain NaN or Inf") as excinfo:
         load_field(path)
     assert str(path) in _message(excinfo)
 
@@ -654,7 +654,7 @@ def test_save_refuses_foreign_directory_and_file(tmp_path):
 def test_save_validates_first(tmp_path):
     field = _field(5, decoders=False)
     field.features[0, 0] = float("inf")
-    with pytest.raises(FieldError, match="features contains NaN or Inf"):
+    with pytest.raises(FieldError, match="language features contain NaN or Inf"):
         save_field(field, tmp_path / "f")
     assert not (tmp_path / "f").exists()
 

@@ -81,13 +81,12 @@ def test_panel_path_equals_nerfview_saved_file(scene, tmp_path):
     from nerfview.render_panel import Keyframe
     from viser._gui_handles import GuiEvent
 
-    from gags_viewer.viewer.app import GagsViewer, ViewerApp
+    from gags_viewer.viewer.camera_path_panel import add_camera_path_panel
 
     server = viser.ViserServer(host="127.0.0.1", port=_free_port(), verbose=False)
     try:
-        viewer = GagsViewer(server, ViewerApp(scene.field, scene.engine, output_dir=tmp_path))
-        path = viewer.panel_path
-        handles = nv.render_tab_handles(viewer)
+        panel = add_camera_path_panel(server, tmp_path, (640, 480))
+        path, handles = panel.path, panel.handles
         rng = np.random.default_rng(3)
         for _ in range(3):
             wxyz, position = _random_pose(rng)

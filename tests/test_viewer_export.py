@@ -120,3 +120,28 @@ def test_legend_is_drawn_in_the_corner():
 def test_html_legend_escapes_user_text():
     html = ex.Legend(swatches=[("<script>alert(1)</script>", (1, 2, 3))]).html()
     assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def _scene_like_frames(count: int, width: int, height: int) -> list:
+    """Smooth shaded blobs moving over a gradient: what a render of a field looks like."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    frames = []
+    for i in range(count):
+        cx, cy = width * (0.3 + 0.02 * i), height * 0.5
+        blob = np.exp(-(((x - cx) / (0.15 * width)) ** 2 + ((y - cy) / (0.2 * height)) ** 2))
+        image = np.stack([0.2 + 0.6 * blob, 0.3 + 0.3 * y / height, 0.5 * (1 - blob) + 0.2 * x / width], -1)
+        frames.append((image.clip(0, 1) * 255).astype(np.uint8))
+    return frames
+
+
+def test_a_gif_is_sized_for_sharing(tmp_path):
+    """Long side at most 480 px, at most 12.5 frames per second (same duration), a palette per frame:
+    a fraction of the raw frames' size (an unscaled full-rate GIF of these frames is about 8x larger)."""
+    from PIL import Image
+
+    frames = _scene_like_frames(30, 960, 720)
+    path = ex.write_video(tmp_path / "v.gif", iter(frames), 30)
+    with Image.open(path) as gif:
+        assert gif.size == (480, 360) and gif.n_frames == 10
+        assert gif.info["duration"] == 100  # 10 frames x 100 ms = the 1 s of 30 frames at 30 fps
+    assert path.stat().st_size < 30 * 960 * 720 * 3 / 100

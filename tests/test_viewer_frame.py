@@ -52,6 +52,19 @@ def test_each_query_in_its_own_colour(scene):
     assert frame.legend.swatches[0][1] == (255, 0, 0)
 
 
+def test_mask_mode_is_distinct_from_the_overlay(scene):
+    """The mask shows the thresholded mask solid in the query colour; the overlay blends by strength."""
+    camera = scene.camera()
+    colors = {"mug": (255, 0, 0)}
+    mask = compose_frame(scene.field, camera, ViewSettings(queries_text="mug", display="mask", colors=colors), scene.engine).image
+    overlay = compose_frame(scene.field, camera, ViewSettings(queries_text="mug", display="overlay", colors=colors),
+                            scene.engine).image
+    mug = scene.object_mask("mug", camera)
+    assert _changed(mask, overlay, level=40)[mug].mean() > 0.3
+    solid = (mask == np.array([255, 0, 0])).all(-1)
+    assert solid[mug].mean() > 0.5
+
+
 @pytest.mark.parametrize("display", DISPLAY_MODES)
 def test_every_display_mode(scene, display):
     camera = scene.camera(96, 64)

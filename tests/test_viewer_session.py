@@ -44,7 +44,7 @@ def _good(camera, settings, session):
 
 @pytest.mark.parametrize("error", [RuntimeError("boom"), TypeError("bad type"), GagsError("user problem"),
                                    MemoryError(), ZeroDivisionError()])
-def test_errors_become_one_notification_and_the_last_frame(error):
+def test_errors_become_one_notification_and_a_failure_image(error):
     calls = {"n": 0}
 
     def compose(camera, settings, session):
@@ -57,19 +57,47 @@ def test_errors_become_one_notification_and_the_last_frame(error):
     session = ClientSession(client, ViewSettings(), compose)
     first = session.render(_state(), _tab())
     assert first.shape == (24, 32, 3) and client.notifications == []
-    for _ in range(3):  # repeated failures: the same frame, one notification
+    for _ in range(3):  # repeated failures: a frame that says so (not the old image), one notification
         again = session.render(_state(), _tab(64, 48))
-        assert again is first
+        if isinstance(error, MemoryError):  # nothing full-size is allocated after an out-of-memory error
+            assert again is first
+        else:
+            assert again.shape == (48, 64, 3) and _shows_failure(again)
     assert len(client.notifications) == 1
     title, body, kwargs = client.notifications[0]
     assert title == "Render failed" and kwargs["color"] == "red"
     assert session.errors == 3 and session.last_error
 
 
-def test_failure_before_any_frame_gives_a_blank_frame_of_the_right_size():
+def _shows_failure(image) -> bool:
+    """Red text ("Render failed") on a dark image."""
+    red = (image[..., 0].astype(int) - image[..., 1]) > 60
+    return bool(red.any()) and image.mean() < 60
+
+
+def test_failure_before_any_frame_gives_a_failure_frame_of_the_right_size():
     session = ClientSession(FakeClient(), ViewSettings(), lambda *a: 1 / 0)
-    image = session.render(_state(), _tab(40, 30))
-    assert image.shape == (30, 40, 3) and image.dtype == np.uint8 and not image.any()
+    image = session.render(_state(), _tab(80, 60))
+    assert image.shape == (60, 80, 3) and image.dtype == np.uint8 and _shows_failure(image)
+
+
+def test_the_status_line_holds_the_error_until_the_next_good_frame():
+    mode = {"fail": True}
+
+    def compose(camera, settings, session):
+        if mode["fail"]:
+            raise GagsError("relevancy needs at least one negative phrase")
+        return _good(camera, settings, session)
+
+    statuses = []
+    session = ClientSession(FakeClient(), ViewSettings(), compose, on_status=statuses.append)
+    session.render(_state(), _tab())
+    session.render(_state(), _tab())
+    assert statuses == ["relevancy needs at least one negative phrase"]
+    mode["fail"] = False
+    session.render(_state(), _tab())
+    session.render(_state(), _tab())
+    assert statuses == ["relevancy needs at least one negative phrase", None]
 
 
 def test_a_new_error_after_recovery_is_reported_again():
@@ -135,7 +163,8 @@ def test_real_frames_through_the_callback(scene):
     assert image.shape == (48, 64, 3) and image.std() > 1
     session._settings = ViewSettings(display="granularity", queries_text="x")
     session._settings.display = "not a mode"  # bypass validation, as a corrupted state would
-    assert session.render(_state(c2w), _tab(64, 48)) is image
+    failed = session.render(_state(c2w), _tab(64, 48))
+    assert failed.shape == image.shape and _shows_failure(failed)
     assert "display mode" in client.notifications[-1][1]
 
 

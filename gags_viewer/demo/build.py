@@ -304,7 +304,9 @@ def write_demo_dir(out: Path, field: LanguageField, scene: DemoScene, test_views
         for view in test_views:
             stem = Path(view.name).stem
             save_image(labels / f"{stem}.jpg", view.rgb)
-            write_label_file(labels, stem, f"{stem}.jpg", view.camera.height, view.camera.width, label_masks(view.ids))
+            masks = label_masks(view.ids)
+            write_label_file(labels, stem, f"{stem}.jpg", view.camera.height, view.camera.width, masks,
+                             levels={category: category_level(category) for category in masks})
         atomic_write_text(target / "README.md", DEMO_README)
         check_output(out)
         replace_directory(target, out)

@@ -53,6 +53,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ASSETS_DIR = REPO_ROOT / "assets" / "demo_clip"
 CONFIG_FILE = f"{DEMO_CLIP_NAME}.json"
 CHECKPOINT_FILE = f"{DEMO_CLIP_NAME}.safetensors"
+VOCABULARY_FILE = f"{DEMO_CLIP_NAME}.vocabulary.json"
+"""The phrases the model was trained on (see :mod:`gags_viewer.language.vocabulary`)."""
 TEMPERATURE = 10.0
 """The LERF relevancy temperature the query engine uses."""
 
@@ -146,11 +148,21 @@ def write_config(folder: str | Path = ASSETS_DIR) -> Path:
 
 
 def clip_spec(folder: str | Path = ASSETS_DIR, relative_to: Optional[str | Path] = None) -> ClipSpec:
-    """The :class:`ClipSpec` of the demo model in ``folder``; paths relative to ``relative_to`` if given."""
+    """The :class:`ClipSpec` of the demo model in ``folder``.
+
+    With ``relative_to`` (the field directory that will refer to the model), a model inside the project
+    (the bundled ``assets/demo_clip``) is named by a bundled reference (``gags-viewer:assets/...``), so a
+    copied field still finds it; a model elsewhere by a path relative to ``relative_to``.
+    """
     import os
+
+    from gags_viewer.language.clip_weights import bundled_reference
 
     config, checkpoint = Path(folder) / CONFIG_FILE, Path(folder) / CHECKPOINT_FILE
     if relative_to is not None:
+        bundled = bundled_reference(config), bundled_reference(checkpoint)
+        if None not in bundled:
+            return ClipSpec(model=DEMO_CLIP_NAME, pretrained=None, config_file=bundled[0], checkpoint_file=bundled[1])
         config = Path(os.path.relpath(config, relative_to))
         checkpoint = Path(os.path.relpath(checkpoint, relative_to))
     return ClipSpec(model=DEMO_CLIP_NAME, pretrained=None, config_file=str(config), checkpoint_file=str(checkpoint))
@@ -171,7 +183,7 @@ def build_model(seed: int = 0):
 
 
 def save_model(model, folder: str | Path = ASSETS_DIR) -> tuple[Path, Path]:
-    """Write config JSON, fp16 safetensors weights and README (vocabulary) into ``folder`` (atomically)."""
+    """Write config JSON, fp16 safetensors weights, README and vocabulary file into ``folder`` (atomically)."""
     from safetensors.torch import save
 
     from gags_viewer.fsutil import atomic_write_bytes, atomic_write_text
@@ -179,10 +191,22 @@ def save_model(model, folder: str | Path = ASSETS_DIR) -> tuple[Path, Path]:
     folder = Path(folder)
     config = write_config(folder)
     atomic_write_text(folder / "README.md", vocabulary_markdown())
+    write_vocabulary(folder)
     state = {k: v.detach().to(torch.float16).contiguous().clone() for k, v in model.state_dict().items()}
     checkpoint = folder / CHECKPOINT_FILE
     atomic_write_bytes(checkpoint, save(state, metadata={"format": "pt"}))
     return config, checkpoint
+
+
+def write_vocabulary(folder: str | Path = ASSETS_DIR) -> Path:
+    """Write the vocabulary file next to the model config (read by the viewer to warn about phrases the
+    model never saw). -> its path"""
+    from gags_viewer.fsutil import atomic_write_text
+    from gags_viewer.language.vocabulary import vocabulary_json
+
+    path = Path(folder) / VOCABULARY_FILE
+    atomic_write_text(path, vocabulary_json([p.text for p in vocabulary()], "the demo CLIP model"))
+    return path
 
 
 def load_model(folder: str | Path = ASSETS_DIR):

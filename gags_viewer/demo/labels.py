@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -83,13 +83,16 @@ def mask_polygons(mask: np.ndarray, min_pixels: int = 20) -> list[np.ndarray]:
     return polygons
 
 
-def label_objects(masks: dict[str, np.ndarray], min_pixels: int = 20) -> list[dict]:
+def label_objects(masks: dict[str, np.ndarray], min_pixels: int = 20,
+                  levels: Optional[dict[str, str]] = None) -> list[dict]:
     """LERF-OVS ``objects`` entries: one per connected component of each category's mask.
 
     Args:
         masks: category -> [H, W] bool
+        levels: category -> level ("object", "part", ...), written as each object's ``level`` (an
+            addition to the LERF-OVS layout that ``eval`` reports per level).
     Returns:
-        [{"category", "bbox": [x1, y1, x2, y2], "segmentation": [[x, y], ...]}, ...]
+        [{"category", "bbox": [x1, y1, x2, y2], "segmentation": [[x, y], ...], "level"}, ...]
     """
     objects = []
     for category, mask in masks.items():
@@ -100,16 +103,18 @@ def label_objects(masks: dict[str, np.ndarray], min_pixels: int = 20) -> list[di
                 "category": category,
                 "bbox": [int(x1), int(y1), int(x2), int(y2)],
                 "segmentation": polygon.astype(int).tolist(),
+                **({"level": levels[category]} if levels and category in levels else {}),
             })
     return objects
 
 
 def write_label_file(folder: str | Path, frame: str, image_name: str, height: int, width: int,
-                     masks: dict[str, np.ndarray], min_pixels: int = 20) -> Path:
+                     masks: dict[str, np.ndarray], min_pixels: int = 20,
+                     levels: Optional[dict[str, str]] = None) -> Path:
     """Write ``<folder>/<frame>.json`` in the LERF-OVS layout (atomically). -> its path"""
     data = {
         "info": {"name": image_name, "height": int(height), "width": int(width)},
-        "objects": label_objects(masks, min_pixels),
+        "objects": label_objects(masks, min_pixels, levels),
     }
     path = Path(folder) / f"{frame}.json"
     atomic_write_text(path, json.dumps(data) + "\n")

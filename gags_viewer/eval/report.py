@@ -30,6 +30,7 @@ class QueryRow:
         localized: Whether a box30 peak fell in a GT box.
         peaks: Every box30 argmax pixel as [x, y].
         pred_pixels, gt_pixels: Mask sizes.
+        level: The query's level from the labels ("object", "part", ...), or "" when they have none.
     """
 
     frame: str
@@ -39,6 +40,7 @@ class QueryRow:
     peaks: list[list[int]]
     pred_pixels: int
     gt_pixels: int
+    level: str = ""
 
 
 @dataclass
@@ -136,6 +138,17 @@ class EvalReport:
         }
 
 
+def level_summary(rows) -> dict[str, tuple[int, float, float]]:
+    """Per level of the labels, in first-appearance order: (pairs, mIoU, localization accuracy); empty
+    when no row has a level."""
+    grouped: dict[str, list] = {}
+    for row in rows:
+        if row.level:
+            grouped.setdefault(row.level, []).append(row)
+    return {level: (len(group), sum(r.iou for r in group) / len(group), sum(r.localized for r in group) / len(group))
+            for level, group in grouped.items()}
+
+
 def print_report(report: EvalReport, console=None) -> None:
     """Print the per-pair table and the scene summary with rich."""
     from rich.console import Console
@@ -160,6 +173,14 @@ def print_report(report: EvalReport, console=None) -> None:
         f"[bold]{report.hits}/{report.num_pairs}[/bold]",
     )
     console.print(table)
+    levels = level_summary(report.rows)
+    if levels:
+        by_level = Table(title=f"{report.scene}: per level")
+        for name, justify in (("level", "left"), ("pairs", "right"), ("mIoU", "right"), ("localization", "right")):
+            by_level.add_column(name, justify=justify)
+        for level, (pairs, miou, localization) in levels.items():
+            by_level.add_row(level, str(pairs), f"{100 * miou:.1f}", f"{100 * localization:.1f} %")
+        console.print(by_level)
     console.print(
         f"[bold]{report.scene}[/bold]: mIoU {100 * report.miou:.2f} %, localization accuracy "
         f"{100 * report.localization_accuracy:.2f} % ({report.hits}/{report.num_pairs})"

@@ -192,11 +192,12 @@ def run_eval(config: EvalConfig, *, relevancy_fn: Optional[RelevancyFn] = None, 
         timings.append(FrameTiming(frame.name, frame.width, frame.height, len(frame.queries),
                                    render=rendered - start, protocol=scored - rendered, images=image_s))
         frame_iou = np.mean([r.iou for r in frame_rows])
-        console.print(
-            f"{frame.name} ← {frame_cameras[frame.name]}: {len(frame_rows)} queries, mIoU {100 * frame_iou:.1f}, "
-            f"localized {sum(r.localized for r in frame_rows)}/{len(frame_rows)} "
-            f"(render {rendered - start:.2f} s, protocol {scored - rendered:.2f} s)",
-            highlight=False,
+        camera_name = frame_cameras[frame.name]
+        console.print(  # one line per frame: never wrapped by rich (the terminal may still fold it)
+            f"{frame.name}" + (f" ← {camera_name}" if camera_name != frame.name else "")
+            + f": mIoU {100 * frame_iou:.1f}, localized {sum(r.localized for r in frame_rows)}/{len(frame_rows)}, "
+            f"{rendered - start:.2f} s + {scored - rendered:.2f} s",
+            highlight=False, soft_wrap=True,
         )
 
     report = EvalReport(
@@ -253,6 +254,7 @@ def score_frame(frame: LabelFrame, relevancy: np.ndarray, threshold: float = pro
             peaks=loc.peaks.tolist(),
             pred_pixels=int(masks[k].sum()),
             gt_pixels=int(query.mask.sum()),
+            level=query.level,
         ))
         details.append((scores[k], masks[k], loc.peaks))
     return rows, details
@@ -389,6 +391,7 @@ def engine_relevancy_fn(config: EvalConfig, note: Callable[[str], None] = lambda
         config_file=config.clip_config, checkpoint_file=config.clip_checkpoint,
     )
     engine = QueryEngine(field.to(device), shared_text_encoder(spec, device=device), neighbours=config.gaussian_neighbours)
+    engine.text_encoder.load()  # a field whose text model cannot be built is refused before any frame
     negatives = engine.resolve_negatives(config.negatives)
 
     def relevancy_fn(camera: Camera, queries: list[str]):

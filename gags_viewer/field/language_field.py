@@ -215,6 +215,17 @@ def _layer_order(key: str) -> tuple:
     return tuple(int(p) if p.isdigit() else -1 for p in key.split("."))
 
 
+TENSOR_NAMES = {
+    "means": "positions (means)",
+    "quats": "rotations (quats)",
+    "log_scales": "scales (log_scales)",
+    "opacity_logits": "opacities (opacity_logits)",
+    "sh": "colours (sh)",
+    "features": "language features",
+}
+"""How error messages name the per-Gaussian tensors."""
+
+
 def _check_tensor(name: str, value: Tensor, shape: tuple) -> None:
     if not isinstance(value, Tensor):
         raise FieldError(f"{name} must be a tensor, got {type(value).__name__}")
@@ -225,4 +236,5 @@ def _check_tensor(name: str, value: Tensor, shape: tuple) -> None:
     bad = ~torch.isfinite(value)
     if bad.any():
         count = int(bad.reshape(value.shape[0], -1).any(dim=1).sum()) if value.ndim else 1
-        raise FieldError(f"{name} contains NaN or Inf ({count} Gaussians affected)")
+        what = TENSOR_NAMES.get(name, name)
+        raise FieldError(f"{what} contain NaN or Inf ({count:,} Gaussian{'s' if count != 1 else ''} affected)")

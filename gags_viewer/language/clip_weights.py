@@ -35,6 +35,35 @@ CHECKPOINT_FLAG = "--clip-checkpoint"
 
 PROBE_TIMEOUT_S = 3.0
 
+BUNDLED_PREFIX = "gags-viewer:"
+"""A CLIP file reference that starts with this names a file shipped with gags-viewer, relative to the
+project root (``gags-viewer:assets/demo_clip/gags-demo-clip.json``), so a field that uses a bundled
+model keeps working wherever its directory is copied."""
+BUNDLED_ROOT = Path(__file__).resolve().parents[2]
+"""The directory bundled references are relative to (the one holding ``assets/``)."""
+
+
+def bundled_reference(path: str | os.PathLike) -> Optional[str]:
+    """``path`` as a bundled reference (:data:`BUNDLED_PREFIX`) if it lies under :data:`BUNDLED_ROOT`,
+    else None."""
+    try:
+        relative = Path(path).resolve().relative_to(BUNDLED_ROOT)
+    except ValueError:
+        return None
+    return BUNDLED_PREFIX + relative.as_posix()
+
+
+def resolve_reference(path: str | os.PathLike, base_dir: Optional[str | os.PathLike]) -> str:
+    """A config/checkpoint reference as a path: a bundled reference under :data:`BUNDLED_ROOT`, a
+    relative path under ``base_dir`` (when given), ``~`` expanded."""
+    text = str(path)
+    if text.startswith(BUNDLED_PREFIX):
+        return str(BUNDLED_ROOT / text[len(BUNDLED_PREFIX):])
+    resolved = Path(text).expanduser()
+    if not resolved.is_absolute() and base_dir is not None:
+        resolved = Path(base_dir) / resolved
+    return str(resolved)
+
 
 class ClipError(GagsError):
     """The CLIP text model cannot be set up (bad config, bad checkpoint, unknown model or tag)."""
@@ -57,7 +86,8 @@ def resolve_clip_spec(
 
     Args:
         spec: from the field's metadata.
-        base_dir: the field directory; the spec's relative config/checkpoint paths are relative to it.
+        base_dir: the field directory; the spec's relative config/checkpoint paths are relative to it
+            (bundled references, see :data:`BUNDLED_PREFIX`, to the project root).
         model: open_clip model name override. Drops the field's local config (unless ``config_file``
             is also given), since it names another architecture.
         pretrained: pretrained tag (or file path) override. Drops the field's checkpoint file (unless
@@ -67,12 +97,7 @@ def resolve_clip_spec(
     """
 
     def local(path, base):
-        if path is None:
-            return None
-        path = Path(path).expanduser()
-        if not path.is_absolute() and base is not None:
-            path = Path(base) / path
-        return str(path)
+        return None if path is None else resolve_reference(path, base)
 
     out = dataclasses.replace(
         spec,
@@ -88,6 +113,18 @@ def resolve_clip_spec(
     if checkpoint_file is not None:
         out = dataclasses.replace(out, checkpoint_file=local(checkpoint_file, None))
     return out
+
+
+def portable_clip_spec(spec: ClipSpec) -> ClipSpec:
+    """A resolved spec (:func:`resolve_clip_spec`) for a field written to another directory: files of the
+    project as bundled references, other files as absolute paths, so the copy finds the same model."""
+
+    def portable(path):
+        if path is None:
+            return None
+        return bundled_reference(path) or str(Path(path).resolve())
+
+    return dataclasses.replace(spec, config_file=portable(spec.config_file), checkpoint_file=portable(spec.checkpoint_file))
 
 
 def describe_spec(spec: ClipSpec) -> str:

@@ -28,7 +28,8 @@ import viser
 from gags_viewer.field.language_field import LanguageField
 from gags_viewer.render.camera import Camera
 from gags_viewer.viewer import nerfview_adapter as nv
-from gags_viewer.viewer.camera_path import SCALE_RATIO, default_framing
+from gags_viewer.viewer.camera_path import default_framing
+from gags_viewer.viewer.camera_path_panel import ClientAsServer, add_camera_path_panel
 from gags_viewer.viewer.click_query import ClickQueries
 from gags_viewer.viewer.editing import FieldEditor
 from gags_viewer.viewer.frame import Frame, FrameSource
@@ -78,16 +79,24 @@ class ViewerApp(FrameSource):
         default_settings: settings a new browser starts with.
         field_dir: the directory the field was loaded from (saved edits keep finding its CLIP model).
         sam_checkpoint: a segment-anything checkpoint for click-to-query (None: feature clicks).
+        queries_off: why a field with language features is shown without queries (its text model
+            could not be loaded); every browser's Query panel says so.
     """
 
     def __init__(self, field: LanguageField, engine=None, *, output_dir: Path = Path("exports"),
                  default_settings: ViewSettings | None = None, backend: str = "auto",
-                 field_dir: Path | None = None, sam_checkpoint: Path | None = None):
+                 field_dir: Path | None = None, sam_checkpoint: Path | None = None,
+                 queries_off: str | None = None):
         super().__init__(field, engine, backend=backend)
+        self.queries_off = queries_off
         self.clicks = ClickQueries(sam_checkpoint)
         """Clicks turned into queries (names and embeddings; SAM loaded on the first click)."""
         self.editor = FieldEditor(self, field_dir)
         """Delete / keep only the selection, undo, redo, save (shared by every browser)."""
+        from gags_viewer.language.vocabulary import vocabulary_for
+
+        self.vocabulary = vocabulary_for(engine.text_encoder.spec) if engine is not None else None
+        """The fixed vocabulary of the field's CLIP model (the demo's), or None for a general CLIP."""
         self.output_dir = Path(output_dir)
         self.default_settings = (default_settings or ViewSettings()).checked()
         self.sessions: dict[int, ClientSession] = {}
@@ -117,12 +126,13 @@ class ViewerApp(FrameSource):
 
 
 class GagsViewer(nerfview.Viewer):
-    """nerfview's Viewer with per-browser renderers, settings panels and server-side exports."""
+    """nerfview's Viewer with per-browser renderers, settings panels, camera paths and server-side exports."""
 
     def __init__(self, server: viser.ViserServer, app: ViewerApp):
         self.app = app
         app.viewer = self
-        self.panel_path = None  # nerfview's CameraPath of the camera-path panel
+        self.default_render_size = (1280, 960)
+        """The "Render Res" a new browser's camera-path panel starts with (export size)."""
         super().__init__(server, render_fn=self._shared_render_fn, output_dir=app.output_dir, mode="rendering")
         server.gui.set_panel_label("gags-viewer")
         server.gui.configure_theme(dark_mode=True, brand_color=(255, 211, 105))
@@ -135,15 +145,10 @@ class GagsViewer(nerfview.Viewer):
 
     def _init_rendering_tab(self):  # nerfview hook (nv.VIEWER_HOOKS)
         self.render_tab_state = nv.RenderTabState(viewer_res=self.app.default_settings.viewer_res)
-        nv.init_render_tab(self, self.server.gui.add_folder("Camera path", order=100, expand_by_default=False))
+        nv.init_render_tab(self, None)
 
     def _populate_rendering_tab(self):  # nerfview hook
-        handles, self.panel_path = nv.populate_render_tab(
-            self, server=self.server, output_dir=self.output_dir, render_tab_state=self.render_tab_state,
-            extra_handles={}, scale_ratio=SCALE_RATIO,
-        )
-        # nerfview's own "Dump Video" grabs browser screenshots; our Export panel renders server-side.
-        handles["dump_video_button"].visible = False
+        pass  # each browser gets its own camera-path panel (see _connect_client)
 
     def rerender(self, _=None):
         for session in self.app.all_sessions():
@@ -160,7 +165,13 @@ class GagsViewer(nerfview.Viewer):
                     panels.show_legend(legend)
                 panels.show_stats()
 
-        session = ClientSession(client, app.default_settings.copy(), app.compose_for, on_frame=on_frame)
+        def on_status(error) -> None:
+            panels = panels_holder.get("panels")
+            if panels is not None:
+                panels.show_status(error)
+
+        session = ClientSession(client, app.default_settings.copy(), app.compose_for, on_frame=on_frame,
+                                on_status=on_status)
         view = _ClientView(self, session, session.settings.viewer_res)
         renderer = ClientRenderer(viewer=view, client=client, lock=view.lock)
         nv.set_target_fps(renderer, session.settings.moving_fps)
@@ -172,6 +183,7 @@ class GagsViewer(nerfview.Viewer):
                 renderer.submit(nv.RenderTask("rerender", self.get_camera_state(client)))
 
         session.rerender = rerender
+        session.camera_path = add_camera_path_panel(ClientAsServer(client), self.output_dir, self.default_render_size)
         with app._sessions_lock:
             app.sessions[client.client_id] = session
         nv.renderers(self)[client.client_id] = renderer
@@ -201,13 +213,11 @@ class GagsViewer(nerfview.Viewer):
 
     # -- what the export actions read (gags_viewer.viewer.export_actions) ------------------------------
 
-    def render_size(self) -> tuple[int, int]:
-        """The "Render Res" of the camera-path panel (full export resolution)."""
-        return int(self.render_tab_state.render_width), int(self.render_tab_state.render_height)
+    @staticmethod
+    def render_size(session: ClientSession) -> tuple[int, int]:
+        """The "Render Res" of this browser's camera-path panel (full export resolution)."""
+        return session.camera_path.render_size() if session.camera_path is not None else (1280, 960)
 
-    def render_tab_handle(self, name: str):
-        """A control of the camera-path panel by nerfview's name (e.g. "framerate_number")."""
-        return nv.render_tab_handles(self)[name]
 
 
 def start_viewer(app: ViewerApp, host: str = "127.0.0.1", port: int = 8080, verbose: bool = False) -> tuple[viser.ViserServer, GagsViewer]:

@@ -94,6 +94,25 @@ def build_engine(
     return QueryEngine(field, TextEncoder(spec, device=device))
 
 
+def check_text_model(engine, rgb_only: bool = False) -> Optional[str]:
+    """Build the engine's CLIP text model now, so that a field that cannot be queried is refused at load.
+
+    Returns None when the model loads (or there is no engine). When it cannot be built, raises one
+    :class:`GagsError` line, or with ``rgb_only`` returns the reason (the caller shows the field
+    without queries and says why).
+    """
+    if engine is None:
+        return None
+    try:
+        engine.text_encoder.load()
+        return None
+    except GagsError as exc:
+        if rgb_only:
+            return str(exc)
+        raise GagsError(f"{exc} -- the field cannot be queried without its CLIP text model "
+                        "(fix the path or pass --clip-checkpoint; --rgb-only opens it without queries)") from None
+
+
 def default_viewer_res(device: torch.device) -> int:
     """Longest side streamed while the camera rests: 640 on CPU (about 10 frames/s at 100k Gaussians)."""
     return 1280 if device.type == "cuda" else 640
@@ -116,29 +135,44 @@ def serve(
     block: bool = True,
     field_dir: Optional[Path] = None,
     sam_checkpoint: Optional[Path] = None,
+    queries_off: Optional[str] = None,
+    label: Optional[str] = None,
 ):
     """Start the viewer on ``field``; with ``block`` serve until Ctrl-C, else return (server, viewer).
-    ``field_dir``: where the field was loaded from (a saved edit keeps finding its CLIP model)."""
+
+    ``field_dir``: where the field was loaded from (a saved edit keeps finding its CLIP model).
+    ``queries_off``: why a field with language features cannot be queried (its text model failed to
+    load); the viewer then shows RGB and says why in its Query panel. ``label``: what the start line
+    calls the field (default: its path-less provenance).
+    """
     from gags_viewer.viewer.app import ViewerApp, start_viewer
     from gags_viewer.viewer.exposure import exposure_warnings
     from gags_viewer.viewer.settings import ViewSettings
 
+    queryable = field.has_language and engine is not None
     settings = ViewSettings(
-        queries_text=query if field.has_language else "",
+        queries_text=query if queryable else "",
         negatives_text="; ".join(field.metadata.negatives),
-        display="overlay" if field.has_language else "rgb",
+        display="overlay" if queryable else "rgb",
         viewer_res=viewer_res,
     ).checked()
     app = ViewerApp(field, engine, output_dir=output_dir, default_settings=settings, field_dir=field_dir,
-                    sam_checkpoint=sam_checkpoint)
+                    sam_checkpoint=sam_checkpoint, queries_off=queries_off)
     server, viewer = start_viewer(app, host=host, port=port)
     url_host = "localhost" if host in ("0.0.0.0", "::") else host
-    print(f"gags-viewer: serving {field.metadata.source or 'field'} ({field.num_gaussians:,} Gaussians) "
-          f"at http://{url_host}:{server.get_port()}  (Ctrl-C to stop)", flush=True)
+    url = f"http://{url_host}:{server.get_port()}"
+    if server.get_port() != port:
+        print(f"gags-viewer: WARNING: port {port} is taken; serving on port {server.get_port()} instead: {url}",
+              file=sys.stderr, flush=True)
+    print(f"gags-viewer: serving {label or field.metadata.source or 'the field'} ({field.num_gaussians:,} Gaussians) "
+          f"at {url}  (Ctrl-C to stop)", flush=True)
+    print(f"gags-viewer: exports are written to {Path(output_dir).resolve()}", flush=True)
     if engine is None and not field.has_language:
         print("gags-viewer: this field has no language features: RGB, depth and alpha views only", flush=True)
     for line in exposure_warnings(host, server.get_port(), share):
         print(f"gags-viewer: {line}", flush=True)
+    if queries_off:
+        print(f"gags-viewer: queries are off: {queries_off}", flush=True)
     if share:
         url = server.request_share_url(verbose=False)
         print(f"gags-viewer: share URL: {url}" if url else "gags-viewer: could not get a share URL (no network?)", flush=True)
@@ -172,6 +206,7 @@ def view(
     iteration: Optional[int] = None,
     clip: ClipOptions = ClipOverrides(),
     sam_checkpoint: Optional[Path] = None,
+    rgb_only: bool = False,
 ) -> None:
     """Open a field in the browser viewer: typed queries, display modes, PNG and video export.
 
@@ -189,15 +224,18 @@ def view(
         clip: the ``--clip-*`` overrides of the field's text model (:class:`ClipOverrides`).
         sam_checkpoint: a segment-anything checkpoint (ViT-H/L/B): "Click to query" then segments the clicked
             object with SAM and queries its CLIP image embedding (without it: the clicked pixel's feature).
+        rgb_only: open the field even when its CLIP text model cannot be loaded (queries off; the
+            viewer says why). Without it such a field is refused at once.
     """
     dev = resolve_device(device)
     if sam_checkpoint is not None and not sam_checkpoint.is_file():
         raise GagsError(f"--sam-checkpoint {sam_checkpoint}: no such file")
     loaded = load_for_viewing(field, iteration, dev)
     engine = build_engine(loaded, field, dev, clip)
-    serve(loaded, engine, host=host, port=port, share=share, output_dir=output_dir, query=query,
-          viewer_res=viewer_res or default_viewer_res(dev), field_dir=field if field.is_dir() else field.parent,
-          sam_checkpoint=sam_checkpoint)
+    queries_off = check_text_model(engine, rgb_only)
+    serve(loaded, None if queries_off else engine, host=host, port=port, share=share, output_dir=output_dir,
+          query=query, viewer_res=viewer_res or default_viewer_res(dev), field_dir=field if field.is_dir() else field.parent,
+          sam_checkpoint=sam_checkpoint, queries_off=queries_off, label=str(field))
 
 
 def train_view(
@@ -275,9 +313,11 @@ def demo(
     dev = resolve_device(device)
     loaded = load_for_viewing(path, None, dev)
     engine = build_engine(loaded, path, dev)
+    check_text_model(engine)
     query = "; ".join(loaded.metadata.example_queries[:2]) if loaded.has_language else ""
     serve(loaded, engine, host=host, port=port, share=share, output_dir=output_dir, query=query,
-          viewer_res=default_viewer_res(dev), field_dir=path if path.is_dir() else path.parent)
+          viewer_res=default_viewer_res(dev), field_dir=path if path.is_dir() else path.parent,
+          label=f"the bundled demo ({path})")
 
 
 # --------------------------------------------------------------------------------------------------

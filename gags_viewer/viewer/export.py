@@ -8,6 +8,7 @@ built from user text (queries, trajectory names) only through :func:`sanitize_fi
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import time
@@ -66,10 +67,11 @@ def export_stem(kind: str, hint: str = "") -> str:
 
 
 def unique_path(directory: str | os.PathLike, stem: str, suffix: str) -> Path:
-    """``directory/stem+suffix``, or ``stem-2``, ``stem-3``... if taken. The stem is sanitised again."""
+    """``directory/stem+suffix``, or ``stem-2``, ``stem-3``... if taken (an empty suffix names a
+    directory). The stem is sanitised again."""
     directory = Path(directory)
     stem = sanitize_filename(stem)
-    suffix = "." + sanitize_filename(suffix.lstrip("."), default="bin")
+    suffix = "." + sanitize_filename(suffix.lstrip("."), default="bin") if suffix else ""
     candidate = directory / f"{stem}{suffix}"
     n = 2
     while candidate.exists():
@@ -229,6 +231,30 @@ def draw_legend(image: np.ndarray, legend: Optional[Legend]) -> np.ndarray:
     return np.asarray(Image.alpha_composite(canvas, overlay).convert("RGB"))
 
 
+def draw_error(message: str, width: int, height: int, previous: Optional[np.ndarray] = None) -> np.ndarray:
+    """The image shown when a frame fails: ``previous`` (if it has this size) darkened, or black, with
+    "Render failed" and ``message`` in red, wrapped to the width. [height, width, 3] uint8"""
+    import textwrap
+
+    from PIL import Image, ImageDraw
+
+    if previous is not None and previous.shape[:2] == (height, width):
+        base = (previous[..., :3].astype(np.float32) * 0.25).astype(np.uint8)
+    else:
+        base = np.zeros((height, width, 3), dtype=np.uint8)
+    size = int(np.clip(round(height / 24), 9, 40))
+    font = _font(size)
+    canvas = Image.fromarray(np.ascontiguousarray(base))
+    draw = ImageDraw.Draw(canvas)
+    columns = max(10, int(width / (0.55 * size)) - 2)
+    lines = ["Render failed"] + textwrap.wrap(message, columns)[:8]
+    y = max(0, (height - len(lines) * (size + size // 3)) // 2)
+    for i, line in enumerate(lines):
+        draw.text((size // 2, y), line, font=font, fill=(255, 90, 90) if i == 0 else (255, 200, 200))
+        y += size + size // 3
+    return np.asarray(canvas)
+
+
 # --------------------------------------------------------------------------------------------------
 # Writers
 
@@ -258,6 +284,24 @@ def _even(frame: np.ndarray) -> np.ndarray:
     return frame[: h - h % 2, : w - w % 2]
 
 
+GIF_MAX_SIDE = 480
+"""A GIF export's longest side in pixels (larger frames are scaled down)."""
+GIF_MAX_FPS = 12.5
+"""A GIF export keeps every k-th frame so that its frame rate is at most this."""
+GIF_COLORS = 128
+"""Colours of each GIF frame's own palette (median cut, no dithering: smaller files)."""
+
+
+def _gif_frame(frame: np.ndarray):
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(frame[..., :3]))
+    scale = GIF_MAX_SIDE / max(image.size)
+    if scale < 1:
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+    return image.quantize(colors=GIF_COLORS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+
+
 def write_video(
     path: str | os.PathLike,
     frames: Iterable[np.ndarray],
@@ -267,7 +311,10 @@ def write_video(
     """Write frames ([H, W, 3] uint8) as an MP4 (H.264) or GIF, chosen by the suffix, atomically.
 
     Frames are streamed to the encoder (an MP4 never holds them all in memory). MP4 frames with an odd
-    width or height lose their last column / row. ``progress(i)`` is called after each frame.
+    width or height lose their last column / row. A GIF is made small for sharing: at most
+    :data:`GIF_MAX_SIDE` pixels on its long side, at most :data:`GIF_MAX_FPS` frames per second (every
+    k-th frame, same duration) and a :data:`GIF_COLORS`-colour palette per frame. ``progress(i)`` is
+    called after each frame.
     """
     import imageio.v2 as imageio
 
@@ -285,21 +332,43 @@ def write_video(
                     tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=8,
                     macro_block_size=1, pixelformat="yuv420p",
                 )
+                try:
+                    for frame in frames:
+                        writer.append_data(_even(frame))
+                        count += 1
+                        if progress is not None:
+                            progress(count)
+                finally:
+                    writer.close()
             else:
-                writer = imageio.get_writer(tmp, format="GIF", mode="I", duration=1000.0 / fps, loop=0)
-            try:
+                step = max(1, math.ceil(fps / GIF_MAX_FPS - 1e-9))
+                images = []
                 for frame in frames:
-                    writer.append_data(_even(frame) if kind == "mp4" else frame)
+                    if count % step == 0:
+                        images.append(_gif_frame(frame))
                     count += 1
                     if progress is not None:
                         progress(count)
-            finally:
-                writer.close()
+                if images:
+                    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                                   duration=round(1000.0 * step / fps), loop=0)
             if count == 0:
                 raise ExportError(f"{path}: no frames to write")
     except OSError as exc:
         raise ExportError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return path
+
+
+def zip_directory(directory: str | os.PathLike) -> bytes:
+    """The files of ``directory`` as a zip archive (in memory), under a top folder of the same name."""
+    import zipfile
+
+    directory = Path(directory)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            archive.write(path, f"{directory.name}/{path.relative_to(directory).as_posix()}")
+    return buffer.getvalue()
 
 
 def write_png_sequence(directory: str | os.PathLike, frames: Sequence[np.ndarray] | Iterable[np.ndarray], stem: str = "frame") -> list[Path]:

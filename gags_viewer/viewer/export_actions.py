@@ -26,13 +26,10 @@ class ExportHost(Protocol):
 
     app: object  # ViewerApp: field, engine, compose(), selections, editor, output_dir
     output_dir: Path
-    panel_path: object
 
-    def render_size(self) -> tuple[int, int]: ...
+    def render_size(self, session: ClientSession) -> tuple[int, int]: ...
 
     def get_camera_state(self, client): ...
-
-    def render_tab_handle(self, name: str): ...
 
 
 def _send(session: ClientSession, path: Path) -> None:
@@ -43,7 +40,7 @@ def _send(session: ClientSession, path: Path) -> None:
 def export_png(viewer: ExportHost, session: ClientSession, name_hint: str = "") -> Path:
     """The browser's current view, at the panel's render height and the browser's aspect ratio, in its
     display mode with a legend; written under ``<output_dir>/images`` and sent to it."""
-    _, height = viewer.render_size()
+    _, height = viewer.render_size(session)
     camera_state = viewer.get_camera_state(session.client)
     width = max(1, int(round(height * float(camera_state.aspect))))
     camera = Camera.from_nerfview(camera_state, width, height)
@@ -59,9 +56,14 @@ def export_png(viewer: ExportHost, session: ClientSession, name_hint: str = "") 
 
 def export_selection(viewer: ExportHost, session: ClientSession, name_hint: str = "") -> tuple[Path, int, str]:
     """The Gaussians this browser's selection selects (the official GAGS per-Gaussian query, see
-    :mod:`gags_viewer.language.selection`) as an Inria PLY with their language features under
-    ``<output_dir>/selections``, sent to it. Returns (path, number of Gaussians, the rule's description)."""
-    from gags_viewer.field.ply import write_ply
+    :mod:`gags_viewer.language.selection`) as a native field directory under ``<output_dir>/selections``
+    (their language features, the field's decoders and a CLIP reference to the text model the query used,
+    resolvable from anywhere, so ``gags-viewer view`` queries it again), sent to the browser zipped.
+    Returns (directory, number of Gaussians, the rule's description)."""
+    import dataclasses
+
+    from gags_viewer.field.native import write_native
+    from gags_viewer.language.clip_weights import portable_clip_spec
 
     settings = session.settings
     app = viewer.app
@@ -78,9 +80,12 @@ def export_selection(viewer: ExportHost, session: ClientSession, name_hint: str 
         )
     directory = ex.ensure_directory(viewer.output_dir / "selections")
     hint = name_hint or "_".join(t.phrase for t in selection.terms if not t.subtract)
-    path = ex.unique_path(directory, ex.export_stem("selection", hint), ".ply")
-    write_ply(keep_only(engine.field, selection.mask), path)
-    _send(session, path)
+    path = ex.unique_path(directory, ex.export_stem("selection", hint), "")
+    selected = keep_only(engine.field, selection.mask)
+    metadata = dataclasses.replace(selected.metadata, clip=portable_clip_spec(engine.text_encoder.spec))
+    write_native(dataclasses.replace(selected, metadata=metadata), path)
+    if session.client is not None:
+        session.client.send_file_download(f"{path.name}.zip", ex.zip_directory(path), save_immediately=True)
     return path, selection.count, selection.description
 
 
@@ -106,20 +111,21 @@ def export_video(
     name_hint: str = "",
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Render the camera-path panel's path server-side with this browser's settings.
+    """Render this browser's camera-path panel's path server-side with its settings.
 
     The path is first saved as nerfview JSON under ``<output_dir>/camera_paths`` (the same file
     ``gags-viewer render --camera-path`` reads), then rendered from that JSON, so the headless command
     reproduces these frames.
     """
-    if viewer.panel_path is None:
+    panel = session.camera_path
+    if panel is None:
         raise ex.ExportError("the camera-path panel is not available")
-    width, height = viewer.render_size()
-    fps = float(viewer.render_tab_handle("framerate_number").value)
-    data = camera_path_from_nerfview(viewer.panel_path, width, height, fps)
+    width, height = panel.render_size()
+    fps = float(panel.handles["framerate_number"].value)
+    data = camera_path_from_nerfview(panel.path, width, height, fps)
     if data is None:
         raise ex.ExportError("add at least two keyframes in the 'Camera path' panel first")
-    trajectory = viewer.render_tab_handle("trajectory_name_text").value
+    trajectory = panel.handles["trajectory_name_text"].value
     stem = ex.sanitize_filename(name_hint or trajectory, default="path")
     path_dir = ex.ensure_directory(viewer.output_dir / "camera_paths")
     json_path = path_dir / f"{stem}.json"

@@ -11,7 +11,8 @@ Display modes (see :data:`~gags_viewer.viewer.settings.DISPLAY_MODES`):
   into the background where nothing was rendered.
 - ``heatmap``: the heat-map over the RGB render where relevancy exceeds the threshold (LERF style).
 - ``overlay``: every query in its own colour over the RGB render where it exceeds the threshold.
-- ``mask``: the thresholded masks, each in its query colour, over the RGB render.
+- ``mask``: the thresholded (evaluated) masks, each solid in its query colour, over the RGB render;
+  ``overlay`` instead blends by how far relevancy exceeds the threshold.
 - ``granularity``: the granularity decoder's class (subpart / part / whole) per pixel over RGB.
 - ``pca``: the language features projected to RGB (a projection fitted once per field).
 - ``depth`` / ``alpha``: expected depth (1st-99th percentile of the covered pixels) and accumulated
@@ -50,7 +51,8 @@ from gags_viewer.viewer.export import Legend
 from gags_viewer.viewer.selection_view import SelectionViews
 from gags_viewer.viewer.settings import DISPLAY_LABELS, LANGUAGE_DISPLAY_MODES, QUERY_DISPLAY_MODES, ViewSettings
 
-MASK_OPACITY = 0.65
+MASK_OPACITY = 1.0
+"""Masks are solid: the binary mask as evaluated, distinct from the graded overlay."""
 
 
 @dataclass

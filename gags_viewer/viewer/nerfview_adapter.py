@@ -8,6 +8,7 @@ installed nerfview and fails loudly, naming the missing one, when an upgrade ren
 
 from __future__ import annotations
 
+import threading
 import time
 
 import nerfview.render_panel as _render_panel
@@ -33,6 +34,7 @@ __all__ = [
     "renderers",
     "render_tab_handles",
     "populate_render_tab",
+    "populate_panel",
     "path_keyframes",
     "path_has_splines",
 ]
@@ -92,27 +94,39 @@ def init_render_tab(viewer, folder) -> None:
     viewer._rendering_folder = folder
 
 
-def populate_render_tab(viewer, **kwargs) -> tuple[dict, CameraPath | None]:
-    """Build nerfview's camera-path panel in ``viewer``'s render folder, keeping a handle on its path.
+_capture_lock = threading.Lock()
 
-    ``kwargs`` go to ``nerfview.render_panel.populate_general_render_tab`` (``server``, ``output_dir``,
+
+def populate_panel(**kwargs) -> tuple[dict, CameraPath | None]:
+    """Build nerfview's camera-path panel, keeping a handle on its path.
+
+    ``kwargs`` go to ``nerfview.render_panel.populate_general_render_tab`` (``server`` -- a server, or
+    anything with its ``gui``/``scene``/``atomic``/``get_clients`` --, ``folder``, ``output_dir``,
     ``render_tab_state``, ``extra_handles``, ``scale_ratio``). Returns (handles, the panel's CameraPath).
+    Thread-safe (browsers connect on their own threads; the capture patches a module global).
     """
     captured: list[CameraPath] = []
-    original = _render_panel.CameraPath
+    with _capture_lock:
+        original = _render_panel.CameraPath
 
-    class _Captured(original):  # type: ignore[valid-type, misc]
-        def __init__(self, *args, **kw):
-            super().__init__(*args, **kw)
-            captured.append(self)
+        class _Captured(original):  # type: ignore[valid-type, misc]
+            def __init__(self, *args, **kw):
+                super().__init__(*args, **kw)
+                captured.append(self)
 
-    _render_panel.CameraPath = _Captured
-    try:
-        handles = _render_panel.populate_general_render_tab(folder=viewer._rendering_folder, **kwargs)
-    finally:
-        _render_panel.CameraPath = original
-    viewer._rendering_tab_handles.update(handles)
+        _render_panel.CameraPath = _Captured
+        try:
+            handles = _render_panel.populate_general_render_tab(**kwargs)
+        finally:
+            _render_panel.CameraPath = original
     return handles, (captured[-1] if captured else None)
+
+
+def populate_render_tab(viewer, **kwargs) -> tuple[dict, CameraPath | None]:
+    """:func:`populate_panel` in ``viewer``'s render folder, its handles kept in the viewer's table."""
+    handles, path = populate_panel(folder=viewer._rendering_folder, **kwargs)
+    viewer._rendering_tab_handles.update(handles)
+    return handles, path
 
 
 def path_keyframes(path: CameraPath) -> list:

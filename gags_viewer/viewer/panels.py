@@ -47,19 +47,30 @@ class ClientPanels:
         self._color_handles: list = []
         self._last_stats = 0.0
         self._busy = threading.Lock()
-        has_language = self.app.field.has_language
+        has_language = self.app.field.has_language and self.app.engine is not None
         has_granularity = self.app.field.granularity_decoder is not None
         settings = session.settings
         gui = client.gui
 
         # -- Query ---------------------------------------------------------------------------------
         with gui.add_folder("Query", order=1):
-            if not has_language:
+            if self.app.queries_off:
+                gui.add_markdown(f"**Queries are off**: {self.app.queries_off}")
+            elif not has_language:
                 gui.add_markdown("This field has no language features: **RGB, depth and alpha only**.")
             self.queries = gui.add_text(
                 "Queries", settings.queries_text, disabled=not has_language,
                 hint="Phrases separated by ';' (e.g. mug; plant), each shown in its own colour. Enter applies.",
             )
+            if has_language and self.app.vocabulary is not None:
+                vocabulary = self.app.vocabulary
+                examples = list(self.app.field.metadata.example_queries[:6]) or vocabulary.examples()
+                gui.add_markdown(
+                    f"*{vocabulary.model[0].upper() + vocabulary.model[1:]} knows only the {len(vocabulary.phrases)} "
+                    f"phrases it was trained on, e.g. {', '.join(examples)}.*"
+                )
+            self.vocabulary_note = gui.add_markdown("")
+            """Which queries are far from the model's fixed vocabulary (when it has one)."""
             self.negatives = gui.add_text(
                 "Negatives", settings.negatives_text, disabled=not has_language,
                 hint="Canonical phrases every query is compared against (LERF relevancy), separated by ';'.",
@@ -80,6 +91,8 @@ class ClientPanels:
                     "SAM segments the clicked object and its CLIP image embedding becomes the query." if sam else
                     "the feature decoded at the clicked pixel becomes the query (more like this)."),
             )
+            self.status = gui.add_markdown("")
+            """The last render error, kept until the next good frame."""
             self._colors_folder = gui.add_folder("Query colours", expand_by_default=True)
             self.legend = gui.add_html(session.legend.html())
 
@@ -122,32 +135,38 @@ class ClientPanels:
                 hint="Render the keyframe path of the 'Camera path' panel server-side with these queries.",
             )
             self.export_ply_button = gui.add_button(
-                "Export matches (PLY)", icon=viser.Icon.CUBE, visible=has_language,
-                hint="The Gaussians the selection selects (official GAGS 3D query, see 'Select & edit'), with "
-                "their features.",
+                "Export matches (field)", icon=viser.Icon.CUBE, visible=has_language,
+                hint="The Gaussians the selection selects (official GAGS 3D query, see 'Select & edit') as a "
+                "field directory (features, decoders, CLIP reference; gags-viewer view opens it), zipped.",
             )
-            gui.add_markdown(f"Files are written to `{self.app.output_dir}`.")
+            gui.add_markdown(f"Files are written to `{self.app.output_dir.resolve()}`.")
 
         self.selection = SelectionPanel(client, session, viewer, lambda: self.file_name.value.strip())
         self._rebuild_colors()
         self._wire()
+        self._check_vocabulary()
 
     # -- callbacks ---------------------------------------------------------------------------------
 
-    def _apply(self, **changes) -> bool:
+    def _apply(self, control=None, value=None, **changes) -> bool:
+        """Apply setting changes; a rejected one is notified and ``control`` snaps back to ``value``
+        (what the setting still is)."""
         try:
             self.session.update(**changes)
             return True
         except GagsError as exc:
             self.session.notify("Invalid setting", str(exc), color="yellow")
+            if control is not None:
+                control.value = value
             return False
 
     def _wire(self) -> None:
         @self.queries.on_update
         def _(_) -> None:
-            if self._apply(queries_text=self.queries.value):
+            if self._apply(self.queries, self.session.settings.queries_text, queries_text=self.queries.value):
                 self._rebuild_colors()
                 self.selection.refresh_count()  # an empty selection box follows the queries
+                self._check_vocabulary()
                 settings = self.session.settings
                 if settings.queries and settings.display not in QUERY_DISPLAY_MODES:
                     self.display.value = DISPLAY_LABELS["overlay"]
@@ -161,11 +180,11 @@ class ClientPanels:
 
         @self.negatives.on_update
         def _(_) -> None:
-            self._apply(negatives_text=self.negatives.value)
+            self._apply(self.negatives, self.session.settings.negatives_text, negatives_text=self.negatives.value)
 
         @self.threshold.on_update
         def _(_) -> None:
-            self._apply(threshold=float(self.threshold.value))
+            self._apply(self.threshold, self.session.settings.threshold, threshold=float(self.threshold.value))
 
         @self.query_mode.on_update
         def _(_) -> None:
@@ -187,12 +206,13 @@ class ClientPanels:
 
         @self.viewer_res.on_update
         def _(_) -> None:
-            if self._apply(viewer_res=int(self.viewer_res.value)) and self.session.view is not None:
+            if self._apply(self.viewer_res, self.session.settings.viewer_res, viewer_res=int(self.viewer_res.value)) and self.session.view is not None:
                 self.session.view.render_tab_state.viewer_res = int(self.viewer_res.value)
 
         @self.moving_fps.on_update
         def _(_) -> None:
-            if self._apply(rerender=False, moving_fps=float(self.moving_fps.value)) and self.session.renderer is not None:
+            if self._apply(self.moving_fps, self.session.settings.moving_fps, rerender=False,
+                           moving_fps=float(self.moving_fps.value)) and self.session.renderer is not None:
                 nv.set_target_fps(self.session.renderer, float(self.moving_fps.value))
 
         @self.export_png_button.on_click
@@ -240,6 +260,26 @@ class ClientPanels:
         else:
             session.notify("Click to query", message, color=color)
 
+    def _check_vocabulary(self) -> None:
+        """Note the queries far from the model's fixed vocabulary (encoded on a thread of its own)."""
+        vocabulary, engine = self.app.vocabulary, self.app.engine
+        if vocabulary is None or engine is None:
+            return
+        phrases = list(self.session.settings.queries)
+
+        def check() -> None:
+            from gags_viewer.language.vocabulary import far_phrase_note
+
+            try:
+                note = far_phrase_note(vocabulary, phrases, engine.text_encoder.encode)
+            except GagsError as exc:  # the render reports encoder failures
+                log.debug("vocabulary check failed: %s", exc)
+                return
+            if phrases == list(self.session.settings.queries):
+                self.vocabulary_note.content = f"**Note**: {note}" if note else ""
+
+        threading.Thread(target=check, name="gags-vocabulary", daemon=True).start()
+
     def _rebuild_colors(self) -> None:
         """One colour picker per query phrase, in query order."""
         for handle in self._color_handles:
@@ -264,6 +304,10 @@ class ClientPanels:
 
     def show_legend(self, legend: Legend) -> None:
         self.legend.content = legend.html()
+
+    def show_status(self, error) -> None:
+        """Show a render error until the next good frame (``error`` None clears it)."""
+        self.status.content = f"**Render failed**: {error}" if error else ""
 
     def show_stats(self) -> None:
         now = time.time()

@@ -24,7 +24,7 @@ FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 MODES = [
-    ("Mask over RGB", "viewer-mask.png"),
+    ("Solid masks over RGB", "viewer-mask.png"),
     ("Heat-map over RGB", "viewer-heatmap.png"),
     ("Granularity map", "viewer-granularity.png"),
     ("Feature PCA", "viewer-pca.png"),
@@ -78,7 +78,7 @@ def main(argv=None) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server, viewer = serve(field, engine, port=port, output_dir=Path(tempfile.mkdtemp()), block=False)
-    viewer.render_tab_handle("render_res_vec2").value = (960, 720)
+    viewer.default_render_size = (960, 720)
 
     def settle(session, seconds: float) -> None:
         count = len(session.frame_times)

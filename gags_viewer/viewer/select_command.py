@@ -52,7 +52,10 @@ def save_edited(
 
 def rebased_clip(field: LanguageField, field_dir: Path | None, out: Path) -> LanguageField:
     """``field`` with the relative CLIP config / checkpoint paths of its metadata (relative to ``field_dir``)
-    rewritten relative to ``out``, so the saved copy still finds its text model."""
+    rewritten relative to ``out``, so the saved copy still finds its text model (bundled references,
+    ``gags-viewer:...``, resolve anywhere and are kept)."""
+    from gags_viewer.language.clip_weights import BUNDLED_PREFIX
+
     import os
 
     clip = field.metadata.clip
@@ -61,7 +64,7 @@ def rebased_clip(field: LanguageField, field_dir: Path | None, out: Path) -> Lan
     changes = {}
     for name in ("config_file", "checkpoint_file"):
         value = getattr(clip, name)
-        if value and not Path(value).is_absolute():
+        if value and not Path(value).is_absolute() and not value.startswith(BUNDLED_PREFIX):
             target = (Path(field_dir) / value).resolve()
             changes[name] = os.path.relpath(target, Path(out).resolve())
     if not changes:

@@ -3,7 +3,9 @@
 nerfview ends the whole process (``os._exit(1)``) when a render callback raises anything but a
 ``TypeError``, and silently switches to its old calling convention on a ``TypeError``. So
 :meth:`ClientSession.render` never raises: a failure becomes a notification on that browser (once per
-distinct message, until a frame renders again) and the last good frame is shown again. The only
+distinct message, until a frame renders again), the canvas shows the last good frame darkened with the
+error written over it, and ``on_status`` reports the error (the panel keeps it in a status line until
+the next good frame clears it). The only
 exception let through is nerfview's own ``InterruptRenderException``, which nerfview raises inside the
 callback to abandon a frame when the camera moves, and catches itself.
 """
@@ -21,7 +23,7 @@ import numpy as np
 
 from gags_viewer.errors import GagsError
 from gags_viewer.render.camera import Camera
-from gags_viewer.viewer.export import Legend
+from gags_viewer.viewer.export import Legend, draw_error
 from gags_viewer.viewer.settings import ViewSettings
 
 from gags_viewer.viewer.nerfview_adapter import InterruptRenderException  # must pass through render()
@@ -74,17 +76,20 @@ class ClientSession:
     """
 
     def __init__(self, client, settings: ViewSettings, compose: ComposeFn,
-                 on_frame: Optional[Callable[["ClientSession", Legend, bool], None]] = None):
+                 on_frame: Optional[Callable[["ClientSession", Legend, bool], None]] = None,
+                 on_status: Optional[Callable[[Optional[str]], None]] = None):
         self.client = client
         self._settings = settings
         self._compose = compose
         self._on_frame = on_frame
+        self._on_status = on_status
         self._lock = threading.Lock()
         self.last_frame: Optional[np.ndarray] = None
         self.legend: Legend = Legend()
         self.frame_times: deque[tuple[int, int, float]] = deque(maxlen=100)
         self.last_error: Optional[str] = None
         self._notified_error: Optional[str] = None
+        self._unreachable = False
         self.errors = 0
         self._pending: frozenset[str] = frozenset()
         self.rerender: Callable[[], None] = lambda: None
@@ -93,6 +98,8 @@ class ClientSession:
         """The app's per-browser stand-in for nerfview's viewer (holds its RenderTabState)."""
         self.renderer = None
         """This browser's nerfview Renderer thread."""
+        self.camera_path = None
+        """This browser's camera-path panel (:class:`~gags_viewer.viewer.camera_path_panel.CameraPathPanel`)."""
 
     @property
     def client_id(self) -> int:
@@ -161,18 +168,33 @@ class ClientSession:
                 log.warning("render failed for client %s:\n%s", self.client_id, traceback.format_exc())
             if message != self._notified_error:
                 self._notified_error = message
-                self.notify("Render failed", message, color="red")
-            if self.last_frame is not None:
-                return self.last_frame
-            return placeholder_image(width, height)
+                self._unreachable = self.client is not None and self.notify("Render failed", message, color="red") is None
+                self._status(message)
+            if is_out_of_memory(exc) or self._unreachable:
+                # no full-size image now (out of memory), or nobody to show it to (browser gone): the last
+                # frame, or a small black one
+                return self.last_frame if self.last_frame is not None else placeholder_image(width, height)
+            return draw_error(message, width, height, self.last_frame)
         except InterruptRenderException:
             raise
         except Exception:  # noqa: BLE001 - even reporting must not kill the server
             return placeholder_image(width, height)
 
     def _clear_error(self) -> None:
+        if self._notified_error is not None:
+            self._status(None)
         self.last_error = None
         self._notified_error = None
+        self._unreachable = False
+
+    def _status(self, error: Optional[str]) -> None:
+        if self._on_status is not None:
+            try:
+                self._on_status(error)
+            except InterruptRenderException:
+                raise
+            except Exception:  # noqa: BLE001 - a GUI update must not fail the frame
+                log.debug("status update failed", exc_info=True)
 
     def _set_legend(self, legend: Legend) -> None:
         changed = legend != self.legend

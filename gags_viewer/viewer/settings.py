@@ -30,7 +30,7 @@ DISPLAY_LABELS: dict[str, str] = {
     "relevancy": "Relevancy heat-map",
     "heatmap": "Heat-map over RGB",
     "overlay": "Query colours over RGB",
-    "mask": "Mask over RGB",
+    "mask": "Solid masks over RGB",
     "granularity": "Granularity map",
     "pca": "Feature PCA",
     "depth": "Depth",
@@ -64,13 +64,13 @@ RGB = tuple[int, int, int]
 
 def split_phrases(text: str) -> list[str]:
     """Phrases of a ``;``-separated box ("mug; plant") as :func:`parse_queries` splits them, with inner
-    whitespace collapsed and repeats dropped (order kept)."""
-    seen: list[str] = []
+    whitespace collapsed and repeats dropped, ignoring case and spacing ("lamp; LAMP" is one query; the
+    first spelling and the order are kept)."""
+    seen: dict[str, str] = {}
     for part in parse_queries(text):
         phrase = " ".join(part.split())
-        if phrase not in seen:
-            seen.append(phrase)
-    return seen
+        seen.setdefault(phrase.casefold(), phrase)
+    return list(seen.values())
 
 
 def parse_color(value: str | tuple | list) -> RGB:
