@@ -98,6 +98,16 @@ class _Decoder(nn.Module):
         if x.shape[-1] != self.in_dim:
             raise FieldError(f"decoder expects {self.in_dim}-D features, got {x.shape[-1]}-D")
 
+    @property
+    def head(self) -> Optional[nn.Linear]:
+        """The last linear layer when the output is its L2-normalised result (else None): relevancy can
+        then be folded into it (:class:`~gags_viewer.language.pixel_relevancy.FoldedRelevancy`)."""
+        return None
+
+    def hidden(self, x: Tensor) -> Tensor:
+        """The input of :attr:`head`. [..., D] -> [..., width]"""
+        raise NotImplementedError(f"{type(self).__name__} has no foldable head")
+
 
 class GagsClipDecoder(_Decoder):
     """GAGS CLIP-space decoder (``CNN_decoder``) as a per-row MLP.
@@ -122,14 +132,21 @@ class GagsClipDecoder(_Decoder):
 
     def forward(self, x: Tensor) -> Tensor:
         """[..., D] -> [..., 512], L2-normalised."""
+        return F.normalize(self.layers[8](self.hidden(x)), dim=-1, eps=1e-12)
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.layers[8]
+
+    def hidden(self, x: Tensor) -> Tensor:
+        """Everything but the last layer: relu(L14(relu(L12(h3 + h4)))). [..., D] -> [..., width]"""
         self._check_input(x)
         L = self.layers
         h1 = F.relu(L[0](x))
         h2 = F.relu(L[2](F.relu(L[1](h1))))
         h3 = F.relu(L[3](h1 + h2))
         h4 = F.relu(L[5](F.relu(L[4](h3))))
-        y = L[8](F.relu(L[7](F.relu(L[6](h3 + h4)))))
-        return F.normalize(y, dim=-1, eps=1e-12)
+        return F.relu(L[7](F.relu(L[6](h3 + h4))))
 
     @staticmethod
     def from_state_dict(state: StateDict) -> "GagsClipDecoder":
@@ -179,14 +196,21 @@ class MLPDecoder(_Decoder):
         self.in_dim, self.out_dim = dims[0], dims[-1]
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check_input(x)
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i + 1 < len(self.layers):
-                x = F.relu(x)
+        x = self.layers[-1](self.hidden(x))
         if self.output == "softmax":
             return torch.softmax(x, dim=-1)
         return F.normalize(x, dim=-1, eps=1e-12)
+
+    @property
+    def head(self) -> Optional[nn.Linear]:
+        return self.layers[-1] if self.output == "l2" else None
+
+    def hidden(self, x: Tensor) -> Tensor:
+        """Every layer but the last, each followed by ReLU (the input itself for one layer). [..., D] -> [..., width]"""
+        self._check_input(x)
+        for layer in self.layers[:-1]:
+            x = F.relu(layer(x))
+        return x
 
     @staticmethod
     def from_state_dict(state: StateDict, output: Literal["l2", "softmax"], name: str = "decoder") -> "MLPDecoder":

@@ -6,7 +6,9 @@ Shared by the viewer, the render CLI and the evaluation. Two modes (DESIGN.md, "
   decode every pixel to CLIP space, LERF relevancy per pixel. Decoding and relevancy are fused per
   chunk of pixels, so the [H, W, 512] CLIP map is never held in memory (at 1080p it would be 4 GB).
   Pixels nothing was rendered into (α = 0, feature exactly 0) are decoded once, not per pixel; their
-  relevancy is that of the zero feature, as in the official evaluator. Values are raw (not smoothed, not
+  relevancy is that of the zero feature, as in the official evaluator. The decoder's last layer is folded
+  into the phrases' embeddings and, on CUDA, the decoder runs in float16
+  (:mod:`~gags_viewer.language.pixel_relevancy`). Values are raw (not smoothed, not
   normalised): the evaluation protocol needs them so.
 - ``"gaussian"`` (fast): decode each Gaussian once (cached per field; by default its feature averaged with
   its nearest neighbours', see :mod:`gags_viewer.field.neighbours`), keep per-phrase similarities per
@@ -46,7 +48,13 @@ from gags_viewer.language.decoders import (
     default_chunk_size,
     granularity_decoder_from_state_dict,
 )
-from gags_viewer.language.pixel_relevancy import fused_pixel_relevancy
+from gags_viewer.language.pixel_relevancy import (
+    DecodePrecision,
+    FoldedRelevancy,
+    cast_decoder,
+    decode_dtype,
+    fused_pixel_relevancy,
+)
 from gags_viewer.language.relevancy import (
     TEMPERATURE,
     alpha_normalize,
@@ -69,7 +77,7 @@ class QueryResult:
         relevancy: LERF relevancy per pixel and query, raw in pixel mode, alpha-normalised in gaussian
             mode (see the module docstring). [K, H, W] float32
         gaussian_scores: relevancy per Gaussian (gaussian mode only, else None). [K, N]
-        render: the render pass: ``rgb`` [H, W, 3] (if asked), ``alpha`` [H, W], ``depth`` [H, W], and
+        render: the render pass: ``rgb`` [H, W, 3] (if asked), ``alpha`` [H, W], no depth, and
             ``features``: the D-channel feature map [H, W, D] (pixel mode) or the raw alpha-weighted
             relevancy channels [H, W, K] (gaussian mode).
         queries, negatives: the phrases used.
@@ -103,6 +111,8 @@ class QueryEngine:
             neighbours, this many including itself (:func:`~gags_viewer.field.neighbours.neighbour_smoothed_features`);
             1 decodes every Gaussian's own feature.
         similarity_cache: how many phrases keep their per-Gaussian similarities [N] cached.
+        decode_precision: pixel mode's decoder precision: "auto" (float16 on CUDA, float32 on CPU),
+            "float32", "float16" or "bfloat16".
         profile: synchronise CUDA between phases so that ``timings`` are exact (benchmarks).
     """
 
@@ -118,6 +128,7 @@ class QueryEngine:
         min_alpha: float = 1e-6,
         neighbours: int = 8,
         similarity_cache: int = 32,
+        decode_precision: DecodePrecision = "auto",
         profile: bool = False,
     ):
         if not field.has_language:
@@ -134,6 +145,7 @@ class QueryEngine:
         self.min_alpha = min_alpha
         self.neighbours = neighbours
         self.profile = profile
+        self.decode_dtype = decode_dtype(decode_precision, self.device)
         self.negatives: tuple[str, ...] = tuple(field.metadata.negatives)
         self._similarity_capacity = similarity_cache
         self._lock = threading.RLock()
@@ -143,6 +155,8 @@ class QueryEngine:
         self._gaussian_granularity: Optional[Tensor] = None
         self._zero_clip: Optional[Tensor] = None
         self._similarities: "OrderedDict[str, Tensor]" = OrderedDict()
+        self._scores: "OrderedDict[tuple, Tensor]" = OrderedDict()  # (queries, negatives) -> [K, N]
+        self._folded: "OrderedDict[tuple, FoldedRelevancy]" = OrderedDict()  # (queries, negatives) -> scorer
         self._pca: Optional[FeaturePCA] = None
         self.decode_gaussians_seconds: Optional[float] = None
         """How long decoding every Gaussian took (once per field), or None before it happened."""
@@ -262,19 +276,54 @@ class QueryEngine:
             return out
 
     def gaussian_relevancy(self, queries: Sequence[str] | str, negatives: Optional[Sequence[str]] = None) -> Tensor:
-        """LERF relevancy of each Gaussian for each query (3D selection, PLY export). [K, N]"""
-        queries = parse_queries(queries) if isinstance(queries, str) else list(queries)
+        """LERF relevancy of each Gaussian for each query (3D selection, PLY export), cached per
+        (queries, negatives). [K, N]"""
+        queries = parse_queries(queries) if isinstance(queries, str) else [q.strip() for q in queries]
         negatives = self.resolve_negatives(negatives)
         check_phrases(queries, negatives)
-        sims = self.gaussian_similarities(list(queries) + list(negatives))
-        k = len(queries)
-        return relevancy_from_similarities(sims[:k].T, sims[k:].T, self.temperature).T.contiguous()
+        key = (tuple(queries), tuple(negatives))
+        with self._lock:
+            if key not in self._scores:
+                sims = self.gaussian_similarities(list(queries) + list(negatives))
+                k = len(queries)
+                self._scores[key] = relevancy_from_similarities(sims[:k].T, sims[k:].T, self.temperature).T.contiguous()
+                while len(self._scores) > 4:
+                    self._scores.popitem(last=False)
+            self._scores.move_to_end(key)
+            return self._scores[key]
+
+    def prepare_field(self) -> None:
+        """Build the once-per-field caches (neighbour search, every Gaussian decoded, the decoder in its
+        pixel-mode precision) so that no frame has to: the viewer calls it in the background at load."""
+        self.gaussian_clip_features()
+        self.folding_decoder()
+
+    def folding_decoder(self):
+        """The CLIP decoder in pixel mode's precision (:attr:`decode_dtype`), built once."""
+        clip = self.clip_decoder
+        return self._decoder("clip-folding", self.field.decoder, lambda _: cast_decoder(clip, self.decode_dtype), "")
+
+    def folded_relevancy(self, queries: Sequence[str], negatives: Sequence[str]) -> FoldedRelevancy:
+        """Pixel mode's scorer for these phrases (decoder's last layer folded into their embeddings),
+        cached per (queries, negatives)."""
+        key = (tuple(queries), tuple(negatives))
+        with self._lock:
+            if key not in self._folded:
+                text = self.text_embeddings(list(queries) + list(negatives))
+                self._folded[key] = FoldedRelevancy.build(
+                    self.clip_decoder, text, len(queries), self.temperature, body=self.folding_decoder()
+                )
+                while len(self._folded) > 8:
+                    self._folded.popitem(last=False)
+            self._folded.move_to_end(key)
+            return self._folded[key]
 
     # -- queries ------------------------------------------------------------------------------------
 
     def render_features(self, camera: Camera, *, rgb: bool = True, background: Sequence[float] = (0.0, 0.0, 0.0)) -> RenderOutput:
         """One render pass with the D-channel language features (background 0). features: [H, W, D]"""
-        return render(self.field, camera, rgb=rgb, features=self.field.features, background=background, backend=self.backend)
+        return render(self.field, camera, rgb=rgb, features=self.field.features, background=background,
+                      backend=self.backend, depth=False)
 
     def query(
         self,
@@ -285,6 +334,7 @@ class QueryEngine:
         *,
         background: Sequence[float] = (0.0, 0.0, 0.0),
         rgb: bool = True,
+        min_decode_alpha: float = 0.0,
     ) -> QueryResult:
         """Relevancy maps of K queries seen from ``camera``.
 
@@ -295,6 +345,9 @@ class QueryEngine:
             mode: "pixel" (render, decode per pixel) or "gaussian" (decode per Gaussian, render K channels).
             background: RGB background of the colour render.
             rgb: also render colour (for compositing).
+            min_decode_alpha: pixel mode decodes only pixels more opaque than this; the others get the
+                zero feature's relevancy. 0 (the official protocol) decodes every pixel anything was
+                rendered into; the viewer passes ~1/255 (nothing fainter changes a displayed colour).
 
         Returns:
             :class:`QueryResult` with relevancy [K, H, W] (and gaussian_scores [K, N] in gaussian mode).
@@ -306,12 +359,12 @@ class QueryEngine:
         check_phrases(queries, negatives)
         timings: dict[str, float] = {}
         if mode == "pixel":
-            return self._query_pixel(camera, queries, negatives, background, rgb, timings)
+            return self._query_pixel(camera, queries, negatives, background, rgb, timings, min_decode_alpha)
         return self._query_gaussian(camera, queries, negatives, background, rgb, timings)
 
-    def _query_pixel(self, camera, queries, negatives, background, rgb, timings) -> QueryResult:
+    def _query_pixel(self, camera, queries, negatives, background, rgb, timings, min_decode_alpha) -> QueryResult:
         start = time.perf_counter()
-        text = self.text_embeddings(list(queries) + list(negatives))
+        self.folded_relevancy(queries, negatives)
         timings["encode"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -319,24 +372,29 @@ class QueryEngine:
         self._sync()
         timings["render"] = time.perf_counter() - start
 
-        relevancy = self.pixel_relevancy(out.features, out.alpha, text, len(queries), timings)
+        relevancy = self.pixel_relevancy(out.features, out.alpha, queries, negatives, timings, min_decode_alpha)
         return QueryResult(relevancy, None, out, tuple(queries), tuple(negatives), "pixel", timings)
 
     def pixel_relevancy(
-        self, feature_map: Tensor, alpha: Tensor, text: Tensor, num_queries: int, timings: Optional[dict] = None
+        self,
+        feature_map: Tensor,
+        alpha: Tensor,
+        queries: Sequence[str],
+        negatives: Sequence[str],
+        timings: Optional[dict] = None,
+        min_decode_alpha: float = 0.0,
     ) -> Tensor:
-        """Relevancy [K, H, W] of a rendered feature map [H, W, D], decoded per pixel with the field's
-        decoder; ``text`` is [K + M, E] (queries, then negatives). See
-        :func:`~gags_viewer.language.pixel_relevancy.fused_pixel_relevancy`."""
+        """Relevancy [K, H, W] of a rendered feature map [H, W, D] (alpha [H, W]), decoded per pixel with
+        the field's decoder in :attr:`decode_dtype`, its last layer folded into the phrases' embeddings.
+        See :func:`~gags_viewer.language.pixel_relevancy.fused_pixel_relevancy`."""
+        scorer = self.folded_relevancy(queries, negatives)
         return fused_pixel_relevancy(
-            self.clip_decoder,
+            scorer,
             feature_map,
             alpha,
-            text,
-            num_queries,
-            device=self.device,
+            scorer.zero_feature(feature_map.shape[-1]),
             chunk_size=self.chunk_size,
-            temperature=self.temperature,
+            min_alpha=min_decode_alpha,
             sync=self._sync,
             timings=timings,
         )
@@ -359,7 +417,8 @@ class QueryEngine:
         timings["relevancy"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        out = render(self.field, camera, rgb=rgb, features=scores.T, background=background, backend=self.backend)
+        out = render(self.field, camera, rgb=rgb, features=scores.T, background=background, backend=self.backend,
+                     depth=False)
         self._sync()
         timings["render"] = time.perf_counter() - start
 
@@ -392,7 +451,8 @@ class QueryEngine:
             if self._gaussian_granularity is None:
                 self._gaussian_granularity = decoder.decode(self.gaussian_features(), self.chunk_size)
             per_gaussian = self._gaussian_granularity
-        out = render(self.field, camera, rgb=rgb, features=per_gaussian, background=background, backend=self.backend)
+        out = render(self.field, camera, rgb=rgb, features=per_gaussian, background=background, backend=self.backend,
+                     depth=False)
         return alpha_normalize(out.features, out.alpha, self.min_alpha).permute(1, 2, 0), out
 
     def feature_pca(self) -> FeaturePCA:
