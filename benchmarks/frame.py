@@ -17,16 +17,22 @@ composite). Rows:
 Fields: ``demo`` (the bundled ``scenes/demo``, 9,170 Gaussians, its own small CLIP model) and synthetic
 fields (``100k``, ``1M``: ``benchmarks/query.py``'s scene, 16-D features, random GAGS decoder, "phrases"
 that are decoded region features). On CUDA, phases are timed with synchronisation (the engine's
-``profile`` mode). On CPU, these machines are shared: compare rows within one run, as ratios.
+``profile`` mode). In pixel mode "decode" includes the relevancy (they are fused).
+
+On a shared CPU compare ratios, not absolute times: ``--compare PATH`` runs this benchmark's rows on
+the source tree at PATH (e.g. ``git worktree add /tmp/main main``; it needs this file's copy under its
+``benchmarks/``) and on this tree in two worker processes, alternating row by row, and prints the speed-up.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -112,6 +118,7 @@ def time_row(field, engine, camera: Camera, settings: ViewSettings, repeats: int
         "compose": statistics.median(totals),
         "jpeg": statistics.median(jpegs),
         "end_to_end": statistics.median(t + j for t, j in zip(totals, jpegs)),
+        "all": [t + j for t, j in zip(totals, jpegs)],
         **{p: statistics.median(v) for p, v in phases.items()},
     }
 
@@ -129,6 +136,85 @@ def parse_resolution(text: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
+def _setup(name: str, device: torch.device):
+    setup = demo_setup(device) if name == "demo" else synthetic_setup(parse_count(name), device)
+    setup[1].profile = device.type == "cuda"
+    return setup
+
+
+def _row(setups: dict, device, name: str, resolution: str, mode: str, k: int, repeats: int) -> dict:
+    if name not in setups:
+        setups[name] = _setup(name, device)
+    field, engine, camera_of, queries, negatives = setups[name]
+    return time_row(field, engine, camera_of(*parse_resolution(resolution)), row_settings(mode, k, queries, negatives), repeats)
+
+
+def _rows(args):
+    for name in args.fields.split(","):
+        for resolution in args.resolutions.split(","):
+            for mode in args.modes.split(","):
+                for k in [0] if mode == "rgb" else [int(k) for k in args.ks.split(",")]:
+                    yield name.strip(), resolution, mode, k
+
+
+def _label(mode: str, k: int) -> str:
+    return "rgb" if mode == "rgb" else f"{mode} K={k}"
+
+
+def worker(device: torch.device) -> None:
+    """--worker: read row requests (JSON lines) on stdin, answer each with its timings on stdout."""
+    setups: dict = {}
+    for line in sys.stdin:
+        request = json.loads(line)
+        result = _row(setups, device, request["field"], request["resolution"], request["mode"], request["k"], request["repeats"])
+        print(json.dumps(result), flush=True)
+
+
+class _Worker:
+    """A --worker process on the source tree ``root`` (its own benchmarks/frame.py and gags_viewer)."""
+
+    def __init__(self, root: Path, device: str):
+        env = {**os.environ, "PYTHONPATH": str(root)}
+        self.process = subprocess.Popen(
+            [sys.executable, str(root / "benchmarks" / "frame.py"), "--worker", "--device", device],
+            cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+
+    def ask(self, **request) -> dict:
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"benchmark worker exited ({self.process.wait()})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def compare(args, other: Path) -> None:
+    """A/B: the tree at ``other`` ("before") against this one ("after"), rows alternating between two
+    worker processes, ``--rounds`` times (order swapped each round), so both see the same machine load."""
+    workers = {"before": _Worker(other, args.device), "after": _Worker(ROOT, args.device)}
+    print(f"# A/B: before = {other}, after = {ROOT}; {args.rounds} rounds x {args.repeats} frames, alternating")
+    print(f"{'field':>8} {'resolution':>10} {'row':>12} {'before':>10} {'after':>10} {'speed-up':>9}")
+    try:
+        for name, resolution, mode, k in _rows(args):
+            times: dict = {"before": [], "after": []}
+            for r in range(args.rounds):
+                order = ("before", "after") if r % 2 == 0 else ("after", "before")
+                for side in order:
+                    result = workers[side].ask(field=name, resolution=resolution, mode=mode, k=k, repeats=args.repeats)
+                    times[side].extend(result["all"])
+            before, after = statistics.median(times["before"]), statistics.median(times["after"])
+            print(f"{name:>8} {resolution:>10} {_label(mode, k):>12} {1000 * before:8.1f}ms {1000 * after:8.1f}ms "
+                  f"{before / after:8.2f}x", flush=True)
+    finally:
+        for w in workers.values():
+            w.close()
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     cuda = torch.cuda.is_available()
@@ -138,37 +224,28 @@ def main(argv=None) -> None:
     parser.add_argument("--modes", default="rgb,gaussian,pixel")
     parser.add_argument("--ks", default="1,3", help="query counts for the query modes")
     parser.add_argument("--repeats", type=int, default=15 if cuda else 5)
+    parser.add_argument("--compare", type=Path, help="A/B against the source tree at this path (e.g. a checkout of main)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --compare: alternations per row")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if args.worker:
+        return worker(device)
+    if args.compare is not None:
+        return compare(args, args.compare.resolve())
 
     print(f"# frame benchmark: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(f"# median of {args.repeats} frames; end-to-end = compose_frame + JPEG; phases in ms")
-    header = f"{'field':>8} {'resolution':>10} {'row':>12} {'end-to-end':>11} {'FPS':>6} {'JPEG':>7} " + " ".join(
-        f"{p:>9}" for p in PHASES
-    )
-    print(header)
-    for name in args.fields.split(","):
-        name = name.strip()
-        setup = demo_setup(device) if name == "demo" else synthetic_setup(parse_count(name), device)
-        field, engine, camera_of, queries, negatives = setup
-        engine.profile = device.type == "cuda"
-        for resolution in args.resolutions.split(","):
-            width, height = parse_resolution(resolution)
-            camera = camera_of(width, height)
-            for mode in args.modes.split(","):
-                ks = [0] if mode == "rgb" else [int(k) for k in args.ks.split(",")]
-                for k in ks:
-                    settings = row_settings(mode, k, queries, negatives)
-                    result = time_row(field, engine, camera, settings, args.repeats)
-                    label = "rgb" if mode == "rgb" else f"{mode} K={k}"
-                    phases = " ".join(f"{1000 * result[p]:9.1f}" for p in PHASES)
-                    print(
-                        f"{name:>8} {resolution:>10} {label:>12} {1000 * result['end_to_end']:9.1f}ms "
-                        f"{1.0 / result['end_to_end']:6.1f} {1000 * result['jpeg']:6.1f} {phases}",
-                        flush=True,
-                    )
+    print(f"{'field':>8} {'resolution':>10} {'row':>12} {'end-to-end':>11} {'FPS':>6} {'JPEG':>7} "
+          + " ".join(f"{p:>9}" for p in PHASES))
+    setups: dict = {}
+    for name, resolution, mode, k in _rows(args):
+        result = _row(setups, device, name, resolution, mode, k, args.repeats)
+        phases = " ".join(f"{1000 * result[p]:9.1f}" for p in PHASES)
+        print(f"{name:>8} {resolution:>10} {_label(mode, k):>12} {1000 * result['end_to_end']:9.1f}ms "
+              f"{1.0 / result['end_to_end']:6.1f} {1000 * result['jpeg']:6.1f} {phases}", flush=True)
 
 
 if __name__ == "__main__":
