@@ -125,3 +125,14 @@ def test_demo_field_half_precision_within_the_bound_at_every_pixel():
     half = QueryEngine(field, encoder, decode_precision="float16").query(camera, queries, mode="pixel", rgb=False)
     assert float(exact.relevancy.std()) > 0.02
     assert float((half.relevancy - exact.relevancy).abs().max()) < PRECISION_BOUND
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_on_cuda_within_the_bound(dtype):
+    """The CUDA path (tensor-core matmuls, float32 output of the folded product) keeps the bound."""
+    decoder = GagsClipDecoder.from_state_dict(random_gags_decoder_state(seed=2))
+    x, text, reference = _case(decoder, 20_000, 2)
+    cuda = decoder.cuda()
+    folded = FoldedRelevancy.build(cuda, text.cuda(), 3, TEMPERATURE, body=cast_decoder(cuda, dtype))
+    assert float((folded(x.cuda()).cpu() - reference).abs().max()) < PRECISION_BOUND

@@ -21,6 +21,7 @@ Modes (see :data:`~gags_viewer.viewer.settings.DISPLAY_MODES`):
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field as dc_field
 from typing import Callable, Optional
@@ -100,9 +101,15 @@ def colorbar(name: str, low: str, high: str) -> tuple[np.ndarray, str, str]:
     return lut, low, high
 
 
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple, device: torch.device) -> Tensor:
+    """A small float32 constant on ``device``, made once (no host-to-device copy per frame). [len(values), ...]"""
+    return torch.tensor(values, dtype=torch.float32).to(device)
+
+
 def over_background(colors: Tensor, alpha: Tensor, background: tuple) -> Tensor:
     a = alpha.to(colors)[..., None].clamp(0.0, 1.0)
-    return colors * a + torch.tensor(background, dtype=colors.dtype, device=colors.device) * (1.0 - a)
+    return colors * a + _constant(tuple(background), colors.device).to(colors.dtype) * (1.0 - a)
 
 
 def _timed(timings: dict, phase: str, fn: Callable):
@@ -187,8 +194,9 @@ def _paint_granularity(p: Pass, view: View) -> tuple[Tensor, Legend]:
     return image, Legend(title=f"granularity ({view.settings.query_mode})", swatches=swatches)
 
 
-def _query_colors(settings: ViewSettings) -> Tensor:
-    return torch.tensor(settings.query_colors(), dtype=torch.float32) / 255.0
+def _query_colors(settings: ViewSettings, device: torch.device) -> Tensor:
+    """[K, 3] in [0, 1] on ``device``."""
+    return _constant(tuple(tuple(float(v) / 255.0 for v in c) for c in settings.query_colors()), device)
 
 
 def _paint_relevancy(p: Pass, view: View) -> tuple[Tensor, Legend]:
@@ -204,14 +212,14 @@ def _paint_heatmap(p: Pass, view: View) -> tuple[Tensor, Legend]:
 
 def _paint_overlay(p: Pass, view: View) -> tuple[Tensor, Legend]:
     s = view.settings
-    image = multi_query_overlay(p.rgb, p.relevancy, s.threshold, _query_colors(s), alpha=p.alpha)
+    image = multi_query_overlay(p.rgb, p.relevancy, s.threshold, _query_colors(s, p.rgb.device), alpha=p.alpha)
     return image, query_legend(s, "overlay")
 
 
 def _paint_mask(p: Pass, view: View) -> tuple[Tensor, Legend]:
     s = view.settings
     mask = binary_mask(p.relevancy, s.threshold, p.alpha)
-    return mask_image(mask, _query_colors(s), rgb=p.rgb, opacity=MASK_OPACITY), query_legend(s, "mask")
+    return mask_image(mask, _query_colors(s, p.rgb.device), rgb=p.rgb, opacity=MASK_OPACITY), query_legend(s, "mask")
 
 
 def query_legend(settings: ViewSettings, mode: str) -> Legend:
