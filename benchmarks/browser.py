@@ -113,7 +113,7 @@ def measure(tries: int, device: str, quiet: float) -> dict:
             box.fill("brown table")  # not timed: loads the text model
             box.press("Enter")
             canvas.settle(quiet=2.0, timeout=120.0)
-            for i in range(tries):
+            for _ in range(tries):
                 box.fill(next(phrases))
                 before = canvas.shot()
                 box.press("Enter")

@@ -17,7 +17,8 @@ one becomes an ``nn.Linear`` and the decoders run on any ``[..., D]`` tensor: a 
 from __future__ import annotations
 
 import re
-from typing import Callable, Literal, Optional
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +89,7 @@ class _Decoder(nn.Module):
     out_dim: int
 
     @torch.no_grad()
-    def decode(self, features: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+    def decode(self, features: Tensor, chunk_size: int | None = None) -> Tensor:
         """Decode without gradients, in chunks of rows. [..., D] -> [..., out_dim] (float32)"""
         param = next(self.parameters())
         chunk = chunk_size or default_chunk_size(param.device)
@@ -99,7 +100,7 @@ class _Decoder(nn.Module):
             raise FieldError(f"decoder expects {self.in_dim}-D features, got {x.shape[-1]}-D")
 
     @property
-    def head(self) -> Optional[nn.Linear]:
+    def head(self) -> nn.Linear | None:
         """The last linear layer when the output is its L2-normalised result (else None): relevancy can
         then be folded into it (:class:`~gags_viewer.language.pixel_relevancy.FoldedRelevancy`)."""
         return None
@@ -149,7 +150,7 @@ class GagsClipDecoder(_Decoder):
         return F.relu(L[7](F.relu(L[6](h3 + h4))))
 
     @staticmethod
-    def from_state_dict(state: StateDict) -> "GagsClipDecoder":
+    def from_state_dict(state: StateDict) -> GagsClipDecoder:
         """Build from the official state dict (keys ``decoder.{0,2,...,16}.{weight,bias}``)."""
         layers = linear_layers(state, "CLIP decoder")
         if tuple(layers) != GAGS_CLIP_LAYERS:
@@ -202,7 +203,7 @@ class MLPDecoder(_Decoder):
         return F.normalize(x, dim=-1, eps=1e-12)
 
     @property
-    def head(self) -> Optional[nn.Linear]:
+    def head(self) -> nn.Linear | None:
         return self.layers[-1] if self.output == "l2" else None
 
     def hidden(self, x: Tensor) -> Tensor:
@@ -213,7 +214,7 @@ class MLPDecoder(_Decoder):
         return x
 
     @staticmethod
-    def from_state_dict(state: StateDict, output: Literal["l2", "softmax"], name: str = "decoder") -> "MLPDecoder":
+    def from_state_dict(state: StateDict, output: Literal["l2", "softmax"], name: str = "decoder") -> MLPDecoder:
         layers = linear_layers(state, name)
         weights = [layers[k] for k in sorted(layers)]
         dims = [weights[0][0].shape[1]] + [w.shape[0] for w, _ in weights]
@@ -227,7 +228,7 @@ class MLPDecoder(_Decoder):
         return module.eval().requires_grad_(False)
 
 
-def clip_decoder_from_state_dict(state: StateDict, kind: Optional[str] = None) -> _Decoder:
+def clip_decoder_from_state_dict(state: StateDict, kind: str | None = None) -> _Decoder:
     """The D → CLIP decoder of a field.
 
     Args:

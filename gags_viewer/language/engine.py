@@ -29,9 +29,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field as dc_field
-from typing import Callable, Literal, Optional, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -86,7 +88,7 @@ class QueryResult:
     """
 
     relevancy: Tensor
-    gaussian_scores: Optional[Tensor]
+    gaussian_scores: Tensor | None
     render: RenderOutput
     queries: tuple[str, ...]
     negatives: tuple[str, ...]
@@ -119,10 +121,10 @@ class QueryEngine:
     def __init__(
         self,
         field: LanguageField,
-        text_encoder: Optional[TextEncoder] = None,
+        text_encoder: TextEncoder | None = None,
         *,
         backend: BackendName = "auto",
-        chunk_size: Optional[int] = None,
+        chunk_size: int | None = None,
         temperature: float = TEMPERATURE,
         alpha_normalize: bool = True,
         min_alpha: float = 1e-6,
@@ -150,15 +152,15 @@ class QueryEngine:
         self._similarity_capacity = similarity_cache
         self._lock = threading.RLock()
         self._decoders: dict[str, Module] = {}  # "clip", "granularity", built on first use
-        self._gaussian_features: Optional[Tensor] = None
-        self._gaussian_clip: Optional[Tensor] = None
-        self._gaussian_granularity: Optional[Tensor] = None
-        self._zero_clip: Optional[Tensor] = None
-        self._similarities: "OrderedDict[str, Tensor]" = OrderedDict()
-        self._scores: "OrderedDict[tuple, Tensor]" = OrderedDict()  # (queries, negatives) -> [K, N]
-        self._folded: "OrderedDict[tuple, FoldedRelevancy]" = OrderedDict()  # (queries, negatives) -> scorer
-        self._pca: Optional[FeaturePCA] = None
-        self.decode_gaussians_seconds: Optional[float] = None
+        self._gaussian_features: Tensor | None = None
+        self._gaussian_clip: Tensor | None = None
+        self._gaussian_granularity: Tensor | None = None
+        self._zero_clip: Tensor | None = None
+        self._similarities: OrderedDict[str, Tensor] = OrderedDict()
+        self._scores: OrderedDict[tuple, Tensor] = OrderedDict()  # (queries, negatives) -> [K, N]
+        self._folded: OrderedDict[tuple, FoldedRelevancy] = OrderedDict()  # (queries, negatives) -> scorer
+        self._pca: FeaturePCA | None = None
+        self.decode_gaussians_seconds: float | None = None
         """How long decoding every Gaussian took (once per field), or None before it happened."""
 
     # -- components ---------------------------------------------------------------------------------
@@ -169,7 +171,7 @@ class QueryEngine:
             self._text_encoder = shared_text_encoder(self.field.metadata.clip)
         return self._text_encoder
 
-    def _decoder(self, name: str, state: Optional[StateDict], build: Callable[[StateDict], Module], missing: str) -> Module:
+    def _decoder(self, name: str, state: StateDict | None, build: Callable[[StateDict], Module], missing: str) -> Module:
         """The decoder cached under ``name``, built from the field's ``state`` dict on first use and moved
         to the engine's device; GagsError(``missing``) when the field has no such decoder."""
         with self._lock:
@@ -202,18 +204,18 @@ class QueryEngine:
 
     # -- text ---------------------------------------------------------------------------------------
 
-    def resolve_negatives(self, negatives: Optional[Sequence[str]]) -> tuple[str, ...]:
+    def resolve_negatives(self, negatives: Sequence[str] | None) -> tuple[str, ...]:
         return self.negatives if negatives is None else tuple(p.strip() for p in negatives if p.strip())
 
     def text_embeddings(self, phrases: Sequence[str]) -> Tensor:
         """L2-normalised text embeddings on the engine's device (encoded once per phrase). [K, E]"""
         return self.text_encoder.encode(list(phrases)).to(self.device, torch.float32)
 
-    def ready(self, queries: Sequence[str], negatives: Optional[Sequence[str]] = None) -> bool:
+    def ready(self, queries: Sequence[str], negatives: Sequence[str] | None = None) -> bool:
         """Whether every phrase is already encoded (so :meth:`query` will not wait for the text model)."""
         return self.text_encoder.is_cached(list(queries) + list(self.resolve_negatives(negatives)))
 
-    def prepare(self, queries: Sequence[str], negatives: Optional[Sequence[str]] = None) -> "Future[Tensor]":
+    def prepare(self, queries: Sequence[str], negatives: Sequence[str] | None = None) -> Future[Tensor]:
         """Start encoding the phrases in the background; the viewer re-renders when the future is done."""
         return self.text_encoder.encode_async(list(queries) + list(self.resolve_negatives(negatives)))
 
@@ -275,7 +277,7 @@ class QueryEngine:
                 self._similarities.popitem(last=False)
             return out
 
-    def gaussian_relevancy(self, queries: Sequence[str] | str, negatives: Optional[Sequence[str]] = None) -> Tensor:
+    def gaussian_relevancy(self, queries: Sequence[str] | str, negatives: Sequence[str] | None = None) -> Tensor:
         """LERF relevancy of each Gaussian for each query (3D selection, PLY export), cached per
         (queries, negatives). [K, N]"""
         queries = parse_queries(queries) if isinstance(queries, str) else [q.strip() for q in queries]
@@ -329,7 +331,7 @@ class QueryEngine:
         self,
         camera: Camera,
         queries: Sequence[str] | str,
-        negatives: Optional[Sequence[str]] = None,
+        negatives: Sequence[str] | None = None,
         mode: QueryMode = "pixel",
         *,
         background: Sequence[float] = (0.0, 0.0, 0.0),
@@ -381,7 +383,7 @@ class QueryEngine:
         alpha: Tensor,
         queries: Sequence[str],
         negatives: Sequence[str],
-        timings: Optional[dict] = None,
+        timings: dict | None = None,
         min_decode_alpha: float = 0.0,
     ) -> Tensor:
         """Relevancy [K, H, W] of a rendered feature map [H, W, D] (alpha [H, W]), decoded per pixel with

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -66,11 +67,11 @@ class FoldedRelevancy:
     num_queries: int
     temperature: float
     dtype: torch.dtype
-    _zero: Optional[Tensor] = None
+    _zero: Tensor | None = None
 
     @staticmethod
     def build(decoder: _Decoder, text: Tensor, num_queries: int, temperature: float,
-              body: Optional[_Decoder] = None) -> "FoldedRelevancy":
+              body: _Decoder | None = None) -> FoldedRelevancy:
         """Fold ``decoder``'s last layer into ``text`` [K + M, E] (queries then negatives, unit rows).
 
         ``body``: the decoder in the precision to decode in (:func:`cast_decoder`); default ``decoder``.
@@ -150,7 +151,7 @@ def fused_pixel_relevancy(
     chunk_size: int,
     min_alpha: float = 0.0,
     sync: Callable[[], None] = lambda: None,
-    timings: Optional[dict] = None,
+    timings: dict | None = None,
 ) -> Tensor:
     """Score a rendered feature map per pixel, chunk by chunk, decoding only covered pixels.
 

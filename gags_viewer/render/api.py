@@ -6,8 +6,9 @@ import importlib
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Optional, Protocol, Sequence
+from typing import Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -65,9 +66,9 @@ class RenderOutput:
         alpha: Accumulated opacity. [H, W]
     """
 
-    rgb: Optional[Tensor]
-    features: Optional[Tensor]
-    depth: Optional[Tensor]
+    rgb: Tensor | None
+    features: Tensor | None
+    depth: Tensor | None
     alpha: Tensor
 
 
@@ -98,7 +99,7 @@ def render(
     camera: Camera,
     *,
     rgb: bool = True,
-    features: Optional[Tensor] = None,
+    features: Tensor | None = None,
     background: Sequence[float] = (0.0, 0.0, 0.0),
     backend: BackendName = "auto",
     depth: bool = True,
@@ -155,8 +156,8 @@ def render(
 
 
 _CACHE_LOCK = threading.Lock()
-_ACTIVATIONS: "OrderedDict[int, tuple]" = OrderedDict()  # id(opacity_logits) -> (weakrefs, versions, values)
-_BACKGROUNDS: "OrderedDict[tuple, Tensor]" = OrderedDict()
+_ACTIVATIONS: OrderedDict[int, tuple] = OrderedDict()  # id(opacity_logits) -> (weakrefs, versions, values)
+_BACKGROUNDS: OrderedDict[tuple, Tensor] = OrderedDict()
 
 
 def activations(field: LanguageField) -> tuple[Tensor, Tensor, Tensor]:

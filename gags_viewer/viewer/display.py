@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass, field as dc_field
-from typing import Callable, Optional
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 
 import numpy as np
 import torch
@@ -78,11 +79,11 @@ class Pass:
     """
 
     alpha: Tensor
-    rgb: Optional[Tensor] = None
-    depth: Optional[Tensor] = None
-    features: Optional[Tensor] = None
-    relevancy: Optional[Tensor] = None
-    probabilities: Optional[Tensor] = None
+    rgb: Tensor | None = None
+    depth: Tensor | None = None
+    features: Tensor | None = None
+    relevancy: Tensor | None = None
+    probabilities: Tensor | None = None
     timings: dict = dc_field(default_factory=dict)
 
 

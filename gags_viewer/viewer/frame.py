@@ -18,9 +18,10 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field as dc_field
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 
 import numpy as np
 import torch
@@ -60,7 +61,7 @@ def to_uint8(image: Tensor) -> np.ndarray:
     return (image.detach().float().clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
 
 
-def _locked(lock: Optional[threading.Lock]):
+def _locked(lock: threading.Lock | None):
     """``lock`` as a context manager (nothing when None).
 
     The plain ``with lock`` form matters: nerfview raises its interrupt from a trace function at any
@@ -83,7 +84,7 @@ class PassCache:
 
     def __init__(self, capacity: int = 4):
         self.capacity = capacity
-        self._entries: "OrderedDict[tuple, tuple]" = OrderedDict()
+        self._entries: OrderedDict[tuple, tuple] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
@@ -92,7 +93,7 @@ class PassCache:
         camera_key = (cam.width, cam.height, tuple(cam.world_to_camera.reshape(-1).tolist()), tuple(cam.K.reshape(-1).tolist()))
         return (id(view.field), id(view.engine), view.backend, camera_key, pass_key)
 
-    def get(self, view: View, pass_key: tuple) -> Optional[Pass]:
+    def get(self, view: View, pass_key: tuple) -> Pass | None:
         key = self._key(view, pass_key)
         with self._lock:
             entry = self._entries.get(key)
@@ -121,9 +122,9 @@ def compose_frame(
     engine=None,
     *,
     wait_for_text: bool = True,
-    lock: Optional[threading.Lock] = None,
+    lock: threading.Lock | None = None,
     backend: str = "auto",
-    cache: Optional[PassCache] = None,
+    cache: PassCache | None = None,
 ) -> Frame:
     """Render and composite one frame.
 
@@ -177,7 +178,7 @@ def compose_frame(
     return frame
 
 
-def _produce(view: View, pass_key: tuple, run, lock, cache: Optional[PassCache]) -> Pass:
+def _produce(view: View, pass_key: tuple, run, lock, cache: PassCache | None) -> Pass:
     produced = None if cache is None else cache.get(view, pass_key)
     if produced is not None:
         return Pass(**{**produced.__dict__, "timings": {"reused": 1.0}})
@@ -218,7 +219,7 @@ class FrameSource:
         self.field = field
         self.engine = engine
         self.backend = backend
-        self.raster_lock: Optional[threading.Lock] = threading.Lock()
+        self.raster_lock: threading.Lock | None = threading.Lock()
         """Serialises frames between threads when the rasterizer needs it (see :meth:`warm_up`)."""
         self._text_lock = threading.Lock()
         self._inflight: dict[str, Future] = {}
@@ -226,10 +227,10 @@ class FrameSource:
         self.selections = SelectionViews()
         """3D selections and their display copies (:mod:`gags_viewer.viewer.selection_view`)."""
         self.pass_cache = PassCache()
-        self.field_ready: Optional[threading.Thread] = None
+        self.field_ready: threading.Thread | None = None
         """The thread building the per-field caches (see :meth:`prepare_field`), once started."""
 
-    def prepare_field(self) -> Optional[threading.Thread]:
+    def prepare_field(self) -> threading.Thread | None:
         """Start building the engine's once-per-field caches (neighbour search, every Gaussian decoded,
         the pixel-mode decoder) on a background thread, so that no render callback (which nerfview may
         interrupt and restart) does that work. A frame that needs them meanwhile waits for them."""
