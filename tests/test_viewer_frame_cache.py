@@ -146,3 +146,18 @@ def test_camera_coming_to_rest_goes_straight_to_full_resolution():
     assert renderer.transitions["high"]["move"] == "low_move"
     assert renderer.transitions["high"]["rerender"] == "low_static"
     assert renderer.transitions["low_static"]["static"] == "high"
+
+
+def test_a_phrase_given_a_new_embedding_is_not_served_from_the_caches(scene):
+    """Click queries re-use names ("[click 1]") with new vectors: every per-phrase cache follows the vector."""
+    engine = QueryEngine(scene.field, scene.encoder)
+    camera = scene.camera(48, 36)
+    maps = {}
+    for name in ("mug", "plant"):
+        scene.encoder.remember("[test phrase]", scene.encoder.encode([name])[0])
+        for mode in ("pixel", "gaussian"):
+            maps[name, mode] = engine.query(camera, ["[test phrase]"], mode=mode).relevancy
+        maps[name, "scores"] = engine.gaussian_relevancy(["[test phrase]"])
+    for what in ("pixel", "gaussian", "scores"):
+        assert not torch.equal(maps["mug", what], maps["plant", what]), what
+    torch.testing.assert_close(maps["plant", "pixel"], engine.query(camera, ["plant"], mode="pixel").relevancy)

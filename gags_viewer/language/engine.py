@@ -156,9 +156,10 @@ class QueryEngine:
         self._gaussian_clip: Tensor | None = None
         self._gaussian_granularity: Tensor | None = None
         self._zero_clip: Tensor | None = None
-        self._similarities: OrderedDict[str, Tensor] = OrderedDict()
-        self._scores: OrderedDict[tuple, Tensor] = OrderedDict()  # (queries, negatives) -> [K, N]
-        self._folded: OrderedDict[tuple, FoldedRelevancy] = OrderedDict()  # (queries, negatives) -> scorer
+        # Caches of what phrases give, each entry kept with the embedding(s) it was made from.
+        self._similarities: OrderedDict[str, tuple[Tensor, Tensor]] = OrderedDict()  # phrase -> ([E], [N])
+        self._scores: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()  # (queries, negatives) -> [K, N]
+        self._folded: OrderedDict[tuple, tuple[Tensor, FoldedRelevancy]] = OrderedDict()  # ... -> pixel scorer
         self._pca: FeaturePCA | None = None
         self.decode_gaussians_seconds: float | None = None
         """How long decoding every Gaussian took (once per field), or None before it happened."""
@@ -257,42 +258,46 @@ class QueryEngine:
             return self._gaussian_clip
 
     def gaussian_similarities(self, phrases: Sequence[str]) -> Tensor:
-        """Cosine similarity of every Gaussian's decoded feature to each phrase (cached per phrase). [P, N]"""
+        """Cosine similarity of every Gaussian's decoded feature to each phrase (cached per phrase and
+        embedding: a phrase given a new embedding, e.g. a re-used click name, is computed again). [P, N]"""
         phrases = [p.strip() for p in phrases]
         with self._lock:
-            missing = list(dict.fromkeys(p for p in phrases if p not in self._similarities))
+            embeddings = dict(zip(phrases, self.text_embeddings(phrases)))
+            missing = [p for p in embeddings if not _same_text(self._similarities.get(p, (None,))[0], embeddings[p])]
             if missing:
                 clip = self.gaussian_clip_features()
-                text = self.text_embeddings(missing)  # [P', E]
+                text = torch.stack([embeddings[p] for p in missing])  # [P', E]
                 sims = torch.empty(len(missing), clip.shape[0], dtype=torch.float32, device=self.device)
                 for i in range(0, clip.shape[0], self.chunk_size * 4):
                     rows = clip[i : i + self.chunk_size * 4].float()
                     sims[:, i : i + rows.shape[0]] = (rows @ text.T).T
                 for phrase, row in zip(missing, sims):
-                    self._similarities[phrase] = row
+                    self._similarities[phrase] = (embeddings[phrase], row)
             for p in phrases:
                 self._similarities.move_to_end(p)
-            out = torch.stack([self._similarities[p] for p in phrases])
+            out = torch.stack([self._similarities[p][1] for p in phrases])
             while len(self._similarities) > max(self._similarity_capacity, len(phrases)):
                 self._similarities.popitem(last=False)
             return out
 
     def gaussian_relevancy(self, queries: Sequence[str] | str, negatives: Sequence[str] | None = None) -> Tensor:
         """LERF relevancy of each Gaussian for each query (3D selection, PLY export), cached per
-        (queries, negatives). [K, N]"""
+        (queries, negatives) and their embeddings. [K, N]"""
         queries = parse_queries(queries) if isinstance(queries, str) else [q.strip() for q in queries]
         negatives = self.resolve_negatives(negatives)
         check_phrases(queries, negatives)
         key = (tuple(queries), tuple(negatives))
         with self._lock:
-            if key not in self._scores:
+            text = self.text_embeddings(list(queries) + list(negatives))
+            if not _same_text(self._scores.get(key, (None,))[0], text):
                 sims = self.gaussian_similarities(list(queries) + list(negatives))
                 k = len(queries)
-                self._scores[key] = relevancy_from_similarities(sims[:k].T, sims[k:].T, self.temperature).T.contiguous()
+                scores = relevancy_from_similarities(sims[:k].T, sims[k:].T, self.temperature).T.contiguous()
+                self._scores[key] = (text, scores)
                 while len(self._scores) > 4:
                     self._scores.popitem(last=False)
             self._scores.move_to_end(key)
-            return self._scores[key]
+            return self._scores[key][1]
 
     def prepare_field(self) -> None:
         """Build the once-per-field caches (neighbour search, every Gaussian decoded, the decoder in its
@@ -307,18 +312,19 @@ class QueryEngine:
 
     def folded_relevancy(self, queries: Sequence[str], negatives: Sequence[str]) -> FoldedRelevancy:
         """Pixel mode's scorer for these phrases (decoder's last layer folded into their embeddings),
-        cached per (queries, negatives)."""
+        cached per (queries, negatives) and their embeddings."""
         key = (tuple(queries), tuple(negatives))
         with self._lock:
-            if key not in self._folded:
-                text = self.text_embeddings(list(queries) + list(negatives))
-                self._folded[key] = FoldedRelevancy.build(
+            text = self.text_embeddings(list(queries) + list(negatives))
+            if not _same_text(self._folded.get(key, (None,))[0], text):
+                scorer = FoldedRelevancy.build(
                     self.clip_decoder, text, len(queries), self.temperature, body=self.folding_decoder()
                 )
+                self._folded[key] = (text, scorer)
                 while len(self._folded) > 8:
                     self._folded.popitem(last=False)
             self._folded.move_to_end(key)
-            return self._folded[key]
+            return self._folded[key][1]
 
     # -- queries ------------------------------------------------------------------------------------
 
@@ -463,3 +469,8 @@ class QueryEngine:
             if self._pca is None:
                 self._pca = FeaturePCA.fit(self.field.features.to(self.device))
             return self._pca
+
+
+def _same_text(cached: Tensor | None, current: Tensor) -> bool:
+    """Whether a cache entry made from embedding(s) ``cached`` is still valid for ``current``."""
+    return cached is not None and (cached is current or torch.equal(cached, current))
