@@ -158,7 +158,7 @@ def test_pixel_mode_equals_direct_computation():
     engine = QueryEngine(field, text, backend=BACKEND, chunk_size=101)
     result = engine.query(cam, "mug; plant", negatives=["object", "stuff"], mode="pixel")
     assert result.queries == ("mug", "plant") and result.negatives == ("object", "stuff")
-    assert set(result.timings) >= {"render", "decode", "relevancy", "encode"}
+    assert set(result.timings) >= {"render", "decode", "encode"}  # decode includes the fused relevancy
 
     from gags_viewer.render.api import render
 

@@ -17,7 +17,8 @@ one becomes an ``nn.Linear`` and the decoders run on any ``[..., D]`` tensor: a 
 from __future__ import annotations
 
 import re
-from typing import Callable, Literal, Optional
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +89,7 @@ class _Decoder(nn.Module):
     out_dim: int
 
     @torch.no_grad()
-    def decode(self, features: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+    def decode(self, features: Tensor, chunk_size: int | None = None) -> Tensor:
         """Decode without gradients, in chunks of rows. [..., D] -> [..., out_dim] (float32)"""
         param = next(self.parameters())
         chunk = chunk_size or default_chunk_size(param.device)
@@ -97,6 +98,16 @@ class _Decoder(nn.Module):
     def _check_input(self, x: Tensor) -> None:
         if x.shape[-1] != self.in_dim:
             raise FieldError(f"decoder expects {self.in_dim}-D features, got {x.shape[-1]}-D")
+
+    @property
+    def head(self) -> nn.Linear | None:
+        """The last linear layer when the output is its L2-normalised result (else None): relevancy can
+        then be folded into it (:class:`~gags_viewer.language.pixel_relevancy.FoldedRelevancy`)."""
+        return None
+
+    def hidden(self, x: Tensor) -> Tensor:
+        """The input of :attr:`head`. [..., D] -> [..., width]"""
+        raise NotImplementedError(f"{type(self).__name__} has no foldable head")
 
 
 class GagsClipDecoder(_Decoder):
@@ -122,17 +133,24 @@ class GagsClipDecoder(_Decoder):
 
     def forward(self, x: Tensor) -> Tensor:
         """[..., D] -> [..., 512], L2-normalised."""
+        return F.normalize(self.layers[8](self.hidden(x)), dim=-1, eps=1e-12)
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.layers[8]
+
+    def hidden(self, x: Tensor) -> Tensor:
+        """Everything but the last layer: relu(L14(relu(L12(h3 + h4)))). [..., D] -> [..., width]"""
         self._check_input(x)
         L = self.layers
         h1 = F.relu(L[0](x))
         h2 = F.relu(L[2](F.relu(L[1](h1))))
         h3 = F.relu(L[3](h1 + h2))
         h4 = F.relu(L[5](F.relu(L[4](h3))))
-        y = L[8](F.relu(L[7](F.relu(L[6](h3 + h4)))))
-        return F.normalize(y, dim=-1, eps=1e-12)
+        return F.relu(L[7](F.relu(L[6](h3 + h4))))
 
     @staticmethod
-    def from_state_dict(state: StateDict) -> "GagsClipDecoder":
+    def from_state_dict(state: StateDict) -> GagsClipDecoder:
         """Build from the official state dict (keys ``decoder.{0,2,...,16}.{weight,bias}``)."""
         layers = linear_layers(state, "CLIP decoder")
         if tuple(layers) != GAGS_CLIP_LAYERS:
@@ -179,17 +197,24 @@ class MLPDecoder(_Decoder):
         self.in_dim, self.out_dim = dims[0], dims[-1]
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check_input(x)
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i + 1 < len(self.layers):
-                x = F.relu(x)
+        x = self.layers[-1](self.hidden(x))
         if self.output == "softmax":
             return torch.softmax(x, dim=-1)
         return F.normalize(x, dim=-1, eps=1e-12)
 
+    @property
+    def head(self) -> nn.Linear | None:
+        return self.layers[-1] if self.output == "l2" else None
+
+    def hidden(self, x: Tensor) -> Tensor:
+        """Every layer but the last, each followed by ReLU (the input itself for one layer). [..., D] -> [..., width]"""
+        self._check_input(x)
+        for layer in self.layers[:-1]:
+            x = F.relu(layer(x))
+        return x
+
     @staticmethod
-    def from_state_dict(state: StateDict, output: Literal["l2", "softmax"], name: str = "decoder") -> "MLPDecoder":
+    def from_state_dict(state: StateDict, output: Literal["l2", "softmax"], name: str = "decoder") -> MLPDecoder:
         layers = linear_layers(state, name)
         weights = [layers[k] for k in sorted(layers)]
         dims = [weights[0][0].shape[1]] + [w.shape[0] for w, _ in weights]
@@ -203,7 +228,7 @@ class MLPDecoder(_Decoder):
         return module.eval().requires_grad_(False)
 
 
-def clip_decoder_from_state_dict(state: StateDict, kind: Optional[str] = None) -> _Decoder:
+def clip_decoder_from_state_dict(state: StateDict, kind: str | None = None) -> _Decoder:
     """The D → CLIP decoder of a field.
 
     Args:

@@ -6,7 +6,9 @@ Shared by the viewer, the render CLI and the evaluation. Two modes (DESIGN.md, "
   decode every pixel to CLIP space, LERF relevancy per pixel. Decoding and relevancy are fused per
   chunk of pixels, so the [H, W, 512] CLIP map is never held in memory (at 1080p it would be 4 GB).
   Pixels nothing was rendered into (α = 0, feature exactly 0) are decoded once, not per pixel; their
-  relevancy is that of the zero feature, as in the official evaluator. Values are raw (not smoothed, not
+  relevancy is that of the zero feature, as in the official evaluator. The decoder's last layer is folded
+  into the phrases' embeddings and, on CUDA, the decoder runs in float16
+  (:mod:`~gags_viewer.language.pixel_relevancy`). Values are raw (not smoothed, not
   normalised): the evaluation protocol needs them so.
 - ``"gaussian"`` (fast): decode each Gaussian once (cached per field; by default its feature averaged with
   its nearest neighbours', see :mod:`gags_viewer.field.neighbours`), keep per-phrase similarities per
@@ -27,9 +29,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field as dc_field
-from typing import Callable, Literal, Optional, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -46,7 +50,13 @@ from gags_viewer.language.decoders import (
     default_chunk_size,
     granularity_decoder_from_state_dict,
 )
-from gags_viewer.language.pixel_relevancy import fused_pixel_relevancy
+from gags_viewer.language.pixel_relevancy import (
+    DecodePrecision,
+    FoldedRelevancy,
+    cast_decoder,
+    decode_dtype,
+    fused_pixel_relevancy,
+)
 from gags_viewer.language.relevancy import (
     TEMPERATURE,
     alpha_normalize,
@@ -69,7 +79,7 @@ class QueryResult:
         relevancy: LERF relevancy per pixel and query, raw in pixel mode, alpha-normalised in gaussian
             mode (see the module docstring). [K, H, W] float32
         gaussian_scores: relevancy per Gaussian (gaussian mode only, else None). [K, N]
-        render: the render pass: ``rgb`` [H, W, 3] (if asked), ``alpha`` [H, W], ``depth`` [H, W], and
+        render: the render pass: ``rgb`` [H, W, 3] (if asked), ``alpha`` [H, W], no depth, and
             ``features``: the D-channel feature map [H, W, D] (pixel mode) or the raw alpha-weighted
             relevancy channels [H, W, K] (gaussian mode).
         queries, negatives: the phrases used.
@@ -78,7 +88,7 @@ class QueryResult:
     """
 
     relevancy: Tensor
-    gaussian_scores: Optional[Tensor]
+    gaussian_scores: Tensor | None
     render: RenderOutput
     queries: tuple[str, ...]
     negatives: tuple[str, ...]
@@ -103,21 +113,24 @@ class QueryEngine:
             neighbours, this many including itself (:func:`~gags_viewer.field.neighbours.neighbour_smoothed_features`);
             1 decodes every Gaussian's own feature.
         similarity_cache: how many phrases keep their per-Gaussian similarities [N] cached.
+        decode_precision: pixel mode's decoder precision: "auto" (float16 on CUDA, float32 on CPU),
+            "float32", "float16" or "bfloat16".
         profile: synchronise CUDA between phases so that ``timings`` are exact (benchmarks).
     """
 
     def __init__(
         self,
         field: LanguageField,
-        text_encoder: Optional[TextEncoder] = None,
+        text_encoder: TextEncoder | None = None,
         *,
         backend: BackendName = "auto",
-        chunk_size: Optional[int] = None,
+        chunk_size: int | None = None,
         temperature: float = TEMPERATURE,
         alpha_normalize: bool = True,
         min_alpha: float = 1e-6,
         neighbours: int = 8,
         similarity_cache: int = 32,
+        decode_precision: DecodePrecision = "auto",
         profile: bool = False,
     ):
         if not field.has_language:
@@ -134,17 +147,21 @@ class QueryEngine:
         self.min_alpha = min_alpha
         self.neighbours = neighbours
         self.profile = profile
+        self.decode_dtype = decode_dtype(decode_precision, self.device)
         self.negatives: tuple[str, ...] = tuple(field.metadata.negatives)
         self._similarity_capacity = similarity_cache
         self._lock = threading.RLock()
         self._decoders: dict[str, Module] = {}  # "clip", "granularity", built on first use
-        self._gaussian_features: Optional[Tensor] = None
-        self._gaussian_clip: Optional[Tensor] = None
-        self._gaussian_granularity: Optional[Tensor] = None
-        self._zero_clip: Optional[Tensor] = None
-        self._similarities: "OrderedDict[str, Tensor]" = OrderedDict()
-        self._pca: Optional[FeaturePCA] = None
-        self.decode_gaussians_seconds: Optional[float] = None
+        self._gaussian_features: Tensor | None = None
+        self._gaussian_clip: Tensor | None = None
+        self._gaussian_granularity: Tensor | None = None
+        self._zero_clip: Tensor | None = None
+        # Caches of what phrases give, each entry kept with the embedding(s) it was made from.
+        self._similarities: OrderedDict[str, tuple[Tensor, Tensor]] = OrderedDict()  # phrase -> ([E], [N])
+        self._scores: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()  # (queries, negatives) -> [K, N]
+        self._folded: OrderedDict[tuple, tuple[Tensor, FoldedRelevancy]] = OrderedDict()  # ... -> pixel scorer
+        self._pca: FeaturePCA | None = None
+        self.decode_gaussians_seconds: float | None = None
         """How long decoding every Gaussian took (once per field), or None before it happened."""
 
     # -- components ---------------------------------------------------------------------------------
@@ -155,7 +172,7 @@ class QueryEngine:
             self._text_encoder = shared_text_encoder(self.field.metadata.clip)
         return self._text_encoder
 
-    def _decoder(self, name: str, state: Optional[StateDict], build: Callable[[StateDict], Module], missing: str) -> Module:
+    def _decoder(self, name: str, state: StateDict | None, build: Callable[[StateDict], Module], missing: str) -> Module:
         """The decoder cached under ``name``, built from the field's ``state`` dict on first use and moved
         to the engine's device; GagsError(``missing``) when the field has no such decoder."""
         with self._lock:
@@ -188,18 +205,18 @@ class QueryEngine:
 
     # -- text ---------------------------------------------------------------------------------------
 
-    def resolve_negatives(self, negatives: Optional[Sequence[str]]) -> tuple[str, ...]:
+    def resolve_negatives(self, negatives: Sequence[str] | None) -> tuple[str, ...]:
         return self.negatives if negatives is None else tuple(p.strip() for p in negatives if p.strip())
 
     def text_embeddings(self, phrases: Sequence[str]) -> Tensor:
         """L2-normalised text embeddings on the engine's device (encoded once per phrase). [K, E]"""
         return self.text_encoder.encode(list(phrases)).to(self.device, torch.float32)
 
-    def ready(self, queries: Sequence[str], negatives: Optional[Sequence[str]] = None) -> bool:
+    def ready(self, queries: Sequence[str], negatives: Sequence[str] | None = None) -> bool:
         """Whether every phrase is already encoded (so :meth:`query` will not wait for the text model)."""
         return self.text_encoder.is_cached(list(queries) + list(self.resolve_negatives(negatives)))
 
-    def prepare(self, queries: Sequence[str], negatives: Optional[Sequence[str]] = None) -> "Future[Tensor]":
+    def prepare(self, queries: Sequence[str], negatives: Sequence[str] | None = None) -> Future[Tensor]:
         """Start encoding the phrases in the background; the viewer re-renders when the future is done."""
         return self.text_encoder.encode_async(list(queries) + list(self.resolve_negatives(negatives)))
 
@@ -241,50 +258,91 @@ class QueryEngine:
             return self._gaussian_clip
 
     def gaussian_similarities(self, phrases: Sequence[str]) -> Tensor:
-        """Cosine similarity of every Gaussian's decoded feature to each phrase (cached per phrase). [P, N]"""
+        """Cosine similarity of every Gaussian's decoded feature to each phrase (cached per phrase and
+        embedding: a phrase given a new embedding, e.g. a re-used click name, is computed again). [P, N]"""
         phrases = [p.strip() for p in phrases]
         with self._lock:
-            missing = list(dict.fromkeys(p for p in phrases if p not in self._similarities))
+            embeddings = dict(zip(phrases, self.text_embeddings(phrases)))
+            missing = [p for p in embeddings if not _same_text(self._similarities.get(p, (None,))[0], embeddings[p])]
             if missing:
                 clip = self.gaussian_clip_features()
-                text = self.text_embeddings(missing)  # [P', E]
+                text = torch.stack([embeddings[p] for p in missing])  # [P', E]
                 sims = torch.empty(len(missing), clip.shape[0], dtype=torch.float32, device=self.device)
                 for i in range(0, clip.shape[0], self.chunk_size * 4):
                     rows = clip[i : i + self.chunk_size * 4].float()
                     sims[:, i : i + rows.shape[0]] = (rows @ text.T).T
                 for phrase, row in zip(missing, sims):
-                    self._similarities[phrase] = row
+                    self._similarities[phrase] = (embeddings[phrase], row)
             for p in phrases:
                 self._similarities.move_to_end(p)
-            out = torch.stack([self._similarities[p] for p in phrases])
+            out = torch.stack([self._similarities[p][1] for p in phrases])
             while len(self._similarities) > max(self._similarity_capacity, len(phrases)):
                 self._similarities.popitem(last=False)
             return out
 
-    def gaussian_relevancy(self, queries: Sequence[str] | str, negatives: Optional[Sequence[str]] = None) -> Tensor:
-        """LERF relevancy of each Gaussian for each query (3D selection, PLY export). [K, N]"""
-        queries = parse_queries(queries) if isinstance(queries, str) else list(queries)
+    def gaussian_relevancy(self, queries: Sequence[str] | str, negatives: Sequence[str] | None = None) -> Tensor:
+        """LERF relevancy of each Gaussian for each query (3D selection, PLY export), cached per
+        (queries, negatives) and their embeddings. [K, N]"""
+        queries = parse_queries(queries) if isinstance(queries, str) else [q.strip() for q in queries]
         negatives = self.resolve_negatives(negatives)
         check_phrases(queries, negatives)
-        sims = self.gaussian_similarities(list(queries) + list(negatives))
-        k = len(queries)
-        return relevancy_from_similarities(sims[:k].T, sims[k:].T, self.temperature).T.contiguous()
+        key = (tuple(queries), tuple(negatives))
+        with self._lock:
+            text = self.text_embeddings(list(queries) + list(negatives))
+            if not _same_text(self._scores.get(key, (None,))[0], text):
+                sims = self.gaussian_similarities(list(queries) + list(negatives))
+                k = len(queries)
+                scores = relevancy_from_similarities(sims[:k].T, sims[k:].T, self.temperature).T.contiguous()
+                self._scores[key] = (text, scores)
+                while len(self._scores) > 4:
+                    self._scores.popitem(last=False)
+            self._scores.move_to_end(key)
+            return self._scores[key][1]
+
+    def prepare_field(self) -> None:
+        """Build the once-per-field caches (neighbour search, every Gaussian decoded, the decoder in its
+        pixel-mode precision) so that no frame has to: the viewer calls it in the background at load."""
+        self.gaussian_clip_features()
+        self.folding_decoder()
+
+    def folding_decoder(self):
+        """The CLIP decoder in pixel mode's precision (:attr:`decode_dtype`), built once."""
+        clip = self.clip_decoder
+        return self._decoder("clip-folding", self.field.decoder, lambda _: cast_decoder(clip, self.decode_dtype), "")
+
+    def folded_relevancy(self, queries: Sequence[str], negatives: Sequence[str]) -> FoldedRelevancy:
+        """Pixel mode's scorer for these phrases (decoder's last layer folded into their embeddings),
+        cached per (queries, negatives) and their embeddings."""
+        key = (tuple(queries), tuple(negatives))
+        with self._lock:
+            text = self.text_embeddings(list(queries) + list(negatives))
+            if not _same_text(self._folded.get(key, (None,))[0], text):
+                scorer = FoldedRelevancy.build(
+                    self.clip_decoder, text, len(queries), self.temperature, body=self.folding_decoder()
+                )
+                self._folded[key] = (text, scorer)
+                while len(self._folded) > 8:
+                    self._folded.popitem(last=False)
+            self._folded.move_to_end(key)
+            return self._folded[key][1]
 
     # -- queries ------------------------------------------------------------------------------------
 
     def render_features(self, camera: Camera, *, rgb: bool = True, background: Sequence[float] = (0.0, 0.0, 0.0)) -> RenderOutput:
         """One render pass with the D-channel language features (background 0). features: [H, W, D]"""
-        return render(self.field, camera, rgb=rgb, features=self.field.features, background=background, backend=self.backend)
+        return render(self.field, camera, rgb=rgb, features=self.field.features, background=background,
+                      backend=self.backend, depth=False)
 
     def query(
         self,
         camera: Camera,
         queries: Sequence[str] | str,
-        negatives: Optional[Sequence[str]] = None,
+        negatives: Sequence[str] | None = None,
         mode: QueryMode = "pixel",
         *,
         background: Sequence[float] = (0.0, 0.0, 0.0),
         rgb: bool = True,
+        min_decode_alpha: float = 0.0,
     ) -> QueryResult:
         """Relevancy maps of K queries seen from ``camera``.
 
@@ -295,6 +353,9 @@ class QueryEngine:
             mode: "pixel" (render, decode per pixel) or "gaussian" (decode per Gaussian, render K channels).
             background: RGB background of the colour render.
             rgb: also render colour (for compositing).
+            min_decode_alpha: pixel mode decodes only pixels more opaque than this; the others get the
+                zero feature's relevancy. 0 (the official protocol) decodes every pixel anything was
+                rendered into; the viewer passes ~1/255 (nothing fainter changes a displayed colour).
 
         Returns:
             :class:`QueryResult` with relevancy [K, H, W] (and gaussian_scores [K, N] in gaussian mode).
@@ -306,12 +367,12 @@ class QueryEngine:
         check_phrases(queries, negatives)
         timings: dict[str, float] = {}
         if mode == "pixel":
-            return self._query_pixel(camera, queries, negatives, background, rgb, timings)
+            return self._query_pixel(camera, queries, negatives, background, rgb, timings, min_decode_alpha)
         return self._query_gaussian(camera, queries, negatives, background, rgb, timings)
 
-    def _query_pixel(self, camera, queries, negatives, background, rgb, timings) -> QueryResult:
+    def _query_pixel(self, camera, queries, negatives, background, rgb, timings, min_decode_alpha) -> QueryResult:
         start = time.perf_counter()
-        text = self.text_embeddings(list(queries) + list(negatives))
+        self.folded_relevancy(queries, negatives)
         timings["encode"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -319,24 +380,29 @@ class QueryEngine:
         self._sync()
         timings["render"] = time.perf_counter() - start
 
-        relevancy = self.pixel_relevancy(out.features, out.alpha, text, len(queries), timings)
+        relevancy = self.pixel_relevancy(out.features, out.alpha, queries, negatives, timings, min_decode_alpha)
         return QueryResult(relevancy, None, out, tuple(queries), tuple(negatives), "pixel", timings)
 
     def pixel_relevancy(
-        self, feature_map: Tensor, alpha: Tensor, text: Tensor, num_queries: int, timings: Optional[dict] = None
+        self,
+        feature_map: Tensor,
+        alpha: Tensor,
+        queries: Sequence[str],
+        negatives: Sequence[str],
+        timings: dict | None = None,
+        min_decode_alpha: float = 0.0,
     ) -> Tensor:
-        """Relevancy [K, H, W] of a rendered feature map [H, W, D], decoded per pixel with the field's
-        decoder; ``text`` is [K + M, E] (queries, then negatives). See
-        :func:`~gags_viewer.language.pixel_relevancy.fused_pixel_relevancy`."""
+        """Relevancy [K, H, W] of a rendered feature map [H, W, D] (alpha [H, W]), decoded per pixel with
+        the field's decoder in :attr:`decode_dtype`, its last layer folded into the phrases' embeddings.
+        See :func:`~gags_viewer.language.pixel_relevancy.fused_pixel_relevancy`."""
+        scorer = self.folded_relevancy(queries, negatives)
         return fused_pixel_relevancy(
-            self.clip_decoder,
+            scorer,
             feature_map,
             alpha,
-            text,
-            num_queries,
-            device=self.device,
+            scorer.zero_feature(feature_map.shape[-1]),
             chunk_size=self.chunk_size,
-            temperature=self.temperature,
+            min_alpha=min_decode_alpha,
             sync=self._sync,
             timings=timings,
         )
@@ -359,7 +425,8 @@ class QueryEngine:
         timings["relevancy"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        out = render(self.field, camera, rgb=rgb, features=scores.T, background=background, backend=self.backend)
+        out = render(self.field, camera, rgb=rgb, features=scores.T, background=background, backend=self.backend,
+                     depth=False)
         self._sync()
         timings["render"] = time.perf_counter() - start
 
@@ -392,7 +459,8 @@ class QueryEngine:
             if self._gaussian_granularity is None:
                 self._gaussian_granularity = decoder.decode(self.gaussian_features(), self.chunk_size)
             per_gaussian = self._gaussian_granularity
-        out = render(self.field, camera, rgb=rgb, features=per_gaussian, background=background, backend=self.backend)
+        out = render(self.field, camera, rgb=rgb, features=per_gaussian, background=background, backend=self.backend,
+                     depth=False)
         return alpha_normalize(out.features, out.alpha, self.min_alpha).permute(1, 2, 0), out
 
     def feature_pca(self) -> FeaturePCA:
@@ -401,3 +469,8 @@ class QueryEngine:
             if self._pca is None:
                 self._pca = FeaturePCA.fit(self.field.features.to(self.device))
             return self._pca
+
+
+def _same_text(cached: Tensor | None, current: Tensor) -> bool:
+    """Whether a cache entry made from embedding(s) ``cached`` is still valid for ``current``."""
+    return cached is not None and (cached is current or torch.equal(cached, current))

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Optional, Protocol, Sequence
+from typing import Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -57,13 +61,14 @@ class RenderOutput:
     Attributes:
         rgb: Colour from the SH coefficients over the background, or None if not asked. [H, W, 3]
         features: Composited per-Gaussian channels (background 0), or None if not asked. [H, W, C]
-        depth: Expected camera-space depth (accumulated z / alpha; 0 where nothing was hit). [H, W]
+        depth: Expected camera-space depth (accumulated z / alpha; 0 where nothing was hit), or None if
+            not asked. [H, W]
         alpha: Accumulated opacity. [H, W]
     """
 
-    rgb: Optional[Tensor]
-    features: Optional[Tensor]
-    depth: Tensor
+    rgb: Tensor | None
+    features: Tensor | None
+    depth: Tensor | None
     alpha: Tensor
 
 
@@ -94,9 +99,10 @@ def render(
     camera: Camera,
     *,
     rgb: bool = True,
-    features: Optional[Tensor] = None,
+    features: Tensor | None = None,
     background: Sequence[float] = (0.0, 0.0, 0.0),
     backend: BackendName = "auto",
+    depth: bool = True,
 ) -> RenderOutput:
     """Render ``field`` from ``camera``: RGB, extra per-Gaussian channels, depth and alpha in one pass.
 
@@ -108,8 +114,10 @@ def render(
             scores per Gaussian), or None.
         background: RGB background colour in [0, 1].
         backend: "auto" picks gsplat on CUDA, torch on CPU when any input requires grad, else numba.
+        depth: whether to composite a depth channel and return ``depth``.
     """
-    means, quats, scales, opacities = field.means, field.unit_quats(), field.scales(), field.opacities()
+    means = field.means
+    quats, scales, opacities = activations(field)
     parts = []
     if rgb:
         parts.append(sh_to_rgb(field.sh, means, camera.center))
@@ -117,18 +125,16 @@ def render(
         if features.ndim != 2 or features.shape[0] != field.num_gaussians:
             raise RenderError(f"features must be [N={field.num_gaussians}, C], got {list(features.shape)}")
         parts.append(features.to(means.dtype))
-    camera_rotation = camera.world_to_camera[:3, :3].to(means)
-    depth = (means @ camera_rotation[2] + camera.world_to_camera[2, 3].to(means))[:, None]
-    parts.append(depth)
-    colors = torch.cat(parts, dim=-1)
+    if depth:
+        camera_rotation = camera.world_to_camera[:3, :3].to(means)
+        parts.append((means @ camera_rotation[2] + camera.world_to_camera[2, 3].to(means))[:, None])
+    if not parts:
+        raise RenderError("nothing to render: ask for rgb, features or depth")
+    colors = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
     num_features = 0 if features is None else features.shape[1]
-    bg = torch.cat(
-        [
-            torch.as_tensor(background, dtype=means.dtype, device=means.device)[: 3 if rgb else 0],
-            torch.zeros(num_features + 1, dtype=means.dtype, device=means.device),
-        ]
-    )
+    bg = _background(tuple(float(v) for v in background)[: 3 if rgb else 0], num_features + int(depth),
+                     means.dtype, means.device)
     if backend == "auto":
         needs_grad = torch.is_grad_enabled() and any(
             t.requires_grad for t in (means, quats, scales, opacities, colors)
@@ -136,11 +142,58 @@ def render(
         backend = choose_backend(means.device, needs_grad)
     image, alpha = get_backend(backend).rasterize(means, quats, scales, opacities, colors, camera, bg)
 
-    accumulated_depth = image[..., -1]
-    expected_depth = torch.where(alpha > 0, accumulated_depth / alpha.clamp(min=1e-10), torch.zeros_like(alpha))
+    expected_depth = None
+    if depth:
+        accumulated_depth = image[..., -1]
+        expected_depth = torch.where(alpha > 0, accumulated_depth / alpha.clamp(min=1e-10), torch.zeros_like(alpha))
+    first = 3 if rgb else 0
     return RenderOutput(
         rgb=image[..., :3] if rgb else None,
-        features=image[..., 3 if rgb else 0 : -1] if features is not None else None,
+        features=image[..., first : first + num_features] if features is not None else None,
         depth=expected_depth,
         alpha=alpha,
     )
+
+
+_CACHE_LOCK = threading.Lock()
+_ACTIVATIONS: OrderedDict[int, tuple] = OrderedDict()  # id(opacity_logits) -> (weakrefs, versions, values)
+_BACKGROUNDS: OrderedDict[tuple, Tensor] = OrderedDict()
+
+
+def activations(field: LanguageField) -> tuple[Tensor, Tensor, Tensor]:
+    """(unit quaternions [N, 4], scales [N, 3], opacities [N]) of ``field``.
+
+    Cached while the raw tensors are the same objects, unchanged in place (same ``_version``), and need
+    no gradient: a viewer frame does not recompute them; a training step, which changes them in place
+    and needs their gradients, always does.
+    """
+    raw = (field.quats, field.log_scales, field.opacity_logits)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in raw):
+        return field.unit_quats(), field.scales(), field.opacities()
+    versions = tuple(t._version for t in raw)
+    with _CACHE_LOCK:
+        entry = _ACTIVATIONS.get(id(field.opacity_logits))
+    if entry is not None:
+        refs, cached_versions, values = entry
+        if cached_versions == versions and all(r() is t for r, t in zip(refs, raw)):
+            return values
+    values = (field.unit_quats(), field.scales(), field.opacities())
+    with _CACHE_LOCK:
+        _ACTIVATIONS[id(field.opacity_logits)] = (tuple(weakref.ref(t) for t in raw), versions, values)
+        while len(_ACTIVATIONS) > 4:
+            _ACTIVATIONS.popitem(last=False)
+    return values
+
+
+def _background(rgb: tuple, zeros: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The background of every channel (RGB, then zeros), made once per (colour, channels, device). [C]"""
+    key = (rgb, zeros, dtype, device)
+    with _CACHE_LOCK:
+        if key in _BACKGROUNDS:
+            return _BACKGROUNDS[key]
+    value = torch.cat([torch.tensor(rgb, dtype=dtype), torch.zeros(zeros, dtype=dtype)]).to(device)
+    with _CACHE_LOCK:
+        _BACKGROUNDS[key] = value
+        while len(_BACKGROUNDS) > 16:
+            _BACKGROUNDS.popitem(last=False)
+    return value

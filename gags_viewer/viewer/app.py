@@ -32,7 +32,7 @@ from gags_viewer.viewer.camera_path import default_framing
 from gags_viewer.viewer.camera_path_panel import ClientAsServer, add_camera_path_panel
 from gags_viewer.viewer.click_query import ClickQueries
 from gags_viewer.viewer.editing import FieldEditor
-from gags_viewer.viewer.frame import Frame, FrameSource
+from gags_viewer.viewer.frame import Frame, FrameSource, preview_settings
 from gags_viewer.viewer.memory import return_freed_memory
 from gags_viewer.viewer.panels import ClientPanels
 from gags_viewer.viewer.renderer import ClientRenderer
@@ -67,6 +67,12 @@ class _ClientView:
 
     def _after_render(self) -> None:
         pass
+
+
+def browser_res(viewer_res: int, camera) -> int:
+    """The longest side to stream at rest: ``viewer_res``, but never more than the browser's canvas."""
+    canvas = max(int(getattr(camera, "image_width", 0) or 0), int(getattr(camera, "image_height", 0) or 0))
+    return int(viewer_res) if canvas <= 0 else max(16, min(int(viewer_res), canvas))
 
 
 class ViewerApp(FrameSource):
@@ -116,7 +122,10 @@ class ViewerApp(FrameSource):
             return list(self.sessions.values())
 
     def compose_for(self, camera: Camera, settings: ViewSettings, session: ClientSession) -> Frame:
-        frame = self.compose(camera, settings, wait_for_text=False)
+        # While the camera moves (nerfview's low-resolution states) pixel mode shows gaussian mode's
+        # frame; the pixel-mode frame comes with the full-resolution one when the camera rests.
+        moving = getattr(session.renderer, "_state", "high") != "high"
+        frame = self.compose(camera, preview_settings(settings, moving), wait_for_text=False)
         # What this browser waits for is what its latest frame lacked (a frame that raced with the
         # encoder's callback must not leave a stale entry behind).
         session.set_pending(frame.pending)
@@ -192,6 +201,7 @@ class GagsViewer(nerfview.Viewer):
         @client.camera.on_update
         def _(_: viser.CameraHandle) -> None:
             nv.mark_camera_moved(self)
+            view.render_tab_state.viewer_res = browser_res(session.settings.viewer_res, client.camera)
             if renderer.running:
                 renderer.submit(nv.RenderTask("move", self.get_camera_state(client)))
 

@@ -114,8 +114,10 @@ def check_text_model(engine, rgb_only: bool = False) -> Optional[str]:
 
 
 def default_viewer_res(device: torch.device) -> int:
-    """Longest side streamed while the camera rests: 640 on CPU (about 10 frames/s at 100k Gaussians)."""
-    return 1280 if device.type == "cuda" else 640
+    """Longest side streamed while the camera rests: on CUDA up to 1920 (the browser's canvas size caps
+    it, see :func:`~gags_viewer.viewer.app.browser_res`); 640 on CPU, where nerfview lowers the moving
+    resolution further to hold the frame rate."""
+    return 1920 if device.type == "cuda" else 640
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,7 +221,7 @@ def view(
         device: where to render and decode: auto (CUDA if present), cpu or cuda.
         output_dir: where PNG, video and camera-path exports are written.
         query: initial queries, separated by ';' (e.g. "mug; plant").
-        viewer_res: longest side of the streamed image at rest (default 640 on CPU, 1280 on CUDA).
+        viewer_res: longest side of the streamed image at rest (default 640 on CPU, 1920 on CUDA, capped by the browser's canvas).
         iteration: for an official GAGS output directory, the iteration to read (default: latest).
         clip: the ``--clip-*`` overrides of the field's text model (:class:`ClipOverrides`).
         sam_checkpoint: a segment-anything checkpoint (ViT-H/L/B): "Click to query" then segments the clicked
@@ -259,7 +261,7 @@ def train_view(
         share: also ask viser for a public share URL.
         output_dir: where the viewer's PNG, video and camera-path exports are written.
         query: initial queries, separated by ';'.
-        viewer_res: longest side of the streamed image at rest (default 640 on CPU, 1280 on CUDA).
+        viewer_res: longest side of the streamed image at rest (default 640 on CPU, 1920 on CUDA, capped by the browser's canvas).
         preview_every: seconds between preview updates (the browsers re-render with the current field).
         clip: the ``--clip-*`` overrides of the text model used for queries.
     """

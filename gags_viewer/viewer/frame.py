@@ -2,21 +2,10 @@
 
 :func:`compose_frame` is the only place a displayed image is made: the viewer streams it, the PNG and
 video exports draw its legend onto it, and ``gags-viewer render`` writes it to disk, so all three show
-the same pixels for the same camera and settings.
-
-Display modes (see :data:`~gags_viewer.viewer.settings.DISPLAY_MODES`):
-
-- ``rgb``: the colour render over the background.
-- ``relevancy``: the relevancy heat-map (the maximum over the queries, through the colormap), faded
-  into the background where nothing was rendered.
-- ``heatmap``: the heat-map over the RGB render where relevancy exceeds the threshold (LERF style).
-- ``overlay``: every query in its own colour over the RGB render where it exceeds the threshold.
-- ``mask``: the thresholded (evaluated) masks, each solid in its query colour, over the RGB render;
-  ``overlay`` instead blends by how far relevancy exceeds the threshold.
-- ``granularity``: the granularity decoder's class (subpart / part / whole) per pixel over RGB.
-- ``pca``: the language features projected to RGB (a projection fitted once per field).
-- ``depth`` / ``alpha``: expected depth (1st-99th percentile of the covered pixels) and accumulated
-  opacity, through the colormap.
+the same pixels for the same camera and settings. The display modes are a table
+(:data:`~gags_viewer.viewer.display.DISPLAYS`): a render pass, then a paint step. Given a
+:class:`PassCache`, a frame whose camera, field and pass settings match an earlier one (a threshold,
+colour or colormap change) is repainted from that pass without rendering.
 
 Query modes come from the engine: ``gaussian`` (relevancy per Gaussian, then rendered) or ``pixel``
 (features rendered, then decoded per pixel).
@@ -27,9 +16,12 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field as dc_field
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 
 import numpy as np
 import torch
@@ -37,22 +29,12 @@ from torch import Tensor
 
 from gags_viewer.errors import GagsError
 from gags_viewer.field.language_field import LanguageField
-from gags_viewer.language.colormaps import GRANULARITY_COLORS, GRANULARITY_NAMES, apply_colormap, colormap_lut
-from gags_viewer.language.composite import (
-    binary_mask,
-    granularity_image,
-    heatmap_overlay,
-    mask_image,
-    multi_query_overlay,
-)
 from gags_viewer.render.api import render
 from gags_viewer.render.camera import Camera
+from gags_viewer.viewer.display import DISPLAYS, Pass, View, query_legend, run_rgb
 from gags_viewer.viewer.export import Legend
 from gags_viewer.viewer.selection_view import SelectionViews
-from gags_viewer.viewer.settings import DISPLAY_LABELS, LANGUAGE_DISPLAY_MODES, QUERY_DISPLAY_MODES, ViewSettings
-
-MASK_OPACITY = 1.0
-"""Masks are solid: the binary mask as evaluated, distinct from the graded overlay."""
+from gags_viewer.viewer.settings import LANGUAGE_DISPLAY_MODES, QUERY_DISPLAY_MODES, ViewSettings
 
 
 @dataclass
@@ -64,7 +46,8 @@ class Frame:
         legend: what the colours mean (drawn onto exports, shown beside the view in the viewer).
         pending: phrases that still had to be encoded (only when not waiting for text); the image then
             shows the RGB render.
-        timings: seconds per phase ("render", "decode", "relevancy", "composite", "total", ...).
+        timings: seconds per phase ("render", "decode", "relevancy", "composite", "total", ...);
+            "reused" is 1.0 when the render pass came from a :class:`PassCache`.
     """
 
     image: np.ndarray
@@ -78,7 +61,7 @@ def to_uint8(image: Tensor) -> np.ndarray:
     return (image.detach().float().clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
 
 
-def _locked(lock: Optional[threading.Lock]):
+def _locked(lock: threading.Lock | None):
     """``lock`` as a context manager (nothing when None).
 
     The plain ``with lock`` form matters: nerfview raises its interrupt from a trace function at any
@@ -88,18 +71,48 @@ def _locked(lock: Optional[threading.Lock]):
     return contextlib.nullcontext() if lock is None else lock
 
 
-def _colorbar(name: str, low: str, high: str) -> tuple[np.ndarray, str, str]:
-    lut = (colormap_lut(name).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-    return lut, low, high
-
-
-def _over_background(colors: Tensor, alpha: Tensor, background: Tensor) -> Tensor:
-    a = alpha.to(colors)[..., None].clamp(0.0, 1.0)
-    return colors * a + background.to(colors) * (1.0 - a)
-
-
 def needs_language(settings: ViewSettings) -> bool:
     return settings.display in LANGUAGE_DISPLAY_MODES
+
+
+class PassCache:
+    """The last few render passes, by (field, engine, camera, pass settings), for repainting.
+
+    Entries hold the field and engine weakly and compare them by identity, so a swapped field (training
+    preview) never reuses a pass of the old one.
+    """
+
+    def __init__(self, capacity: int = 4):
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple, tuple] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(view: View, pass_key: tuple) -> tuple:
+        cam = view.camera
+        camera_key = (cam.width, cam.height, tuple(cam.world_to_camera.reshape(-1).tolist()), tuple(cam.K.reshape(-1).tolist()))
+        return (id(view.field), id(view.engine), view.backend, camera_key, pass_key)
+
+    def get(self, view: View, pass_key: tuple) -> Pass | None:
+        key = self._key(view, pass_key)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            field_ref, engine_ref, produced = entry
+            if field_ref() is not view.field or (engine_ref is not None and engine_ref() is not view.engine):
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return produced
+
+    def put(self, view: View, pass_key: tuple, produced: Pass) -> None:
+        key = self._key(view, pass_key)
+        engine_ref = None if view.engine is None else weakref.ref(view.engine)
+        with self._lock:
+            self._entries[key] = (weakref.ref(view.field), engine_ref, produced)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
 
 
 def compose_frame(
@@ -109,8 +122,9 @@ def compose_frame(
     engine=None,
     *,
     wait_for_text: bool = True,
-    lock: Optional[threading.Lock] = None,
+    lock: threading.Lock | None = None,
     backend: str = "auto",
+    cache: PassCache | None = None,
 ) -> Frame:
     """Render and composite one frame.
 
@@ -124,6 +138,7 @@ def compose_frame(
             phrases in ``Frame.pending`` (the caller encodes them in the background and asks again).
         lock: held while rendering / querying (serialises the rasterizer between threads).
         backend: render backend for the modes that render directly.
+        cache: reuse (and keep) render passes: a settings-only change repaints without rendering.
 
     Raises:
         GagsError: a language mode on a field without language features, or without an engine.
@@ -131,10 +146,6 @@ def compose_frame(
     start = time.perf_counter()
     settings = settings.checked()
     mode = settings.display
-    background = torch.tensor(settings.background, dtype=torch.float32) / 255.0
-    bg = tuple(float(v) for v in background)
-    timings: dict[str, float] = {}
-
     if needs_language(settings):
         if not field.has_language:
             raise GagsError(
@@ -142,112 +153,44 @@ def compose_frame(
             )
         if engine is None:
             raise GagsError(f"display mode '{mode}' needs a query engine")
+    view = View(field, engine, camera, settings, backend)
 
-    queries = settings.queries
-    negatives = settings.negatives
+    queries, negatives = settings.queries, settings.negatives
     if mode in QUERY_DISPLAY_MODES and not queries:
-        with _locked(lock):
-            out = render(field, camera, rgb=True, background=bg, backend=backend)
-        legend = Legend(title="Type a query (e.g. mug; plant)")
-        return _finish(out.rgb, legend, (), timings, start)
+        produced = _produce(view, ("rgb", tuple(settings.background)), run_rgb, lock, cache)
+        return _finish(produced.rgb, Legend(title="Type a query (e.g. mug; plant)"), (), produced, start)
     if mode in QUERY_DISPLAY_MODES and not negatives:
         raise GagsError("relevancy needs at least one negative phrase")
-
     if mode in QUERY_DISPLAY_MODES and not wait_for_text and not engine.ready(queries, negatives):
-        with _locked(lock):
-            out = render(field, camera, rgb=True, background=bg, backend=backend)
+        produced = _produce(view, ("rgb", tuple(settings.background)), run_rgb, lock, cache)
         missing = tuple(p for p in list(queries) + list(negatives) if engine.text_encoder.cached(p) is None)
-        legend = _query_legend(settings, mode)
+        legend = query_legend(settings, mode)
         legend.notes.append("encoding " + ", ".join(f"'{p}'" for p in missing[:3]) + ("…" if len(missing) > 3 else "") + "…")
-        return _finish(out.rgb, legend, missing, timings, start)
+        return _finish(produced.rgb, legend, missing, produced, start)
 
-    if mode == "rgb":
-        with _locked(lock):
-            t0 = time.perf_counter()
-            out = render(field, camera, rgb=True, background=bg, backend=backend)
-            timings["render"] = time.perf_counter() - t0
-        return _finish(out.rgb, Legend(), (), timings, start)
+    display = DISPLAYS[mode]
+    produced = _produce(view, display.key(settings), display.run, lock, cache)
+    t0 = time.perf_counter()
+    image, legend = display.paint(produced, view)
+    paint_s = time.perf_counter() - t0
+    frame = _finish(image, legend, (), produced, start)
+    frame.timings["composite"] += paint_s
+    return frame
 
-    if mode in ("depth", "alpha"):
-        with _locked(lock):
-            t0 = time.perf_counter()
-            out = render(field, camera, rgb=False, background=bg, backend=backend)
-            timings["render"] = time.perf_counter() - t0
-        if mode == "alpha":
-            image = apply_colormap(out.alpha, settings.colormap)
-            return _finish(image, Legend(title="alpha", colorbar=_colorbar(settings.colormap, "0", "1")), (), timings, start)
-        covered = out.alpha > 0.5
-        values = out.depth[covered] if bool(covered.any()) else out.depth[out.alpha > 0]
-        if values.numel() == 0:
-            near, far = 0.0, 1.0
-        else:
-            sample = values.float()
-            if sample.numel() > 100_000:
-                sample = sample[:: sample.numel() // 100_000 + 1]
-            near, far = (float(v) for v in torch.quantile(sample, torch.tensor([0.01, 0.99], device=sample.device)))
-        scaled = (out.depth - near) / max(far - near, 1e-6)
-        image = _over_background(apply_colormap(scaled, settings.colormap), out.alpha, background)
-        legend = Legend(title="depth", colorbar=_colorbar(settings.colormap, f"{near:.2f}", f"{far:.2f}"))
-        return _finish(image, legend, (), timings, start)
 
-    if mode == "pca":
-        with _locked(lock):
-            t0 = time.perf_counter()
-            out = engine.render_features(camera, rgb=False, background=bg)
-            timings["render"] = time.perf_counter() - t0
-        image = engine.feature_pca().colorize(out.features, out.alpha, bg)
-        return _finish(image, Legend(title=f"feature PCA ({field.feature_dim}-D → RGB)"), (), timings, start)
-
-    if mode == "granularity":
-        with _locked(lock):
-            t0 = time.perf_counter()
-            probabilities, out = engine.granularity(camera, settings.query_mode, rgb=True, background=bg)
-            timings["render"] = time.perf_counter() - t0
-        image = granularity_image(probabilities, rgb=out.rgb, alpha=out.alpha)
-        swatches = [
-            (name, tuple(int(round(float(c) * 255)) for c in rgb))
-            for name, rgb in zip(GRANULARITY_NAMES, GRANULARITY_COLORS)
-        ]
-        return _finish(image, Legend(title=f"granularity ({settings.query_mode})", swatches=swatches), (), timings, start)
-
-    # relevancy, heatmap, overlay, mask
+def _produce(view: View, pass_key: tuple, run, lock, cache: PassCache | None) -> Pass:
+    produced = None if cache is None else cache.get(view, pass_key)
+    if produced is not None:
+        return Pass(**{**produced.__dict__, "timings": {"reused": 1.0}})
     with _locked(lock):
-        result = engine.query(camera, queries, negatives, settings.query_mode, background=bg, rgb=True)
-    timings.update(result.timings)
-    relevancy, rgb, alpha = result.relevancy, result.render.rgb, result.render.alpha
-    legend = _query_legend(settings, mode)
-    if mode == "relevancy":
-        heat = apply_colormap(relevancy.max(dim=0).values, settings.colormap)
-        image = _over_background(heat, alpha, background)
-    elif mode == "heatmap":
-        image = heatmap_overlay(rgb, relevancy.max(dim=0).values, settings.threshold, settings.colormap, alpha=alpha)
-    elif mode == "overlay":
-        colors = torch.tensor(settings.query_colors(), dtype=torch.float32) / 255.0
-        image = multi_query_overlay(rgb, relevancy, settings.threshold, colors, alpha=alpha)
-    else:  # mask
-        colors = torch.tensor(settings.query_colors(), dtype=torch.float32) / 255.0
-        mask = binary_mask(relevancy, settings.threshold, alpha)
-        image = mask_image(mask, colors, rgb=rgb, opacity=MASK_OPACITY)
-    return _finish(image, legend, (), timings, start)
+        produced = run(view)
+    if cache is not None:
+        cache.put(view, pass_key, produced)
+    return produced
 
 
-def _query_legend(settings: ViewSettings, mode: str) -> Legend:
-    label = DISPLAY_LABELS.get(mode, mode)
-    swatches = [(q, settings.color_of(i, q)) for i, q in enumerate(settings.queries)]
-    if mode == "relevancy":
-        return Legend(
-            title=f"relevancy ({settings.query_mode}): {'; '.join(settings.queries)}",
-            colorbar=_colorbar(settings.colormap, "0", "1"),
-        )
-    if mode == "heatmap":
-        return Legend(
-            title=f"relevancy > {settings.threshold:.2f} ({settings.query_mode}): {'; '.join(settings.queries)}",
-            colorbar=_colorbar(settings.colormap, f"{settings.threshold:.2f}", "1"),
-        )
-    return Legend(title=f"{label}: relevancy > {settings.threshold:.2f} ({settings.query_mode})", swatches=swatches)
-
-
-def _finish(image: Tensor, legend: Legend, pending: Sequence[str], timings: dict, start: float) -> Frame:
+def _finish(image: Tensor, legend: Legend, pending: Sequence[str], produced: Pass, start: float) -> Frame:
+    timings = dict(produced.timings)
     t0 = time.perf_counter()
     array = to_uint8(image)
     timings["composite"] = timings.get("composite", 0.0) + (time.perf_counter() - t0)
@@ -255,24 +198,56 @@ def _finish(image: Tensor, legend: Legend, pending: Sequence[str], timings: dict
     return Frame(array, legend, tuple(pending), timings)
 
 
+def preview_settings(settings: ViewSettings, moving: bool) -> ViewSettings:
+    """What to show while the camera moves: pixel mode's frames take a second on a CPU, so a moving
+    camera gets the gaussian-mode frame and the pixel-mode one is swapped in when it rests."""
+    if moving and settings.query_mode == "pixel" and (settings.display in QUERY_DISPLAY_MODES or settings.display == "granularity"):
+        return settings.copy(query_mode="gaussian")
+    return settings
+
+
 class FrameSource:
     """A field and its query engine, composing frames for several threads.
 
-    Holds the raster lock, and encodes phrases in the background for callers that cannot wait
-    (:meth:`request_text`; override :meth:`on_text_ready` to hear when they are done).
+    Holds the raster lock and a :class:`PassCache` (settings-only changes repaint without rendering),
+    builds the per-field caches in the background (:meth:`prepare_field`), and encodes phrases in the
+    background for callers that cannot wait (:meth:`request_text`; override :meth:`on_text_ready` to
+    hear when they are done).
     """
 
     def __init__(self, field: LanguageField, engine=None, *, backend: str = "auto"):
         self.field = field
         self.engine = engine
         self.backend = backend
-        self.raster_lock: Optional[threading.Lock] = threading.Lock()
+        self.raster_lock: threading.Lock | None = threading.Lock()
         """Serialises frames between threads when the rasterizer needs it (see :meth:`warm_up`)."""
         self._text_lock = threading.Lock()
         self._inflight: dict[str, Future] = {}
         self.text_errors: dict[str, str] = {}
         self.selections = SelectionViews()
         """3D selections and their display copies (:mod:`gags_viewer.viewer.selection_view`)."""
+        self.pass_cache = PassCache()
+        self.field_ready: threading.Thread | None = None
+        """The thread building the per-field caches (see :meth:`prepare_field`), once started."""
+
+    def prepare_field(self) -> threading.Thread | None:
+        """Start building the engine's once-per-field caches (neighbour search, every Gaussian decoded,
+        the pixel-mode decoder) on a background thread, so that no render callback (which nerfview may
+        interrupt and restart) does that work. A frame that needs them meanwhile waits for them."""
+        engine = self.engine
+        if engine is None or not hasattr(engine, "prepare_field"):
+            return None
+
+        def build() -> None:
+            try:
+                engine.prepare_field()
+            except Exception:  # noqa: BLE001 - the frame that needs the cache reports the error
+                pass
+
+        thread = threading.Thread(target=build, name="gags-prepare-field", daemon=True)
+        thread.start()
+        self.field_ready = thread
+        return thread
 
     def warm_up(self) -> float:
         """Render one small frame on the calling thread; returns the seconds it took.
@@ -280,7 +255,8 @@ class FrameSource:
         This imports and JIT-compiles the rasterizer before any render thread needs it (numba must not
         be imported from two threads at once), and decides whether frames of different browsers may
         render at the same time: yes unless numba runs on its "workqueue" thread pool, which aborts the
-        process when two threads enter it; then :attr:`raster_lock` serialises frames.
+        process when two threads enter it; then :attr:`raster_lock` serialises frames. Then starts
+        :meth:`prepare_field`.
         """
         from gags_viewer.viewer.camera_path import camera_from_fov, default_framing
 
@@ -289,6 +265,7 @@ class FrameSource:
         camera = camera_from_fov(framing.c2w(), np.radians(framing.fov_y_deg), 64, 48)
         with _locked(self.raster_lock):
             render(self.field, camera, rgb=True, backend=self.backend)
+        self.prepare_field()
         if self.field.means.device.type == "cpu":
             try:
                 import numba
@@ -314,7 +291,7 @@ class FrameSource:
             view = self.selections.view(engine, settings, wait_for_text)  # the selection is shown by the field
             field, engine = view.field, view.engine
         frame = compose_frame(field, camera, settings, engine, wait_for_text=wait_for_text, lock=self.raster_lock,
-                              backend=self.backend)
+                              backend=self.backend, cache=self.pass_cache)
         if view is not None:
             frame.legend.notes.append(view.note)
             frame.pending = tuple(dict.fromkeys(frame.pending + view.pending))

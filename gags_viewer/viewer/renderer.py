@@ -12,9 +12,11 @@ Driven by several threads (the camera's, the GUI's, the text encoder's), it lose
 - an exception in the callback ends the whole process (``os._exit``), and a browser that left while
   its frame was sent kills the thread.
 
-:class:`ClientRenderer` keeps nerfview's states, transitions and resolutions but takes every request
-under one lock, lets its idle "static" request never replace a real one, raises the abandon flag only
-while a frame is being rendered, and logs instead of exiting.
+:class:`ClientRenderer` keeps nerfview's states and resolutions but takes every request under one lock,
+lets its idle "static" request never replace a real one, raises the abandon flag only while a frame is
+being rendered, and logs instead of exiting. One transition differs: a camera coming to rest goes
+straight to the full-resolution frame (nerfview first renders one more low-resolution frame and only
+after another 0.2 s wait the full one, which made an orbit settle 0.2 s and one frame later).
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ class ClientRenderer(Renderer):
         self._task_lock = threading.Lock()
         self._rendering = False
         self.frames_sent = 0
+
+    def _define_transitions(self) -> None:
+        super()._define_transitions()
+        self.transitions["low_move"]["static"] = "high"
 
     def submit(self, task: RenderTask) -> None:
         """Ask for a frame (the newest request wins); abandon a full-resolution frame being rendered if
