@@ -5,7 +5,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported;
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 
 # Property-based tests (tests/test_fuzz_*.py) are deterministic: the same examples on every run and
 # machine, no example database. Each test sets its own example count (tests/fuzz.py:examples).
@@ -17,6 +17,8 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+settings.register_profile("gags-debug", parent=settings.get_profile("gags"), phases=[Phase.explicit, Phase.generate])
+"""For hunting failures fast: ``pytest --hypothesis-profile=gags-debug`` reports without shrinking."""
 settings.load_profile("gags")
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")

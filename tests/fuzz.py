@@ -18,7 +18,7 @@ import os
 import tracemalloc
 from typing import Callable, Optional
 
-from hypothesis import settings
+from hypothesis import currently_in_test_context, event, settings
 from hypothesis import strategies as st
 
 from gags_viewer.errors import GagsError
@@ -63,6 +63,8 @@ def outcome(read: Callable[[], object], max_bytes: int = MAX_TRACED_BYTES):
     if isinstance(result, Refused):
         assert result.message.strip(), "empty error message"
         assert "\n" not in result.message, f"error message is not one line: {result.message!r}"
+    if currently_in_test_context():
+            event(f"refused ({type(result.error).__name__})" if isinstance(result, Refused) else "loaded")
     return result
 
 
