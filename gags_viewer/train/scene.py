@@ -21,6 +21,9 @@ official camera loader does, and kept as small integer tensors.
 from __future__ import annotations
 
 import logging
+import math
+import os
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -43,6 +46,7 @@ IMAGES_DIR = "images"
 OFFICIAL_RESOLUTIONS = (1, 2, 4, 8)
 MAX_AUTO_WIDTH = 1600
 ASPECT_TOLERANCE = 0.02
+NPY_MAX_HEADER_BYTES = 10000  # numpy's own limit (np.load's max_header_size)
 
 
 @dataclass
@@ -206,10 +210,34 @@ def _image_size(path: Path, default_w: int, default_h: int) -> tuple[int, int]:
 
 
 def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    """A numeric ``.npy`` array; never unpickles, never allocates more than the file's data holds."""
     try:
+        _check_npy_size(path)
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise FormatError(path, f"not a readable .npy array ({error})") from None
+    except (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError) as error:  # numpy parses a damaged
+        # header with the tokenizer, which raises its own errors
+        raise FormatError(path, f"not a readable .npy array ({str(error).splitlines()[0][:160]})") from None
+
+
+def _check_npy_size(path: Path) -> None:
+    """Refuse a ``.npy`` whose header declares more data than the file holds (before numpy allocates it)."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise FormatError(path, f"unknown .npy format version {version[0]}.{version[1]}")
+        start = handle.tell()
+        header_length = int.from_bytes(handle.read(2 if version == (1, 0) else 4), "little")
+        if header_length > NPY_MAX_HEADER_BYTES:  # numpy would read (allocate) it all before checking
+            raise FormatError(path, f"declares a {header_length}-byte .npy header (numpy accepts {NPY_MAX_HEADER_BYTES})")
+        handle.seek(start)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(handle, max_header_size=NPY_MAX_HEADER_BYTES)
+        data_bytes = os.fstat(handle.fileno()).st_size - handle.tell()
+    if dtype.hasobject:
+        raise FormatError(path, "holds Python objects, not numbers; refusing to unpickle it")
+    declared = dtype.itemsize * math.prod(shape)
+    if declared > data_bytes:
+        raise FormatError(path, f"header declares shape {list(shape)} ({declared} bytes) but the file holds {data_bytes}")
 
 
 def _read_embeddings(path: Path) -> Tensor:
@@ -241,8 +269,8 @@ def _read_segmentation(path: Path, num_rows: int, image_w: int, image_h: int, wi
             path, f"shape mismatch: segmentation is {seg_w}x{seg_h} but the image is {image_w}x{image_h} (aspect ratios differ)"
         )
     levels = np.asarray(array[1:])
-    if not np.issubdtype(levels.dtype, np.number):
-        raise FormatError(path, f"must hold numbers, got {levels.dtype}")
+    if not (np.issubdtype(levels.dtype, np.integer) or np.issubdtype(levels.dtype, np.floating)):
+        raise FormatError(path, f"must hold integer or real numbers, got {levels.dtype}")
     if np.issubdtype(levels.dtype, np.floating):
         if not np.isfinite(levels).all():
             raise FormatError(path, "contains NaN or Inf")
