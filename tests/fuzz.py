@@ -115,18 +115,22 @@ _INTERESTING = [b"\x00", b"\xff", b"\x7f", b"\x80", b"\xff\xff\xff\xff", b"\x00\
 
 
 @st.composite
-def mutated(draw, data: bytes, hot: Optional[int] = None, max_ops: int = 4) -> bytes:
+def mutated(draw, data: bytes, hot: Optional[int] = None, hot_tail: Optional[int] = None, max_ops: int = 4) -> bytes:
     """``data`` after 1..``max_ops`` random edits: truncate, flip, overwrite, insert, delete, splice.
 
-    ``hot`` biases positions to the first ``hot`` bytes (a header), where one edit changes the most.
+    ``hot`` biases positions to the first ``hot`` bytes (a header), where one edit changes the most;
+    ``hot_tail`` to the last ``hot_tail`` bytes (a zip file's directory).
     """
     out = bytearray(data)
 
     def position() -> int:
         top = len(out)
+        choices = [st.integers(0, top)]
         if hot:
-            return draw(st.one_of(st.integers(0, min(hot, top)), st.integers(0, top)))
-        return draw(st.integers(0, top))
+            choices.append(st.integers(0, min(hot, top)))
+        if hot_tail:
+            choices.append(st.integers(max(0, top - hot_tail), top))
+        return draw(st.one_of(*choices))
 
     for _ in range(draw(st.integers(1, max_ops))):
         op = draw(st.sampled_from(["truncate", "flip", "overwrite", "insert", "delete", "splice", "interesting"]))
