@@ -76,7 +76,28 @@ class FieldMetadata:
                 if not isinstance(values[key], (list, tuple)):
                     raise FieldError(f"metadata '{key}' must be a list")
                 values[key] = tuple(values[key])
+        _check_metadata_types(clip, values)
         return FieldMetadata(clip=ClipSpec(**clip), **values)
+
+
+def _check_metadata_types(clip: dict, values: dict) -> None:
+    """Raise :class:`FieldError` unless parsed field.json values have the types the dataclasses document."""
+    if not isinstance(clip.get("model", ""), str):
+        raise FieldError("metadata 'clip.model' must be a string")
+    for key in set(clip) - {"model"}:
+        if clip[key] is not None and not isinstance(clip[key], str):
+            raise FieldError(f"metadata 'clip.{key}' must be a string or null")
+    for key in ("negatives", "example_queries"):
+        if not all(isinstance(item, str) for item in values.get(key, ())):
+            raise FieldError(f"metadata '{key}' must be a list of strings")
+    up = values.get("up", (0.0, 1.0, 0.0))
+    if len(up) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in up):
+        raise FieldError("metadata 'up' must be 3 finite numbers")
+    for key, kind in (("decoder_kind", str), ("default_camera", dict)):
+        if values.get(key) is not None and not isinstance(values[key], kind):
+            raise FieldError(f"metadata '{key}' must be {'a string' if kind is str else 'an object'} or null")
+    if not isinstance(values.get("source", ""), str):
+        raise FieldError("metadata 'source' must be a string")
 
 
 @dataclass
@@ -208,6 +229,8 @@ def decoder_input_dim(state: StateDict) -> int:
     if not weights:
         raise FieldError("decoder state dict has no weights")
     first = min(weights, key=_layer_order)
+    if state[first].ndim < 2:
+        raise FieldError(f"decoder weight '{first}' has shape {list(state[first].shape)}; expected [out, in, ...]")
     return int(state[first].shape[1])
 
 
