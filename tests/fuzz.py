@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from gags_viewer.errors import GagsError
 
-FUZZ_TIMEOUT_S = 240
+FUZZ_TIMEOUT_S = 240 * max(1, int(os.environ.get("GAGS_FUZZ_EXAMPLES") or 0) // 100)
 """pytest-timeout of one fuzz test: a hanging reader fails the test instead of stalling the suite."""
 MAX_TRACED_BYTES = 256 * 2**20
 """Most Python/numpy memory one read of a (kilobyte-sized) fuzzed file may allocate."""

@@ -88,7 +88,7 @@ def _document(**changes) -> dict:
     return document
 
 
-@examples(300)
+@examples(150)
 @given(camera_path_documents())
 @example(_document(render_width=float("inf")))  # was OverflowError: int(inf)
 @example(_document(render_width=float("nan")))  # was ValueError outside the try
@@ -105,7 +105,7 @@ def test_camera_path_documents_load_or_one_line_error(document):
         _check_loaded(result)
 
 
-@examples(300)
+@examples(150)
 @given(mutated(json.dumps(VALID).encode(), hot=120))
 @example(nested(100_000).encode())  # was RecursionError from the JSON parser
 @example(b'{"camera_path": [' + b"1" * 5000 + b"]}")  # was ValueError: too many digits

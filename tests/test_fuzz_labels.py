@@ -71,7 +71,7 @@ def _check_loaded(frame: LabelFrame) -> None:
         assert query.boxes.ndim == 2 and query.boxes.shape[1] == 4 and np.isfinite(query.boxes).all()
 
 
-@examples(300)
+@examples(150)
 @given(label_documents())
 @example({"info": {"height": 1e999, "width": 4}, "objects": []})  # was OverflowError: int(inf)
 @example({"info": {"height": float("nan"), "width": 4}, "objects": []})  # was ValueError: int(nan)
@@ -86,7 +86,7 @@ def test_label_documents_load_or_one_line_error(document):
         _check_loaded(result)
 
 
-@examples(300)
+@examples(150)
 @given(mutated(json.dumps(VALID, indent=1).encode(), hot=80))
 @example(nested(100_000).encode())  # was RecursionError from the JSON parser
 @example(b"\xff\xfe" + json.dumps(VALID).encode("utf-16-le"))

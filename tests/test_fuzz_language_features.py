@@ -108,7 +108,7 @@ def _check_loaded(scene) -> None:
     assert int(view.seg.min()) >= -1 and int(view.seg.max()) < rows
 
 
-@examples(200)
+@examples(100)
 @given(feature_files())
 @example((_lying_header((2**40, CLIP_DIM)), VALID_S))  # np.load would allocate 2 PiB (MemoryError)
 @example((VALID_F, _npy(_valid_s().astype(np.complex64))))  # was TypeError: int() of a complex
@@ -119,7 +119,7 @@ def test_feature_files_load_or_one_line_error(scene_root, case):
         _check_loaded(result)
 
 
-@examples(200)
+@examples(100)
 @given(st.booleans(), st.data())
 def test_mutated_feature_files_load_or_one_line_error(scene_root, mutate_f, data):
     f = data.draw(mutated(VALID_F, hot=128)) if mutate_f else VALID_F

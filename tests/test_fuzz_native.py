@@ -88,12 +88,13 @@ def field_documents(draw):
     return document if draw(st.integers(0, 19)) else draw(json_values(5))
 
 
-@examples(150)
-@given(field_documents(), st.booleans())
+@examples(80)
+@given(field_documents(), st.sampled_from([False, False, False, True]))  # the CLIP decoder is 2.4 MB
 @example({**VALID_JSON, "up": ["a", "b", "c"]}, False)  # was accepted; the viewer crashed on it
 @example({**VALID_JSON, "negatives": [1, None]}, False)  # was accepted; text encoding crashed on it
 @example({**VALID_JSON, "clip": {"model": 5}}, False)  # was accepted; open_clip crashed on it
 @example({**VALID_JSON, "up": [float("nan"), 0, 1]}, False)
+@example({**VALID_JSON, "up": [10**400, 0, 1]}, False)  # was OverflowError in the check added for "up"
 @example({**VALID_JSON, "format_version": 10**400}, False)
 def test_field_json_documents_load_or_one_line_error(document, full):
     files = dict(FULL if full else SMALL)
@@ -104,7 +105,7 @@ def test_field_json_documents_load_or_one_line_error(document, full):
         _check_loaded(result)
 
 
-@examples(100)
+@examples(60)
 @given(mutated(SMALL[FIELD_JSON], hot=200))
 @example(nested(100_000).encode())
 def test_mutated_field_json_loads_or_one_line_error(data):
@@ -156,7 +157,7 @@ RAW_HEADERS = st.one_of(
 )
 
 
-@examples(150)
+@examples(80)
 @given(st.one_of(decoder_tensors().map(safetensors.torch.save),
                  RAW_HEADERS.map(_raw_safetensors),
                  st.sampled_from([2**64 - 1, 2**40, 0, 7]).map(lambda n: _raw_safetensors({}, declared=n))))
@@ -167,7 +168,7 @@ def test_decoder_files_load_or_one_line_error(data):
         _check_loaded(result)
 
 
-@examples(100)
+@examples(60)
 @given(mutated(SMALL[DECODERS], hot=600))
 def test_mutated_decoder_files_load_or_one_line_error(data):
     result = _read({**SMALL, DECODERS: data})

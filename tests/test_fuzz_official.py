@@ -110,7 +110,7 @@ def checkpoint_sets(draw):
     return {slot: _save(draw(state_dicts(slot)), legacy=draw(st.integers(0, 3)) == 0) for slot in slots}
 
 
-@examples(150)
+@examples(60)
 @given(checkpoint_sets())
 @example({"scale_decoder": _save({"decoder.0.weight": torch.zeros(3)})})
 @example({"scale_decoder": _save(nested(5000))})
@@ -130,7 +130,7 @@ def test_valid_official_directory_still_loads():
 # Damaged checkpoints
 
 
-@examples(150)
+@examples(80)
 @given(mutated(VALID_SCALE, hot=256, hot_tail=512))
 def test_mutated_zip_checkpoints_load_or_one_line_error(data):
     result = _read({"scale_decoder": data})
@@ -146,7 +146,7 @@ def _lying_string_length(data: bytes) -> bytes:
     return bytes(out)
 
 
-@examples(100)
+@examples(60)
 @given(mutated(VALID_SCALE_LEGACY, hot=1024))
 @example(_lying_string_length(VALID_SCALE_LEGACY))  # torch.load(path) allocated the 2 GiB before failing
 def test_mutated_legacy_checkpoints_load_or_one_line_error(data):
@@ -178,7 +178,7 @@ def _payloads(marker: Path) -> list[_Payload]:
     ]
 
 
-@examples(60)
+@examples(30)
 @given(
     which=st.integers(0, 3),
     placement=st.sampled_from(["top", "state value", "optimizer", "in list", "dict key", "in tuple"]),

@@ -144,7 +144,7 @@ def _check_loaded(field: LanguageField) -> None:
     assert all(t.dtype == torch.float32 for t in (field.means, field.quats, field.log_scales, field.sh))
 
 
-@examples(300)
+@examples(150)
 @given(ply_documents())
 def test_ply_documents_load_or_one_line_error(case):
     data, expected = case
@@ -163,7 +163,7 @@ def _header_with_count(count: str, fmt: str = "binary_little_endian", extra: str
     return header + VALID_BINARY[VALID_HEADER:]
 
 
-@examples(300)
+@examples(150)
 @given(mutated(VALID_BINARY, hot=VALID_HEADER))
 @example(_header_with_count("99999999999"))
 @example(_header_with_count("99999999999", "ascii"))  # plyfile allocated 99999999999 rows (MemoryError)

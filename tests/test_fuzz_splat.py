@@ -55,7 +55,7 @@ def _read(data: bytes):
         return outcome(lambda: load_field(path))
 
 
-@examples(200)
+@examples(100)
 @given(splat_rows())
 def test_splat_rows_load_exactly_when_finite_with_positive_scales(rows):
     result = _read(rows.tobytes())
@@ -68,7 +68,7 @@ def test_splat_rows_load_exactly_when_finite_with_positive_scales(rows):
         assert torch.equal(result.means, torch.from_numpy(rows["position"].copy()))
 
 
-@examples(200)
+@examples(100)
 @given(mutated(VALID))
 @example(VALID[:-1])
 @example(b"")

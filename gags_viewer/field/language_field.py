@@ -91,7 +91,7 @@ def _check_metadata_types(clip: dict, values: dict) -> None:
         if not all(isinstance(item, str) for item in values.get(key, ())):
             raise FieldError(f"metadata '{key}' must be a list of strings")
     up = values.get("up", (0.0, 1.0, 0.0))
-    if len(up) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in up):
+    if len(up) != 3 or not all(map(_is_finite_number, up)):
         raise FieldError("metadata 'up' must be 3 finite numbers")
     for key, kind in (("decoder_kind", str), ("default_camera", dict)):
         if values.get(key) is not None and not isinstance(values[key], kind):
@@ -221,6 +221,15 @@ class LanguageField:
                     f"feature dimension {self.feature_dim} does not match the {name} input dimension {in_dim}"
                 )
         return self
+
+
+def _is_finite_number(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float64
+        return False
 
 
 def decoder_input_dim(state: StateDict) -> int:
