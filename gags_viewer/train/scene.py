@@ -328,25 +328,35 @@ def _read_torch_checkpoint(path: Path) -> LanguageField:
     except Exception as error:  # noqa: BLE001 - torch.load fails in many ways; weights_only refused code
         detail = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
         raise FormatError(path, f"not a readable tensor-only checkpoint ({detail})") from None
-    if isinstance(payload, dict) and isinstance(payload.get("splats"), dict):
-        splats = payload["splats"]
-        need = ("means", "quats", "scales", "opacities", "sh0")
-        missing = [key for key in need if key not in splats]
-        if missing:
-            raise FormatError(path, f"gsplat checkpoint lacks splats {', '.join(missing)}")
-        sh = splats["sh0"].float()
-        if "shN" in splats and splats["shN"].numel():
-            sh = torch.cat([sh, splats["shN"].float()], dim=1)
-        return LanguageField(
-            means=splats["means"].float(), quats=splats["quats"].float(), log_scales=splats["scales"].float(),
-            opacity_logits=splats["opacities"].float().reshape(-1), sh=sh.contiguous(),
-        )
-    if isinstance(payload, (tuple, list)) and len(payload) == 2 and isinstance(payload[0], (tuple, list)):
-        capture = payload[0]
-        if len(capture) in (12, 13):
-            _, xyz, dc, rest, scaling, rotation, opacity = capture[:7]
+    try:
+        if isinstance(payload, dict) and isinstance(payload.get("splats"), dict):
+            splats = payload["splats"]
+            need = ("means", "quats", "scales", "opacities", "sh0")
+            missing = [key for key in need if key not in splats]
+            if missing:
+                raise FormatError(path, f"gsplat checkpoint lacks splats {', '.join(missing)}")
+            means, quats, scales, opacities, sh = (_float_tensor(splats[key], key, path) for key in need)
+            if "shN" in splats and _float_tensor(splats["shN"], "shN", path).numel():
+                sh = torch.cat([sh, splats["shN"].float()], dim=1)
             return LanguageField(
-                means=xyz.float(), quats=rotation.float(), log_scales=scaling.float(),
-                opacity_logits=opacity.float().reshape(-1), sh=torch.cat([dc.float(), rest.float()], dim=1).contiguous(),
+                means=means, quats=quats, log_scales=scales, opacity_logits=opacities.reshape(-1), sh=sh.contiguous()
             )
+        if isinstance(payload, (tuple, list)) and len(payload) == 2 and isinstance(payload[0], (tuple, list)):
+            capture = payload[0]
+            if len(capture) in (12, 13):
+                names = ("xyz", "features_dc", "features_rest", "scaling", "rotation", "opacity")
+                xyz, dc, rest, scaling, rotation, opacity = map(_float_tensor, capture[1:7], names, [path] * 6)
+                return LanguageField(
+                    means=xyz, quats=rotation, log_scales=scaling, opacity_logits=opacity.reshape(-1),
+                    sh=torch.cat([dc, rest], dim=1).contiguous(),
+                )
+    except (RuntimeError, IndexError) as error:  # tensors whose shapes do not fit together (cat, reshape)
+        raise FormatError(path, f"checkpoint tensors do not fit together ({str(error).splitlines()[0][:120]})") from None
     raise FormatError(path, "neither a gsplat checkpoint ({'splats': ...}) nor an Inria chkpnt (tuple, iteration)")
+
+
+def _float_tensor(value, name: str, path: Path) -> Tensor:
+    """``value`` as a float32 tensor, or a :class:`FormatError` naming the checkpoint entry."""
+    if not isinstance(value, Tensor) or not value.is_floating_point():
+        raise FormatError(path, f"checkpoint entry '{name}' is not a floating-point tensor")
+    return value.float()
