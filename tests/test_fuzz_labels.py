@@ -71,7 +71,7 @@ def _check_loaded(frame: LabelFrame) -> None:
         assert query.boxes.ndim == 2 and query.boxes.shape[1] == 4 and np.isfinite(query.boxes).all()
 
 
-@examples(150)
+@examples(100)
 @given(label_documents())
 @example({"info": {"height": 1e999, "width": 4}, "objects": []})  # was OverflowError: int(inf)
 @example({"info": {"height": float("nan"), "width": 4}, "objects": []})  # was ValueError: int(nan)

@@ -110,7 +110,7 @@ def checkpoint_sets(draw):
     return {slot: _save(draw(state_dicts(slot)), legacy=draw(st.integers(0, 3)) == 0) for slot in slots}
 
 
-@examples(60)
+@examples(40)
 @given(checkpoint_sets())
 @example({"scale_decoder": _save({"decoder.0.weight": torch.zeros(3)})})
 @example({"scale_decoder": _save(nested(5000))})

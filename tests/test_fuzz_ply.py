@@ -144,7 +144,7 @@ def _check_loaded(field: LanguageField) -> None:
     assert all(t.dtype == torch.float32 for t in (field.means, field.quats, field.log_scales, field.sh))
 
 
-@examples(150)
+@examples(100)
 @given(ply_documents())
 def test_ply_documents_load_or_one_line_error(case):
     data, expected = case
