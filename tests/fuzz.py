@@ -102,6 +102,17 @@ def json_values(max_leaves: int = 12):
     )
 
 
+def rarely(odds: int = 9):
+    """True about once in ``odds + 1`` draws (hypothesis' own booleans and small integers are not uniform)."""
+    return st.sampled_from([False] * odds + [True])
+
+
+def mostly(valid, hostile, odds: int = 9):
+    """``valid`` about ``odds`` times in ``odds + 1``, else ``hostile``: most inputs stay close enough to
+    the format that the reader gets past its first check, so the later checks are exercised too."""
+    return rarely(odds).flatmap(lambda bad: hostile if bad else valid)
+
+
 def nested(depth: int) -> str:
     """JSON text of ``depth`` nested lists: deep enough to overflow a recursive parser."""
     return "[" * depth + "]" * depth

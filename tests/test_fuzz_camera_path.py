@@ -14,7 +14,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gags_viewer.viewer.camera_path import CameraPath, camera_path_json, read_camera_path
-from tests.fuzz import FLOATS, FUZZ_TIMEOUT_S, INTS, TEXT, Refused, examples, json_values, mutated, nested, outcome
+from tests.fuzz import (
+    FLOATS, FUZZ_TIMEOUT_S, INTS, TEXT, Refused, examples, json_values, mostly, mutated, nested, outcome, rarely,
+)
 
 pytestmark = pytest.mark.timeout(FUZZ_TIMEOUT_S)
 
@@ -39,11 +41,11 @@ def camera_path_documents(draw):
     """A camera path close to nerfview's layout, with hostile values and keys dropped or added."""
     document = json.loads(json.dumps(VALID))
     for key in ("render_width", "render_height", "fps", "camera_type"):
-        if draw(st.booleans()):
+        if draw(rarely(4)):
             document[key] = draw(st.one_of(SCALARS, json_values(3)))
     frames = []
     for entry in document["camera_path"][: draw(st.integers(0, 3))]:
-        if draw(st.booleans()):
+        if draw(rarely(4)):
             matrix = entry["camera_to_world"]
             size = draw(st.sampled_from([16, 12, 9, 0, 17]))
             entry["camera_to_world"] = draw(st.one_of(
@@ -53,13 +55,13 @@ def camera_path_documents(draw):
                 json_values(4),
             ))
         for key in ("fov", "aspect"):
-            if draw(st.booleans()):
+            if draw(rarely(4)):
                 entry[key] = draw(st.one_of(SCALARS, json_values(2)))
-        for key in draw(st.sets(st.sampled_from(sorted(entry)), max_size=1)):
-            del entry[key]
-        frames.append(draw(st.one_of(st.just(entry), json_values(3))) if draw(st.integers(0, 9)) == 0 else entry)
-    document["camera_path"] = frames if draw(st.integers(0, 9)) else draw(json_values(3))
-    return document if draw(st.integers(0, 19)) else draw(json_values(5))
+        if draw(rarely()):
+            del entry[draw(st.sampled_from(sorted(entry)))]
+        frames.append(draw(mostly(st.just(entry), json_values(3))))
+    document["camera_path"] = draw(mostly(st.just(frames), json_values(3)))
+    return draw(mostly(st.just(document), json_values(5), odds=19))
 
 
 def _read(data: bytes):

@@ -12,7 +12,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gags_viewer.eval.labels import LabelFrame, load_label_file
-from tests.fuzz import FLOATS, FUZZ_TIMEOUT_S, INTS, TEXT, Refused, examples, json_values, mutated, nested, outcome
+from tests.fuzz import (
+    FLOATS, FUZZ_TIMEOUT_S, INTS, TEXT, Refused, examples, json_values, mostly, mutated, nested, outcome,
+)
 
 pytestmark = pytest.mark.timeout(FUZZ_TIMEOUT_S)
 
@@ -26,32 +28,34 @@ VALID = {
 }
 
 NUMBERS = st.one_of(INTS, FLOATS, st.sampled_from([10**400, -(10**400)]))
-SIZES = st.one_of(st.integers(1, 40), NUMBERS, TEXT, st.none(), st.booleans(), st.just([12]))
-POINTS = st.one_of(
-    st.lists(st.lists(NUMBERS, min_size=2, max_size=2), max_size=8),
-    st.lists(st.lists(st.lists(NUMBERS, min_size=2, max_size=2), max_size=5), max_size=3),
-    json_values(),
+SIZE = mostly(st.integers(1, 40), st.one_of(NUMBERS, TEXT, st.none(), st.booleans(), st.just([12])))
+COORD = st.one_of(st.integers(-5, 45), st.floats(-5, 45))
+POLYGON = st.lists(st.lists(COORD, min_size=2, max_size=2), min_size=1, max_size=8)
+POINTS = mostly(
+    st.one_of(POLYGON, st.lists(POLYGON, min_size=1, max_size=3)),
+    st.one_of(st.lists(st.lists(NUMBERS, min_size=2, max_size=2), max_size=8), json_values()),
 )
 
 
 @st.composite
 def label_documents(draw):
     """A label document close to the official layout, with hostile values and keys dropped or added."""
-    info = {"name": draw(st.one_of(st.just("frame_00001.jpg"), TEXT, json_values(4))),
-            "height": draw(SIZES), "width": draw(SIZES)}
+    info = {"name": draw(mostly(st.just("frame_00001.jpg"), st.one_of(TEXT, json_values(4)))),
+            "height": draw(SIZE), "width": draw(SIZE)}
     objects = []
     for _ in range(draw(st.integers(0, 4))):
         obj = {
-            "category": draw(st.one_of(st.sampled_from(["mug", "plant"]), TEXT, json_values(3))),
-            "bbox": draw(st.one_of(st.lists(NUMBERS, min_size=4, max_size=4), json_values(6))),
+            "category": draw(mostly(st.sampled_from(["mug", "plant"]), st.one_of(TEXT, json_values(3)))),
+            "bbox": draw(mostly(st.lists(COORD, min_size=4, max_size=4),
+                                st.one_of(st.lists(NUMBERS, min_size=4, max_size=4), json_values(6)))),
             draw(st.sampled_from(["segmentation", "polygon"])): draw(POINTS),
         }
-        for key in draw(st.sets(st.sampled_from(sorted(obj)), max_size=1)):
+        for key in draw(mostly(st.just(set()), st.sets(st.sampled_from(sorted(obj)), min_size=1, max_size=1))):
             del obj[key]
         obj.update(draw(st.dictionaries(TEXT, json_values(3), max_size=2)))
-        objects.append(draw(st.one_of(st.just(obj), json_values(3))) if draw(st.integers(0, 9)) == 0 else obj)
+        objects.append(draw(mostly(st.just(obj), json_values(3), odds=9)))
     document = {"info": info, "objects": objects}
-    for key in draw(st.sets(st.sampled_from(["info", "objects"]), max_size=1)):
+    for key in draw(mostly(st.just(set()), st.sets(st.sampled_from(["info", "objects"]), min_size=1, max_size=1), 9)):
         document[key] = draw(json_values(4))
     return document
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from gags_viewer.field.load import load_field
 from gags_viewer.field.splat import SPLAT_DTYPE
-from tests.fuzz import FLOATS, FUZZ_TIMEOUT_S, Refused, examples, mutated, outcome
+from tests.fuzz import FLOATS, FUZZ_TIMEOUT_S, Refused, examples, mutated, outcome, rarely
 
 pytestmark = pytest.mark.timeout(FUZZ_TIMEOUT_S)
 
@@ -38,12 +38,12 @@ def splat_rows(draw):
     rows = _rows(n)
     for i in range(n):
         for field in ("position", "scale"):
-            if draw(st.booleans()):
+            if draw(rarely(4)):
                 values = [draw(FLOATS) for _ in range(3)]
                 with np.errstate(over="ignore"):  # float64 values beyond float32 become Inf
                     rows[field][i] = values
         for field in ("rgba", "rotation"):
-            if draw(st.booleans()):
+            if draw(rarely(1)):
                 rows[field][i] = [draw(st.integers(0, 255)) for _ in range(4)]
     return rows
 
