@@ -50,7 +50,7 @@ def checkpoints(draw):
         entries = dict(enumerate(capture))
         keys = list(range(1, 7))
         payload = None
-    for _ in range(draw(st.integers(0, 3))):
+    for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2]))):
         key = draw(st.sampled_from(keys))
         edit = draw(st.sampled_from(["shape", "dtype", "value", "object", "drop"]))
         if edit == "shape":
