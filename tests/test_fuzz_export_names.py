@@ -49,6 +49,7 @@ def _assert_plain_name(name: str) -> None:
 @example("C:\\Windows\\system32")
 @example("\x00\n\r\x1b")
 @example("CON")
+@example("lpt1./etc/passwd")  # was "lpt1._etc_passwd_": still the LPT1 device on Windows
 @example("....")
 def test_sanitized_names_are_plain(text):
     name = sanitize_filename(text)
@@ -59,6 +60,7 @@ def test_sanitized_names_are_plain(text):
 @examples(50)
 @given(stem=USER_TEXT, suffix=USER_TEXT, kind=USER_TEXT, hint=USER_TEXT)
 @example(stem="../../escape", suffix="/../../png", kind="..", hint="../")
+@example(stem="x", suffix="png", kind="com1.2o", hint="")  # was "com1.2o-<time>_.png", the COM1 device
 def test_export_paths_stay_inside_the_directory(stem, suffix, kind, hint):
     with tempfile.TemporaryDirectory() as tmp:
         outside = Path(tmp)
