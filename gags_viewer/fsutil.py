@@ -170,3 +170,7 @@ def read_json(path: PathLike, error: Callable[[Path, str], Exception]) -> Any:
         raise error(path, "is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise error(path, f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except ValueError as exc:  # e.g. an integer literal of more than 4300 digits
+        raise error(path, f"not valid JSON ({str(exc).splitlines()[0][:120]})") from None
+    except RecursionError:
+        raise error(path, "not valid JSON (nested too deeply)") from None

@@ -24,7 +24,7 @@ from gags_viewer.viewer import export as ex
         ("café crème", "cafe_creme"),
         ("a\\b:c*d?e\"f<g>h|i", "a_b_c_d_e_f_g_h_i"),
         ("con", "con_"),
-        ("NUL.txt", "NUL.txt_"),
+        ("NUL.txt", "NUL_.txt"),
         ("x\x00y\ny", "x_y_y"),
         ("多言語", "export"),
     ],

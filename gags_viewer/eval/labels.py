@@ -31,6 +31,9 @@ from gags_viewer.fsutil import read_json
 
 PathLike = Union[str, Path]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
+MAX_LABEL_PIXELS = 2**27
+"""Largest label resolution (width x height) accepted: 128 Mpx, far above any dataset frame; each
+category's mask is a bool array of this size."""
 
 
 class LabelError(GagsError):
@@ -136,6 +139,8 @@ def load_label_file(path: PathLike) -> LabelFrame:
     info = _require(path, data, "info", dict, "info")
     height = _positive_int(path, info, "height", "info.height")
     width = _positive_int(path, info, "width", "info.width")
+    if width * height > MAX_LABEL_PIXELS:
+        raise LabelError(path, f"label resolution {width}x{height} is larger than {MAX_LABEL_PIXELS} pixels")
     image_name = info.get("name")
     if image_name is not None and (not isinstance(image_name, str) or not image_name.strip()):
         raise LabelError(path, f"info.name must be a file name, got {image_name!r}")
@@ -219,15 +224,17 @@ def _positive_int(path: Path, info: dict, key: str, label: str) -> int:
     if key not in info:
         raise LabelError(path, f"info has no '{key}'")
     value = info[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
-        raise LabelError(path, f"{label} must be a positive integer, got {value!r}")
+    if isinstance(value, float) and value.is_integer():  # False for NaN and Inf
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LabelError(path, f"{label} must be a positive integer, got {value!r:.40}")
     return int(value)
 
 
 def _finite_numbers(value) -> Optional[np.ndarray]:
     try:
         array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float64
         return None
     if array.dtype == object or not np.isfinite(array).all():
         return None

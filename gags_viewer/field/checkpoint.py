@@ -13,6 +13,7 @@ kernel ``[out, in, 1, 1]`` (a plain ``[out, in]`` matrix is accepted too) and ``
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def load_torch_state_dict(path: Path) -> StateDict:
     """
     path = Path(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        # From memory: the unpickler reads a pickled string's declared length with one read(n), which on
+        # a file allocates n bytes up front, so a damaged legacy checkpoint could ask for gigabytes.
+        payload = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise FormatError(
             path,

@@ -76,7 +76,28 @@ class FieldMetadata:
                 if not isinstance(values[key], (list, tuple)):
                     raise FieldError(f"metadata '{key}' must be a list")
                 values[key] = tuple(values[key])
+        _check_metadata_types(clip, values)
         return FieldMetadata(clip=ClipSpec(**clip), **values)
+
+
+def _check_metadata_types(clip: dict, values: dict) -> None:
+    """Raise :class:`FieldError` unless parsed field.json values have the types the dataclasses document."""
+    if not isinstance(clip.get("model", ""), str):
+        raise FieldError("metadata 'clip.model' must be a string")
+    for key in set(clip) - {"model"}:
+        if clip[key] is not None and not isinstance(clip[key], str):
+            raise FieldError(f"metadata 'clip.{key}' must be a string or null")
+    for key in ("negatives", "example_queries"):
+        if not all(isinstance(item, str) for item in values.get(key, ())):
+            raise FieldError(f"metadata '{key}' must be a list of strings")
+    up = values.get("up", (0.0, 1.0, 0.0))
+    if len(up) != 3 or not all(map(_is_finite_number, up)):
+        raise FieldError("metadata 'up' must be 3 finite numbers")
+    for key, kind in (("decoder_kind", str), ("default_camera", dict)):
+        if values.get(key) is not None and not isinstance(values[key], kind):
+            raise FieldError(f"metadata '{key}' must be {'a string' if kind is str else 'an object'} or null")
+    if not isinstance(values.get("source", ""), str):
+        raise FieldError("metadata 'source' must be a string")
 
 
 @dataclass
@@ -202,12 +223,23 @@ class LanguageField:
         return self
 
 
+def _is_finite_number(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float64
+        return False
+
+
 def decoder_input_dim(state: StateDict) -> int:
     """Input width of a decoder state dict: the in-dimension of its first weight (conv or linear)."""
     weights = [k for k in state if k.endswith("weight")]
     if not weights:
         raise FieldError("decoder state dict has no weights")
     first = min(weights, key=_layer_order)
+    if state[first].ndim < 2:
+        raise FieldError(f"decoder weight '{first}' has shape {list(state[first].shape)}; expected [out, in, ...]")
     return int(state[first].shape[1])
 
 

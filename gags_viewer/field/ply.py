@@ -18,6 +18,7 @@ GAGS and native loaders.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -120,13 +121,14 @@ def _read_vertex_element(path: Path) -> plyfile.PlyElement:
     """Parse ``path`` with plyfile and return its ``vertex`` element, converting every failure."""
     try:
         # Binary files are memory-mapped (mmap="c"), which also makes plyfile check the declared
-        # vertex count against the file size before allocating anything.
+        # vertex count against the file size before allocating anything; the rest is checked here.
+        _check_declared_counts(path)
         ply = plyfile.PlyData.read(str(path))
     except plyfile.PlyParseError as error:
         raise FormatError(path, f"not a valid PLY file, or truncated ({error})") from None
     except UnicodeDecodeError:
         raise FormatError(path, "not a valid PLY file (its header is not ASCII text)") from None
-    except (ValueError, MemoryError) as error:  # e.g. a negative or absurd element count
+    except (ValueError, MemoryError, OverflowError) as error:  # e.g. a negative or absurd element count
         raise FormatError(path, f"not a valid PLY file (bad header: {error})") from None
     except OSError as error:
         raise FormatError(path, f"cannot read file ({error.strerror or error})") from None
@@ -135,6 +137,38 @@ def _read_vertex_element(path: Path) -> plyfile.PlyElement:
     except KeyError:
         elements = ", ".join(e.name for e in ply.elements) or "none"
         raise FormatError(path, f"has no 'vertex' element (elements: {elements})") from None
+
+
+def _check_declared_counts(path: Path) -> None:
+    """Refuse a PLY whose header declares more rows than its body can hold.
+
+    plyfile allocates an element's array from the declared count before parsing whenever it cannot
+    memory-map it (ASCII files, elements with list properties), so a header that lies ("element vertex
+    99999999999") would ask for terabytes. A row takes at least one byte per property in a binary file,
+    and two (a digit and a separator) in an ASCII one. Unreadable headers are left to plyfile.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(_MAX_HEADER_BYTES)
+        end_line = _END_HEADER.search(head)
+        if not head.startswith(b"ply") or end_line is None:
+            return
+        end = end_line.start()
+        body_bytes = os.fstat(handle.fileno()).st_size - end
+    counts: list[list[int]] = []  # [declared rows, properties] per element
+    for line in head[:end].decode("ascii", "replace").splitlines():
+        words = line.split()
+        if words[:1] == ["element"] and len(words) == 3 and words[2].lstrip("-").isdigit():
+            counts.append([int(words[2]), 0])
+        elif words[:1] == ["property"] and counts:
+            counts[-1][1] += 1
+    bytes_per_value = 2 if b"format ascii" in head[:end] else 1
+    needed = sum(max(rows, 0) * bytes_per_value * max(props, 1) for rows, props in counts)
+    if needed > body_bytes:
+        raise FormatError(path, f"header declares more rows than the file holds ({body_bytes} bytes of data)")
+
+
+_MAX_HEADER_BYTES = 1 << 20
+_END_HEADER = re.compile(rb"^end_header\r?$", re.MULTILINE)
 
 
 def _numbered(names: set[str], prefix: str, path: Path) -> list[str]:

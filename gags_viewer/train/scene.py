@@ -21,6 +21,9 @@ official camera loader does, and kept as small integer tensors.
 from __future__ import annotations
 
 import logging
+import math
+import os
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -43,6 +46,7 @@ IMAGES_DIR = "images"
 OFFICIAL_RESOLUTIONS = (1, 2, 4, 8)
 MAX_AUTO_WIDTH = 1600
 ASPECT_TOLERANCE = 0.02
+NPY_MAX_HEADER_BYTES = 10000  # numpy's own limit (np.load's max_header_size)
 
 
 @dataclass
@@ -206,10 +210,34 @@ def _image_size(path: Path, default_w: int, default_h: int) -> tuple[int, int]:
 
 
 def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    """A numeric ``.npy`` array; never unpickles, never allocates more than the file's data holds."""
     try:
+        _check_npy_size(path)
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise FormatError(path, f"not a readable .npy array ({error})") from None
+    except (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError) as error:  # numpy parses a damaged
+        # header with the tokenizer, which raises its own errors
+        raise FormatError(path, f"not a readable .npy array ({str(error).splitlines()[0][:160]})") from None
+
+
+def _check_npy_size(path: Path) -> None:
+    """Refuse a ``.npy`` whose header declares more data than the file holds (before numpy allocates it)."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise FormatError(path, f"unknown .npy format version {version[0]}.{version[1]}")
+        start = handle.tell()
+        header_length = int.from_bytes(handle.read(2 if version == (1, 0) else 4), "little")
+        if header_length > NPY_MAX_HEADER_BYTES:  # numpy would read (allocate) it all before checking
+            raise FormatError(path, f"declares a {header_length}-byte .npy header (numpy accepts {NPY_MAX_HEADER_BYTES})")
+        handle.seek(start)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(handle, max_header_size=NPY_MAX_HEADER_BYTES)
+        data_bytes = os.fstat(handle.fileno()).st_size - handle.tell()
+    if dtype.hasobject:
+        raise FormatError(path, "holds Python objects, not numbers; refusing to unpickle it")
+    declared = dtype.itemsize * math.prod(shape)
+    if declared > data_bytes:
+        raise FormatError(path, f"header declares shape {list(shape)} ({declared} bytes) but the file holds {data_bytes}")
 
 
 def _read_embeddings(path: Path) -> Tensor:
@@ -241,8 +269,8 @@ def _read_segmentation(path: Path, num_rows: int, image_w: int, image_h: int, wi
             path, f"shape mismatch: segmentation is {seg_w}x{seg_h} but the image is {image_w}x{image_h} (aspect ratios differ)"
         )
     levels = np.asarray(array[1:])
-    if not np.issubdtype(levels.dtype, np.number):
-        raise FormatError(path, f"must hold numbers, got {levels.dtype}")
+    if not (np.issubdtype(levels.dtype, np.integer) or np.issubdtype(levels.dtype, np.floating)):
+        raise FormatError(path, f"must hold integer or real numbers, got {levels.dtype}")
     if np.issubdtype(levels.dtype, np.floating):
         if not np.isfinite(levels).all():
             raise FormatError(path, "contains NaN or Inf")
@@ -300,25 +328,35 @@ def _read_torch_checkpoint(path: Path) -> LanguageField:
     except Exception as error:  # noqa: BLE001 - torch.load fails in many ways; weights_only refused code
         detail = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
         raise FormatError(path, f"not a readable tensor-only checkpoint ({detail})") from None
-    if isinstance(payload, dict) and isinstance(payload.get("splats"), dict):
-        splats = payload["splats"]
-        need = ("means", "quats", "scales", "opacities", "sh0")
-        missing = [key for key in need if key not in splats]
-        if missing:
-            raise FormatError(path, f"gsplat checkpoint lacks splats {', '.join(missing)}")
-        sh = splats["sh0"].float()
-        if "shN" in splats and splats["shN"].numel():
-            sh = torch.cat([sh, splats["shN"].float()], dim=1)
-        return LanguageField(
-            means=splats["means"].float(), quats=splats["quats"].float(), log_scales=splats["scales"].float(),
-            opacity_logits=splats["opacities"].float().reshape(-1), sh=sh.contiguous(),
-        )
-    if isinstance(payload, (tuple, list)) and len(payload) == 2 and isinstance(payload[0], (tuple, list)):
-        capture = payload[0]
-        if len(capture) in (12, 13):
-            _, xyz, dc, rest, scaling, rotation, opacity = capture[:7]
+    try:
+        if isinstance(payload, dict) and isinstance(payload.get("splats"), dict):
+            splats = payload["splats"]
+            need = ("means", "quats", "scales", "opacities", "sh0")
+            missing = [key for key in need if key not in splats]
+            if missing:
+                raise FormatError(path, f"gsplat checkpoint lacks splats {', '.join(missing)}")
+            means, quats, scales, opacities, sh = (_float_tensor(splats[key], key, path) for key in need)
+            if "shN" in splats and _float_tensor(splats["shN"], "shN", path).numel():
+                sh = torch.cat([sh, splats["shN"].float()], dim=1)
             return LanguageField(
-                means=xyz.float(), quats=rotation.float(), log_scales=scaling.float(),
-                opacity_logits=opacity.float().reshape(-1), sh=torch.cat([dc.float(), rest.float()], dim=1).contiguous(),
+                means=means, quats=quats, log_scales=scales, opacity_logits=opacities.reshape(-1), sh=sh.contiguous()
             )
+        if isinstance(payload, (tuple, list)) and len(payload) == 2 and isinstance(payload[0], (tuple, list)):
+            capture = payload[0]
+            if len(capture) in (12, 13):
+                names = ("xyz", "features_dc", "features_rest", "scaling", "rotation", "opacity")
+                xyz, dc, rest, scaling, rotation, opacity = map(_float_tensor, capture[1:7], names, [path] * 6)
+                return LanguageField(
+                    means=xyz, quats=rotation, log_scales=scaling, opacity_logits=opacity.reshape(-1),
+                    sh=torch.cat([dc, rest], dim=1).contiguous(),
+                )
+    except (RuntimeError, IndexError) as error:  # tensors whose shapes do not fit together (cat, reshape)
+        raise FormatError(path, f"checkpoint tensors do not fit together ({str(error).splitlines()[0][:120]})") from None
     raise FormatError(path, "neither a gsplat checkpoint ({'splats': ...}) nor an Inria chkpnt (tuple, iteration)")
+
+
+def _float_tensor(value, name: str, path: Path) -> Tensor:
+    """``value`` as a float32 tensor, or a :class:`FormatError` naming the checkpoint entry."""
+    if not isinstance(value, Tensor) or not value.is_floating_point():
+        raise FormatError(path, f"checkpoint entry '{name}' is not a floating-point tensor")
+    return value.float()

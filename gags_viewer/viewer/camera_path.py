@@ -31,6 +31,10 @@ from gags_viewer.render.camera import Camera, look_at
 
 SCALE_RATIO = 10.0
 """nerfview's VISER_NERFSTUDIO_SCALE_RATIO: camera-path JSON positions are viewer positions / 10."""
+MAX_IMAGE_SIDE = 16384
+"""Largest render width or height a camera path may ask for."""
+ROTATION_TOLERANCE = 1e-3
+"""How far a camera_to_world rotation block may be from orthonormal (max |R^T R - I|)."""
 
 _FLIP_YZ = np.diag([1.0, -1.0, -1.0])  # Rx(pi): OpenCV camera axes <-> OpenGL camera axes
 
@@ -91,9 +95,15 @@ def path_matrix_to_c2w(matrix, scale_ratio: float = SCALE_RATIO) -> np.ndarray:
         raise GagsError(f"a camera_to_world matrix needs 12 or 16 numbers, got {m.size}")
     if not np.isfinite(m).all():
         raise GagsError("a camera_to_world matrix contains NaN or Inf")
-    out = np.eye(4)
-    out[:3, :3] = m[:3, :3] @ _FLIP_YZ
-    out[:3, 3] = m[:3, 3] * scale_ratio
+    rotation = m[:3, :3]
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not np.abs(rotation.T @ rotation - np.eye(3)).max() <= ROTATION_TOLERANCE:
+            raise GagsError("a camera_to_world matrix does not hold a rotation (its 3x3 block is not orthonormal)")
+        out = np.eye(4)
+        out[:3, :3] = rotation @ _FLIP_YZ
+        out[:3, 3] = m[:3, 3] * scale_ratio
+    if not np.isfinite(out.astype(np.float32)).all():
+        raise GagsError("a camera_to_world position is too large")
     return out
 
 
@@ -125,39 +135,65 @@ def parse_camera_path(
         raise GagsError(f"{source}: the camera path has no frames (add at least two keyframes and save again)")
     camera_type = data.get("camera_type", "perspective")
     if camera_type != "perspective":
-        raise GagsError(f"{source}: camera_type '{camera_type}' is not supported (perspective only)")
-    try:
-        file_w = int(data.get("render_width", 0)) or None
-        file_h = int(data.get("render_height", 0)) or None
-        fps = float(data.get("fps", 30.0))
-    except (TypeError, ValueError):
-        raise GagsError(f"{source}: render_width, render_height and fps must be numbers") from None
-    first_aspect = float(entries[0].get("aspect", 4 / 3)) if isinstance(entries[0], dict) else 4 / 3
+        raise GagsError(f"{source}: camera_type {camera_type!r:.40} is not supported (perspective only)")
+    file_w = int(_finite(data.get("render_width", 0), "render_width", source)) or None
+    file_h = int(_finite(data.get("render_height", 0), "render_height", source)) or None
+    fps = _finite(data.get("fps", 30.0), "fps", source)
+
+    def aspect() -> float:
+        if file_w and file_h:
+            return file_w / file_h
+        value = entries[0].get("aspect", 4 / 3) if isinstance(entries[0], dict) else 4 / 3
+        ratio = _finite(value, "frame 0 aspect", source)
+        if ratio <= 0:
+            raise GagsError(f"{source}: frame 0 aspect must be positive, got {value!r:.40}")
+        return ratio
+
     if width is None and height is None:
         width, height = file_w or 640, file_h or None
         if height is None:
-            height = int(round(width / first_aspect))
+            height = _rounded(width / aspect())
     elif width is None:
-        aspect = (file_w / file_h) if file_w and file_h else first_aspect
-        width = int(round(height * aspect))
+        width = _rounded(height * aspect())
     elif height is None:
-        aspect = (file_w / file_h) if file_w and file_h else first_aspect
-        height = int(round(width / aspect))
-    if width < 1 or height < 1 or not (fps > 0):
-        raise GagsError(f"{source}: image size {width}x{height} and fps {fps} must be positive")
+        height = _rounded(width / aspect())
+    if not (1 <= width <= MAX_IMAGE_SIDE and 1 <= height <= MAX_IMAGE_SIDE) or not fps > 0:
+        raise GagsError(
+            f"{source}: image size {width}x{height} must be 1..{MAX_IMAGE_SIDE} pixels a side and fps {fps} positive"
+        )
     cameras = []
     for i, entry in enumerate(entries):
         try:
             c2w = path_matrix_to_c2w(entry["camera_to_world"], scale_ratio)
             fov = math.radians(float(entry["fov"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise GagsError(f"{source}: frame {i} needs camera_to_world and fov ({exc})") from None
+            if not 0 < fov < math.pi:
+                raise GagsError(f"has a field of view of {entry['fov']!r:.40} degrees")
+            cameras.append(camera_from_fov(c2w, fov, width, height))
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise GagsError(f"{source}: frame {i} needs camera_to_world and fov ({_one_line(exc)})") from None
         except GagsError as exc:
             raise GagsError(f"{source}: frame {i}: {exc}") from None
-        if not 0 < fov < math.pi:
-            raise GagsError(f"{source}: frame {i} has a field of view of {entry['fov']} degrees")
-        cameras.append(camera_from_fov(c2w, fov, width, height))
     return CameraPath(cameras=cameras, fps=fps, width=int(width), height=int(height))
+
+
+def _finite(value, name: str, source: str) -> float:
+    """``value`` (a JSON number or numeric string) as a finite float, else a :class:`GagsError`."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise GagsError(f"{source}: {name} must be a finite number, got {value!r:.40}")
+    return number
+
+
+def _rounded(pixels: float) -> int:
+    """Nearest integer pixel count; an overflowing size becomes one past the limit (and is refused)."""
+    return int(round(pixels)) if math.isfinite(pixels) else MAX_IMAGE_SIDE + 1
+
+
+def _one_line(error: Exception) -> str:
+    return str(error).replace("\n", " ")[:160]
 
 
 def read_camera_path(
@@ -173,6 +209,8 @@ def read_camera_path(
         raise GagsError(f"{path}: cannot read ({exc})") from None
     except json.JSONDecodeError as exc:
         raise GagsError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except (ValueError, RecursionError) as exc:  # a 4300-digit integer, lists nested thousands deep
+        raise GagsError(f"{path}: not valid JSON ({_one_line(exc) or 'nested too deeply'})") from None
     return parse_camera_path(data, width, height, scale_ratio, source=str(path))
 
 

@@ -53,8 +53,9 @@ def sanitize_filename(text: str, default: str = "export", max_length: int = MAX_
     name = name[:max_length].rstrip("._-")
     if not name:
         name = default
-    if name.split(".")[0].lower() in _WINDOWS_RESERVED:
-        name = f"{name}_"
+    head, dot, tail = name.partition(".")
+    if head.lower() in _WINDOWS_RESERVED:  # "LPT1.txt" is the device on Windows too: suffix the head
+        name = f"{head}_{dot}{tail}"
     return name
 
 
