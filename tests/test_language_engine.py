@@ -258,3 +258,44 @@ def test_with_tiny_open_clip_end_to_end(tmp_path):
 def test_neighbours_below_one_is_a_clear_error():
     with pytest.raises(GagsError, match="at least 1"):
         QueryEngine(random_field(n=20), FakeTextEncoder(), backend=BACKEND, neighbours=0)
+
+
+def test_the_per_field_build_never_blocks_frames_that_do_not_need_it(monkeypatch):
+    """While one thread runs the once-per-field neighbour search (slow on big fields), pixel-mode and
+    granularity-free frames of other browsers go on; only gaussian mode waits for its result."""
+    import threading
+
+    import gags_viewer.language.engine as engine_module
+
+    field, cam = grid_field(bias=True)
+    engine = QueryEngine(field, FakeTextEncoder(), backend=BACKEND)
+    started, release = threading.Event(), threading.Event()
+    real = engine_module.neighbour_smoothed_features
+
+    def slow_search(*args, **kwargs):
+        started.set()
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "neighbour_smoothed_features", slow_search)
+    builder = threading.Thread(target=engine.prepare_field)
+    builder.start()
+    try:
+        assert started.wait(10)
+        done = threading.Event()
+
+        def pixel_frame():
+            engine.query(cam, ["mug"], negatives=["object"], mode="pixel")
+            engine.feature_pca()
+            done.set()
+
+        threading.Thread(target=pixel_frame, daemon=True).start()
+        assert done.wait(20), "a pixel-mode frame waited for the neighbour search"
+        waiting = threading.Event()
+        threading.Thread(target=lambda: (engine.gaussian_relevancy(["mug"], ["object"]), waiting.set()),
+                         daemon=True).start()
+        assert not waiting.wait(0.5)  # gaussian mode needs the search's result: it waits for it
+    finally:
+        release.set()
+        builder.join(30)
+    assert waiting.wait(20)

@@ -151,6 +151,10 @@ class QueryEngine:
         self.negatives: tuple[str, ...] = tuple(field.metadata.negatives)
         self._similarity_capacity = similarity_cache
         self._lock = threading.RLock()
+        """Guards the small caches; never held across slow work (text encoding, the per-field builds)."""
+        self._build_lock = threading.RLock()
+        """Held while the once-per-field caches are built (neighbour search, decoding every Gaussian), so a
+        frame that does not need them (rgb, pixel mode) never waits for them. Never taken under ``_lock``."""
         self._decoders: dict[str, Module] = {}  # "clip", "granularity", built on first use
         self._gaussian_features: Tensor | None = None
         self._gaussian_clip: Tensor | None = None
@@ -229,7 +233,7 @@ class QueryEngine:
     def gaussian_features(self) -> Tensor:
         """The per-Gaussian features gaussian mode decodes (neighbour-averaged unless ``neighbours`` <= 1),
         on the engine's device, once per field. [N, D]"""
-        with self._lock:
+        with self._build_lock:
             if self._gaussian_features is None:
                 field = self.field
                 features = field.features.to(self.device)
@@ -243,7 +247,7 @@ class QueryEngine:
 
         Kept in float32 up to 1 GB, in float16 beyond (1M Gaussians × 512 would be 2 GB).
         """
-        with self._lock:
+        with self._build_lock:
             if self._gaussian_clip is None:
                 start = time.perf_counter()
                 features = self.gaussian_features()
@@ -261,11 +265,11 @@ class QueryEngine:
         """Cosine similarity of every Gaussian's decoded feature to each phrase (cached per phrase and
         embedding: a phrase given a new embedding, e.g. a re-used click name, is computed again). [P, N]"""
         phrases = [p.strip() for p in phrases]
+        embeddings = dict(zip(phrases, self.text_embeddings(phrases)))  # slow work first, outside the lock
+        clip = self.gaussian_clip_features()
         with self._lock:
-            embeddings = dict(zip(phrases, self.text_embeddings(phrases)))
             missing = [p for p in embeddings if not _same_text(self._similarities.get(p, (None,))[0], embeddings[p])]
             if missing:
-                clip = self.gaussian_clip_features()
                 text = torch.stack([embeddings[p] for p in missing])  # [P', E]
                 sims = torch.empty(len(missing), clip.shape[0], dtype=torch.float32, device=self.device)
                 for i in range(0, clip.shape[0], self.chunk_size * 4):
@@ -287,17 +291,21 @@ class QueryEngine:
         negatives = self.resolve_negatives(negatives)
         check_phrases(queries, negatives)
         key = (tuple(queries), tuple(negatives))
+        text = self.text_embeddings(list(queries) + list(negatives))  # slow work outside the lock
         with self._lock:
-            text = self.text_embeddings(list(queries) + list(negatives))
-            if not _same_text(self._scores.get(key, (None,))[0], text):
-                sims = self.gaussian_similarities(list(queries) + list(negatives))
-                k = len(queries)
-                scores = relevancy_from_similarities(sims[:k].T, sims[k:].T, self.temperature).T.contiguous()
-                self._scores[key] = (text, scores)
-                while len(self._scores) > 4:
-                    self._scores.popitem(last=False)
+            cached = self._scores.get(key)
+            if cached is not None and _same_text(cached[0], text):
+                self._scores.move_to_end(key)
+                return cached[1]
+        sims = self.gaussian_similarities(list(queries) + list(negatives))
+        k = len(queries)
+        scores = relevancy_from_similarities(sims[:k].T, sims[k:].T, self.temperature).T.contiguous()
+        with self._lock:
+            self._scores[key] = (text, scores)
             self._scores.move_to_end(key)
-            return self._scores[key][1]
+            while len(self._scores) > 4:
+                self._scores.popitem(last=False)
+            return scores
 
     def prepare_field(self) -> None:
         """Build the once-per-field caches (neighbour search, every Gaussian decoded, the decoder in its
@@ -314,8 +322,8 @@ class QueryEngine:
         """Pixel mode's scorer for these phrases (decoder's last layer folded into their embeddings),
         cached per (queries, negatives) and their embeddings."""
         key = (tuple(queries), tuple(negatives))
+        text = self.text_embeddings(list(queries) + list(negatives))  # outside the lock: it may encode
         with self._lock:
-            text = self.text_embeddings(list(queries) + list(negatives))
             if not _same_text(self._folded.get(key, (None,))[0], text):
                 scorer = FoldedRelevancy.build(
                     self.clip_decoder, text, len(queries), self.temperature, body=self.folding_decoder()
@@ -455,9 +463,10 @@ class QueryEngine:
         if mode == "pixel":
             out = self.render_features(camera, rgb=rgb, background=background)
             return decoder.decode(out.features, self.chunk_size), out
+        features = self.gaussian_features()  # built outside the lock
         with self._lock:
             if self._gaussian_granularity is None:
-                self._gaussian_granularity = decoder.decode(self.gaussian_features(), self.chunk_size)
+                self._gaussian_granularity = decoder.decode(features, self.chunk_size)
             per_gaussian = self._gaussian_granularity
         out = render(self.field, camera, rgb=rgb, features=per_gaussian, background=background, backend=self.backend,
                      depth=False)
