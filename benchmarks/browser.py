@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+from gags_viewer.viewer.screenshots import CHROMIUM, FLAGS  # noqa: E402 - the headless Chromium the tests use
+
 VIEWPORT = {"width": 1200, "height": 800}
 OBJECTS = ("red cube", "green ball", "lamp", "cyan bowl", "mushroom cap")
 TEMPLATES = ("{}", "a {}", "the {}", "a photo of a {}", "this is a {}", "there is a {}")
@@ -153,8 +153,16 @@ def main(argv=None) -> None:
     if args.compare is not None:
         root = args.compare.resolve()
         env = {**os.environ, "PYTHONPATH": str(root)}
-        command = [sys.executable, str(root / "benchmarks" / "browser.py"), "--tries", str(args.tries),
-                   "--device", args.device, "--quiet", str(args.quiet)]
+        command = [
+            sys.executable,
+            str(root / "benchmarks" / "browser.py"),
+            "--tries",
+            str(args.tries),
+            "--device",
+            args.device,
+            "--quiet",
+            str(args.quiet),
+        ]
         print(f"# before: {root}", flush=True)
         subprocess.run(command, cwd=root, env=env, check=True)
         print(f"# after: {ROOT}", flush=True)

@@ -48,8 +48,9 @@ def synthetic_field(num_gaussians: int, clip_spec, seed: int = 0) -> LanguageFie
     gen = torch.Generator().manual_seed(seed)
     n_wall = num_gaussians // 2
     n_obj = num_gaussians - n_wall
-    wall = torch.cat([(torch.rand(n_wall, 2, generator=gen) - 0.5) * torch.tensor([9.0, 7.0]),
-                      torch.full((n_wall, 1), 2.0)], dim=1)
+    wall = torch.cat(
+        [(torch.rand(n_wall, 2, generator=gen) - 0.5) * torch.tensor([9.0, 7.0]), torch.full((n_wall, 1), 2.0)], dim=1
+    )
     centers = (torch.rand(6, 3, generator=gen) - 0.5) * torch.tensor([4.0, 3.0, 1.0])
     which = torch.randint(0, 6, (n_obj,), generator=gen)
     direction = torch.nn.functional.normalize(torch.randn(n_obj, 3, generator=gen), dim=1)
@@ -79,7 +80,7 @@ def synthetic_labels(width: int, height: int, queries: list[str], seed: int = 0)
         x0, y0 = rng.integers(0, width // 2), rng.integers(0, height // 2)
         x1, y1 = x0 + rng.integers(40, width // 2), y0 + rng.integers(40, height // 2)
         mask = np.zeros((height, width), bool)
-        mask[y0:y1 + 1, x0:x1 + 1] = True
+        mask[y0 : y1 + 1, x0 : x1 + 1] = True
         labels.append(QueryLabel(query, mask, np.array([[x0, y0, x1, y1]], np.float64)))
     return LabelFrame(path=None, name="frame_00001", width=width, height=height, queries=labels)
 
@@ -90,7 +91,7 @@ def official_majority_loop(mask: np.ndarray) -> np.ndarray:
     out = mask.copy()
     for i in range(h):
         for j in range(w):
-            window = mask[max(0, i - 3):min(i + 4, h - 1), max(0, j - 3):min(j + 4, w - 1)]
+            window = mask[max(0, i - 3) : min(i + 4, h - 1), max(0, j - 3) : min(j + 4, w - 1)]
             out[i, j] = np.argmax(np.bincount(window.reshape(-1)))
     return out
 
@@ -118,12 +119,15 @@ def main() -> None:
         engine = QueryEngine(field, shared_text_encoder(spec, device=device))
         c2w = look_at([0.0, 0.0, -4.0], [0.0, 0.0, 0.0], [0.0, -1.0, 0.0])
         fy = 0.5 * args.height / math.tan(math.radians(25))
-        camera = Camera.from_camera_to_world(c2w, torch.tensor([[fy, 0, args.width / 2], [0, fy, args.height / 2], [0, 0, 1.0]]),
-                                             args.width, args.height)
+        camera = Camera.from_camera_to_world(
+            c2w, torch.tensor([[fy, 0, args.width / 2], [0, fy, args.height / 2], [0, 0, 1.0]]), args.width, args.height
+        )
         frame = synthetic_labels(args.width, args.height, queries)
 
-        print(f"# eval benchmark: {args.gaussians:,} Gaussians, {args.width}x{args.height}, {args.queries} queries, "
-              f"device {device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
+        print(
+            f"# eval benchmark: {args.gaussians:,} Gaussians, {args.width}x{args.height}, {args.queries} queries, "
+            f"device {device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        )
         results = {}
         for mode in ("pixel", "gaussian"):
             stages: dict[str, list[float]] = {}
@@ -144,12 +148,16 @@ def main() -> None:
                 stages.setdefault("protocol", []).append(protocol_s)
             results[mode] = {k: statistics.median(v) for k, v in stages.items()}
             r = results[mode]
-            print(f"{mode:8s}  render {r['render']:.2f} s  decode {r['decode']:.2f} s  relevancy {r['relevancy']:.2f} s  "
-                  f"| engine {r['engine total']:.2f} s  protocol {r['protocol']:.2f} s  "
-                  f"=> {r['engine total'] + r['protocol']:.2f} s per frame")
+            print(
+                f"{mode:8s}  render {r['render']:.2f} s  decode {r['decode']:.2f} s  relevancy {r['relevancy']:.2f} s  "
+                f"| engine {r['engine total']:.2f} s  protocol {r['protocol']:.2f} s  "
+                f"=> {r['engine total'] + r['protocol']:.2f} s per frame"
+            )
         print(f"view coverage (alpha > 0.5): {100 * coverage:.0f} % of pixels")
         if engine.decode_gaussians_seconds is not None:
-            print(f"gaussian mode decodes every Gaussian once per field: {engine.decode_gaussians_seconds:.2f} s (not per frame)")
+            print(
+                f"gaussian mode decodes every Gaussian once per field: {engine.decode_gaussians_seconds:.2f} s (not per frame)"
+            )
 
         # protocol stages for one map, and the official loop on a crop for comparison
         r = relevancy[0]
@@ -171,8 +179,10 @@ def main() -> None:
         start = time.perf_counter()
         official_majority_loop(crop)
         loop_s = (time.perf_counter() - start) * (args.width * args.height) / crop.size
-        print(f"official pure-Python majority loop, extrapolated from a 160x120 crop: {loop_s:.1f} s per query map "
-              f"(vectorised: {1000 * timings['7x7 majority filter']:.0f} ms, {loop_s / timings['7x7 majority filter']:.0f}x)")
+        print(
+            f"official pure-Python majority loop, extrapolated from a 160x120 crop: {loop_s:.1f} s per query map "
+            f"(vectorised: {1000 * timings['7x7 majority filter']:.0f} ms, {loop_s / timings['7x7 majority filter']:.0f}x)"
+        )
 
 
 if __name__ == "__main__":

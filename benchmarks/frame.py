@@ -146,7 +146,9 @@ def _row(setups: dict, device, name: str, resolution: str, mode: str, k: int, re
     if name not in setups:
         setups[name] = _setup(name, device)
     field, engine, camera_of, queries, negatives = setups[name]
-    return time_row(field, engine, camera_of(*parse_resolution(resolution)), row_settings(mode, k, queries, negatives), repeats)
+    return time_row(
+        field, engine, camera_of(*parse_resolution(resolution)), row_settings(mode, k, queries, negatives), repeats
+    )
 
 
 def _rows(args):
@@ -166,7 +168,9 @@ def worker(device: torch.device) -> None:
     setups: dict = {}
     for line in sys.stdin:
         request = json.loads(line)
-        result = _row(setups, device, request["field"], request["resolution"], request["mode"], request["k"], request["repeats"])
+        result = _row(
+            setups, device, request["field"], request["resolution"], request["mode"], request["k"], request["repeats"]
+        )
         print(json.dumps(result), flush=True)
 
 
@@ -177,7 +181,11 @@ class _Worker:
         env = {**os.environ, "PYTHONPATH": str(root)}
         self.process = subprocess.Popen(
             [sys.executable, str(root / "benchmarks" / "frame.py"), "--worker", "--device", device],
-            cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            cwd=root,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
 
     def ask(self, **request) -> dict:
@@ -208,8 +216,11 @@ def compare(args, other: Path) -> None:
                     result = workers[side].ask(field=name, resolution=resolution, mode=mode, k=k, repeats=args.repeats)
                     times[side].extend(result["all"])
             before, after = statistics.median(times["before"]), statistics.median(times["after"])
-            print(f"{name:>8} {resolution:>10} {_label(mode, k):>12} {1000 * before:8.1f}ms {1000 * after:8.1f}ms "
-                  f"{before / after:8.2f}x", flush=True)
+            print(
+                f"{name:>8} {resolution:>10} {_label(mode, k):>12} {1000 * before:8.1f}ms {1000 * after:8.1f}ms "
+                f"{before / after:8.2f}x",
+                flush=True,
+            )
     finally:
         for w in workers.values():
             w.close()
@@ -224,7 +235,9 @@ def main(argv=None) -> None:
     parser.add_argument("--modes", default="rgb,gaussian,pixel")
     parser.add_argument("--ks", default="1,3", help="query counts for the query modes")
     parser.add_argument("--repeats", type=int, default=15 if cuda else 5)
-    parser.add_argument("--compare", type=Path, help="A/B against the source tree at this path (e.g. a checkout of main)")
+    parser.add_argument(
+        "--compare", type=Path, help="A/B against the source tree at this path (e.g. a checkout of main)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="with --compare: alternations per row")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -234,18 +247,25 @@ def main(argv=None) -> None:
     if args.compare is not None:
         return compare(args, args.compare.resolve())
 
-    print(f"# frame benchmark: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    print(
+        f"# frame benchmark: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+    )
     print(f"# median of {args.repeats} frames; end-to-end = compose_frame + JPEG; phases in ms")
-    print(f"{'field':>8} {'resolution':>10} {'row':>12} {'end-to-end':>11} {'FPS':>6} {'JPEG':>7} "
-          + " ".join(f"{p:>9}" for p in PHASES))
+    print(
+        f"{'field':>8} {'resolution':>10} {'row':>12} {'end-to-end':>11} {'FPS':>6} {'JPEG':>7} "
+        + " ".join(f"{p:>9}" for p in PHASES)
+    )
     setups: dict = {}
     for name, resolution, mode, k in _rows(args):
         result = _row(setups, device, name, resolution, mode, k, args.repeats)
         phases = " ".join(f"{1000 * result[p]:9.1f}" for p in PHASES)
-        print(f"{name:>8} {resolution:>10} {_label(mode, k):>12} {1000 * result['end_to_end']:9.1f}ms "
-              f"{1.0 / result['end_to_end']:6.1f} {1000 * result['jpeg']:6.1f} {phases}", flush=True)
+        print(
+            f"{name:>8} {resolution:>10} {_label(mode, k):>12} {1000 * result['end_to_end']:9.1f}ms "
+            f"{1.0 / result['end_to_end']:6.1f} {1000 * result['jpeg']:6.1f} {phases}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -27,13 +27,21 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+sys.path.insert(0, str(REPO))
+from gags_viewer.viewer.screenshots import CHROMIUM, FLAGS  # noqa: E402 - the headless Chromium the tests use
+
+QUERIES = [
+    "red cube",
+    "lamp",
+    "green ball; mushroom",
+    "purple ring",
+    "table; lamp shade",
+    "cyan bowl",
+    "pink pyramid; yellow cone",
+    "blue cylinder",
+    "tower",
+    "mushroom cap; lamp base",
 ]
-QUERIES = ["red cube", "lamp", "green ball; mushroom", "purple ring", "table; lamp shade", "cyan bowl",
-           "pink pyramid; yellow cone", "blue cylinder", "tower", "mushroom cap; lamp base"]
 FRAME_HOOK = """
 (() => {
   window.__frames = [];
@@ -163,8 +171,17 @@ async def main_async(args) -> int:
     port = free_port()
     log_path = Path(tempfile.mkdtemp(prefix="gags_load_")) / "server.log"
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
-    command = [sys.executable, "-c", "from gags_viewer.cli import run; run()", "view", str(args.field),
-               "--port", str(port), "--output-dir", str(log_path.parent / "exports")]
+    command = [
+        sys.executable,
+        "-c",
+        "from gags_viewer.cli import run; run()",
+        "view",
+        str(args.field),
+        "--port",
+        str(port),
+        "--output-dir",
+        str(log_path.parent / "exports"),
+    ]
     with open(log_path, "w") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     try:
@@ -184,13 +201,18 @@ async def main_async(args) -> int:
             for round_index in range(args.rounds):
                 tabs = await run_round(browser, url, args.clients, args.seconds, args.lost_after, round_index)
                 latencies = [v for tab in tabs for v in tab.latencies]
-                print(f"| {round_index + 1} | {sum(t.actions for t in tabs) / len(tabs):.1f} "
-                      f"| {sum(t.served for t in tabs) / len(tabs):.1f} "
-                      f"| {1000 * percentile(latencies, 0.5):.0f} ms | {1000 * percentile(latencies, 0.95):.0f} ms "
-                      f"| {sum(t.lost for t in tabs)} | {sum(len(t.errors) for t in tabs)} |", flush=True)
+                print(
+                    f"| {round_index + 1} | {sum(t.actions for t in tabs) / len(tabs):.1f} "
+                    f"| {sum(t.served for t in tabs) / len(tabs):.1f} "
+                    f"| {1000 * percentile(latencies, 0.5):.0f} ms | {1000 * percentile(latencies, 0.95):.0f} ms "
+                    f"| {sum(t.lost for t in tabs)} | {sum(len(t.errors) for t in tabs)} |",
+                    flush=True,
+                )
                 for tab in tabs:
                     if tab.lost_actions:
-                        print(f"  tab {tab.index}: no frame within {args.lost_after:.0f} s after: {', '.join(tab.lost_actions)}")
+                        print(
+                            f"  tab {tab.index}: no frame within {args.lost_after:.0f} s after: {', '.join(tab.lost_actions)}"
+                        )
                     for error in tab.errors[:3]:
                         print(f"  tab {tab.index}: {error}")
                 time.sleep(args.cooldown)

@@ -28,7 +28,6 @@ import sys
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -67,7 +66,9 @@ class TableTextEncoder:
         return future
 
 
-def synthetic_text(field: LanguageField, region_features, queries, negatives, camera: Camera, seed: int = 0) -> TableTextEncoder:
+def synthetic_text(
+    field: LanguageField, region_features, queries, negatives, camera: Camera, seed: int = 0
+) -> TableTextEncoder:
     """Embeddings for a synthetic field: phrases are the decoded base features of its regions.
 
     A small render of the benchmark view tells which regions are seen: the queries are the K regions
@@ -186,7 +187,7 @@ def bench_encode(device: str) -> None:
     encoder.load()
     load_s = time.perf_counter() - start
     times = []
-    for i, phrase in enumerate(["a red mug", "green plant", "wooden table", "tea cup", "stuffed bear"]):
+    for phrase in ["a red mug", "green plant", "wooden table", "tea cup", "stuffed bear"]:
         start = time.perf_counter()
         encoder.encode([phrase])
         if encoder.device.type == "cuda":
@@ -204,7 +205,7 @@ def bench_encode(device: str) -> None:
     )
 
 
-def default_demo_field() -> Optional[Path]:
+def default_demo_field() -> Path | None:
     for candidate in (ROOT / "scenes" / "demo",):
         if candidate.exists():
             return candidate
@@ -243,12 +244,16 @@ def _field_camera(field: LanguageField) -> Camera:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", nargs="*", default=["100k", "1m"], help="synthetic field sizes (e.g. 100k 1m; none: skip)")
+    parser.add_argument(
+        "--sizes", nargs="*", default=["100k", "1m"], help="synthetic field sizes (e.g. 100k 1m; none: skip)"
+    )
     parser.add_argument("--resolutions", nargs="+", default=["640x480", "1920x1080"])
     parser.add_argument("--queries", type=int, default=2, help="number of queries K per frame")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--field", type=Path, default=None, help="a field for the agreement measure (default: scenes/demo)")
+    parser.add_argument(
+        "--field", type=Path, default=None, help="a field for the agreement measure (default: scenes/demo)"
+    )
     parser.add_argument("--no-encode", action="store_true", help="skip the text-encoder timing")
     args = parser.parse_args(argv)
 

@@ -26,7 +26,6 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads OpenMP: before importing torch
 
@@ -55,7 +54,7 @@ class Scene:
     opacities: torch.Tensor
     name: str
 
-    def to(self, device) -> "Scene":
+    def to(self, device) -> Scene:
         return Scene(*(t.to(device) for t in (self.means, self.quats, self.scales, self.opacities)), self.name)
 
     @property
@@ -125,7 +124,7 @@ class PeakMemory:
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.peak_mb: Optional[float] = None
+        self.peak_mb: float | None = None
         self.method = ""
 
     def __enter__(self):
@@ -188,11 +187,11 @@ def _maxrss_kb() -> int:
 
 @dataclass
 class Result:
-    ms: Optional[float] = None
-    cpu_ms: Optional[float] = None
-    peak_mb: Optional[float] = None
+    ms: float | None = None
+    cpu_ms: float | None = None
+    peak_mb: float | None = None
     note: str = ""
-    stages: Optional[dict] = None
+    stages: dict | None = None
 
     def cell(self) -> str:
         if self.ms is None:
@@ -208,8 +207,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bench_one(backend_name, scene: Scene, camera: Camera, channels: int, repeats: int, time_cap: float,
-              device: torch.device, stages: bool) -> Result:
+def bench_one(
+    backend_name,
+    scene: Scene,
+    camera: Camera,
+    channels: int,
+    repeats: int,
+    time_cap: float,
+    device: torch.device,
+    stages: bool,
+) -> Result:
     backend = get_backend(backend_name)
     gen = torch.Generator().manual_seed(1)
     colors = torch.rand(scene.num_gaussians, channels, generator=gen).to(device)
@@ -256,9 +263,13 @@ def main(argv=None) -> int:
     parser.add_argument("--channels", default="3,16", help="channel counts, comma separated")
     parser.add_argument("--backends", default=None, help="subset of the available backends (default: all)")
     parser.add_argument("--repeats", type=int, default=5, help="timed renders per combination (median)")
-    parser.add_argument("--time-cap", type=float, default=10.0,
-                        help="skip a combination whose warm-up frame takes longer (seconds); larger ones "
-                             "predicted to exceed it are not tried")
+    parser.add_argument(
+        "--time-cap",
+        type=float,
+        default=10.0,
+        help="skip a combination whose warm-up frame takes longer (seconds); larger ones "
+        "predicted to exceed it are not tried",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch and numba threads (default: all)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--stages", action="store_true", help="also print the numba backend's stage times")
@@ -290,14 +301,20 @@ def main(argv=None) -> int:
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), numba {numba.__version__} ({numba.get_num_threads()} threads), "
-        f"device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+        f"device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
         + (f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "")
         + f", OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
     )
-    print(f"ms: wall-clock median of up to {args.repeats} frames after a warm-up; cpu ms: process CPU time per frame "
-          "(all threads); MB: peak memory growth during one frame "
-          + ("(CUDA allocator; numba: resident set size)" if device.type == "cuda"
-             else "(resident set size, output included)"))
+    print(
+        f"ms: wall-clock median of up to {args.repeats} frames after a warm-up; cpu ms: process CPU time per frame "
+        "(all threads); MB: peak memory growth during one frame "
+        + (
+            "(CUDA allocator; numba: resident set size)"
+            if device.type == "cuda"
+            else "(resident set size, output included)"
+        )
+    )
     print()
 
     ratio = "numba" in names and "torch" in names
@@ -339,8 +356,7 @@ def main(argv=None) -> int:
                     if predicted > 2 * args.time_cap:
                         res = Result(note=f"skipped (>{args.time_cap:g}s)")
                     else:
-                        res = bench_one(name, scene, camera, channels, args.repeats, args.time_cap, device,
-                                        args.stages)
+                        res = bench_one(name, scene, camera, channels, args.repeats, args.time_cap, device, args.stages)
                     if res.ms is None and res.note.startswith("skipped"):
                         completed[name].append((work, 1e3 * 2 * args.time_cap + 1))
                     elif res.ms is not None:
@@ -359,8 +375,11 @@ def main(argv=None) -> int:
         keys = ["project", "sort", "pack", "bin", "schedule", "composite"]
         print(f"{'':>28}" + "".join(f"{k:>10}" for k in keys) + f"{'pairs':>10}")
         for label, st in stage_rows:
-            print(f"{label:>28}" + "".join(f"{1e3 * st.get(k, 0.0):10.1f}" for k in keys)
-                  + f"{st.get('intersections', 0):10d}")
+            print(
+                f"{label:>28}"
+                + "".join(f"{1e3 * st.get(k, 0.0):10.1f}" for k in keys)
+                + f"{st.get('intersections', 0):10d}"
+            )
     return 0
 
 

@@ -45,11 +45,11 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
 from gags_viewer.render.api import render  # noqa: E402
-from gags_viewer.train.scene import read_preprocessed_scene  # noqa: E402
-from gags_viewer.train.synthetic import make_synthetic_scene, write_synthetic_scene  # noqa: E402
 from gags_viewer.train import losses as L  # noqa: E402
 from gags_viewer.train.config import TrainConfig  # noqa: E402
 from gags_viewer.train.distillation import distillation_losses  # noqa: E402
+from gags_viewer.train.scene import read_preprocessed_scene  # noqa: E402
+from gags_viewer.train.synthetic import make_synthetic_scene, write_synthetic_scene  # noqa: E402
 from gags_viewer.train.trainer import Trainer  # noqa: E402
 
 
@@ -106,8 +106,14 @@ def time_regions(trainer: Trainer, repeats: int) -> dict:
         for view in trainer.views:
             seg = view.seg.to(trainer.device).long()
             features = render(trainer.geometry, view.camera, rgb=False, features=trainer.features).features
-            trained = distillation_losses(features, seg, view.embeddings.to(trainer.device), trainer.clip_decoder,
-                                          trainer.granularity_decoder, smoothing=trainer.config.region_smoothing)["region"]
+            trained = distillation_losses(
+                features,
+                seg,
+                view.embeddings.to(trainer.device),
+                trainer.clip_decoder,
+                trainer.granularity_decoder,
+                smoothing=trainer.config.region_smoothing,
+            )["region"]
             error = torch.rand(features.shape[:2], device=trainer.device)
             inputs.append((error, features, {"training": trained, "finest (s)": seg[0]}))
     pairs = [(name, impl) for name in ("training", "finest (s)") for impl in ("vectorised", "loop")]
@@ -117,22 +123,35 @@ def time_regions(trainer: Trainer, repeats: int) -> dict:
             sync(trainer.device)
             start = clock(trainer.device)
             for error, features, maps in inputs:
-                region_terms(error.clone().requires_grad_(True), features.clone().requires_grad_(True), maps[name], impl)
+                region_terms(
+                    error.clone().requires_grad_(True), features.clone().requires_grad_(True), maps[name], impl
+                )
             sync(trainer.device)
             if repeat:  # the first pass is a warm-up
                 times[name, impl].append((clock(trainer.device) - start) / len(inputs))
-    counts = {name: round(sum(len(torch.unique(maps[name])) - 1 for _, _, maps in inputs) / len(inputs))
-              for name in ("training", "finest (s)")}
+    counts = {
+        name: round(sum(len(torch.unique(maps[name])) - 1 for _, _, maps in inputs) / len(inputs))
+        for name in ("training", "finest (s)")
+    }
     return {(name, impl): (min(times[name, impl]), counts[name]) for name, impl in pairs}  # same inputs: best of N
 
 
 def bench(device: torch.device, scene_dir: Path, args) -> None:
-    base = TrainConfig(scene=scene_dir, init=scene_dir / "init" / "point_cloud.ply", out=scene_dir / "unused",
-                       iterations=10**9, device=device.type, progress=False, switch_iteration=1)  # all terms on
+    base = TrainConfig(
+        scene=scene_dir,
+        init=scene_dir / "init" / "point_cloud.ply",
+        out=scene_dir / "unused",
+        iterations=10**9,
+        device=device.type,
+        progress=False,
+        switch_iteration=1,
+    )  # all terms on
     scene = read_preprocessed_scene(scene_dir, base.resolution)
     view = scene.views[0]
-    print(f"\n[{device.type}] {args.objects} objects, {args.objects * args.gaussians} Gaussians, {len(scene.views)} views "
-          f"rendered at {view.width}x{view.height}, torch threads {torch.get_num_threads()}")
+    print(
+        f"\n[{device.type}] {args.objects} objects, {args.objects * args.gaussians} Gaussians, {len(scene.views)} views "
+        f"rendered at {view.width}x{view.height}, torch threads {torch.get_num_threads()}"
+    )
     unit = "CPU ms" if device.type == "cpu" else "ms"
     trainers = {impl: Trainer(replace(base, region_loss=impl), scene=scene) for impl in ("vectorised", "loop")}
     timed = time_steps(trainers, args.steps, warmup=args.warmup)
@@ -140,31 +159,50 @@ def bench(device: torch.device, scene_dir: Path, args) -> None:
     costs = {impl: timed[impl][1] for impl in trainers}
     trainer = trainers["vectorised"]
     for impl in trainers:
-        print(f"  training, {impl:10s} region losses: {1 / seconds[impl]:8.2f} it/s wall, "
-              f"{costs[impl] * 1e3:8.1f} {unit}/it")
-    print(f"  -> training speed-up of the vectorised losses: x{seconds['loop'] / seconds['vectorised']:.2f} (wall), "
-          f"x{costs['loop'] / costs['vectorised']:.2f} ({unit})")
+        print(
+            f"  training, {impl:10s} region losses: {1 / seconds[impl]:8.2f} it/s wall, "
+            f"{costs[impl] * 1e3:8.1f} {unit}/it"
+        )
+    print(
+        f"  -> training speed-up of the vectorised losses: x{seconds['loop'] / seconds['vectorised']:.2f} (wall), "
+        f"x{costs['loop'] / costs['vectorised']:.2f} ({unit})"
+    )
     results = time_regions(trainer, args.repeats)
     for name in ("training", "finest (s)"):
         (vec, count), (loop, _) = results[name, "vectorised"], results[name, "loop"]
-        print(f"  region reductions alone, {name} region map ({count} regions/view): vectorised {vec * 1e3:7.2f} {unit}, "
-              f"loop {loop * 1e3:7.2f} {unit} per view -> x{loop / vec:.1f}")
+        print(
+            f"  region reductions alone, {name} region map ({count} regions/view): vectorised {vec * 1e3:7.2f} {unit}, "
+            f"loop {loop * 1e3:7.2f} {unit} per view -> x{loop / vec:.1f}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--objects", type=int, default=64, help="objects on the grid (each: 2 parts; pairs form groups)")
+    parser.add_argument(
+        "--objects", type=int, default=64, help="objects on the grid (each: 2 parts; pairs form groups)"
+    )
     parser.add_argument("--gaussians", type=int, default=120, help="Gaussians per object")
     parser.add_argument("--views", type=int, default=4)
-    parser.add_argument("--size", type=int, nargs=2, default=(240, 180), metavar=("W", "H"),
-                        help="original image size (training renders at half, -r 2)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(240, 180),
+        metavar=("W", "H"),
+        help="original image size (training renders at half, -r 2)",
+    )
     parser.add_argument("--steps", type=int, default=8, help="timed training iterations per implementation")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5, help="timed passes over the views for the region reductions")
-    parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
-                        help="all: CPU, and CUDA too when a GPU is present")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch intra-op threads (0: torch's default; 1 is steadier on a busy shared machine)")
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda", "all"], default="all", help="all: CPU, and CUDA too when a GPU is present"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (0: torch's default; 1 is steadier on a busy shared machine)",
+    )
     parser.add_argument("--quick", action="store_true", help="small scene, few steps (a smoke run)")
     args = parser.parse_args()
     if args.quick:
@@ -172,8 +210,10 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, python {platform.python_version()}, {platform.machine()}, "
-          f"{os.cpu_count()} CPUs, CUDA {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}")
+    print(
+        f"torch {torch.__version__}, python {platform.python_version()}, {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, CUDA {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}"
+    )
     devices = []
     if args.device in ("cpu", "all"):
         devices.append(torch.device("cpu"))
@@ -182,8 +222,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         scene_dir = Path(tmp) / "scene"
         width, height = args.size
-        synthetic = make_synthetic_scene(num_objects=args.objects, gaussians_per_object=args.gaussians,
-                                         num_views=args.views, width=width, height=height)
+        synthetic = make_synthetic_scene(
+            num_objects=args.objects,
+            gaussians_per_object=args.gaussians,
+            num_views=args.views,
+            width=width,
+            height=height,
+        )
         write_synthetic_scene(synthetic, scene_dir)
         for device in devices:
             bench(device, scene_dir, args)

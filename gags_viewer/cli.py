@@ -35,8 +35,10 @@ def info(field: Positional[Path], iteration: int | None = None) -> None:
     print(f"bounds     {[round(v, 3) for v in low.tolist()]} .. {[round(v, 3) for v in high.tolist()]}")
     if loaded.has_language:
         clip = meta.clip.checkpoint_file or f"{meta.clip.model} / {meta.clip.pretrained}"
-        print(f"language   {loaded.feature_dim}-D features, decoder: {meta.decoder_kind or 'none'}, "
-              f"granularity decoder: {'yes' if loaded.granularity_decoder else 'no'}")
+        print(
+            f"language   {loaded.feature_dim}-D features, decoder: {meta.decoder_kind or 'none'}, "
+            f"granularity decoder: {'yes' if loaded.granularity_decoder else 'no'}"
+        )
         print(f"clip       {clip}")
         print(f"negatives  {', '.join(meta.negatives)}")
     else:
@@ -62,8 +64,10 @@ def preprocess(config: tyro.conf.OmitArgPrefixes[PreprocessConfig]) -> None:
     from gags_viewer.preprocess.run import preprocess_scene
 
     report = preprocess_scene(config)
-    print(f"preprocessed {len(report.images)} image(s) into {config.scene / 'language_features'}: "
-          f"masks per level {report.masks_per_level}")
+    print(
+        f"preprocessed {len(report.images)} image(s) into {config.scene / 'language_features'}: "
+        f"masks per level {report.masks_per_level}"
+    )
 
 
 SUBCOMMANDS = {

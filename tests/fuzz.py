@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import tracemalloc
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from hypothesis import currently_in_test_context, event, settings
 from hypothesis import strategies as st
@@ -64,7 +64,7 @@ def outcome(read: Callable[[], object], max_bytes: int = MAX_TRACED_BYTES):
         assert result.message.strip(), "empty error message"
         assert "\n" not in result.message, f"error message is not one line: {result.message!r}"
     if currently_in_test_context():
-            event(f"refused ({type(result.error).__name__})" if isinstance(result, Refused) else "loaded")
+        event(f"refused ({type(result.error).__name__})" if isinstance(result, Refused) else "loaded")
     return result
 
 
@@ -121,12 +121,24 @@ def nested(depth: int) -> str:
 # -------------------------------------------------------------------------------------------------
 # Byte mutations
 
-_INTERESTING = [b"\x00", b"\xff", b"\x7f", b"\x80", b"\xff\xff\xff\xff", b"\x00\x00\x00\x80",
-                b"\xff\xff\xff\x7f", b"\xff" * 8, b"\x00\x00\xc0\x7f", b"\x00\x00\x80\x7f", b"-1", b"99999999999"]
+_INTERESTING = [
+    b"\x00",
+    b"\xff",
+    b"\x7f",
+    b"\x80",
+    b"\xff\xff\xff\xff",
+    b"\x00\x00\x00\x80",
+    b"\xff\xff\xff\x7f",
+    b"\xff" * 8,
+    b"\x00\x00\xc0\x7f",
+    b"\x00\x00\x80\x7f",
+    b"-1",
+    b"99999999999",
+]
 
 
 @st.composite
-def mutated(draw, data: bytes, hot: Optional[int] = None, hot_tail: Optional[int] = None, max_ops: int = 4) -> bytes:
+def mutated(draw, data: bytes, hot: int | None = None, hot_tail: int | None = None, max_ops: int = 4) -> bytes:
     """``data`` after 1..``max_ops`` random edits: truncate, flip, overwrite, insert, delete, splice.
 
     ``hot`` biases positions to the first ``hot`` bytes (a header), where one edit changes the most;
@@ -148,7 +160,7 @@ def mutated(draw, data: bytes, hot: Optional[int] = None, hot_tail: Optional[int
         if not out and op != "insert":
             op = "insert"
         if op == "truncate":
-            del out[position():]
+            del out[position() :]
         elif op == "flip":
             at = min(position(), len(out) - 1)
             out[at] ^= draw(st.integers(1, 255))

@@ -11,7 +11,6 @@ import torch
 
 from gags_viewer.render.projection import project_gaussians
 
-
 ALPHA_CUT = 1.0 / 255.0
 STOP_TRANSMITTANCE = 1e-4
 CUT_MARGIN = 0.02
@@ -100,7 +99,10 @@ def near_cut_pixels(means, unit_quats, scales, opacities, camera, pixel_chunk: i
     for start in range(0, len(pixels), pixel_chunk):
         chunk = pixels[start : start + pixel_chunk]
         d = centres[:, None, :] - chunk[None]  # [N, P, 2]
-        sigma = 0.5 * (conics[:, None, 0] * d[..., 0] ** 2 + conics[:, None, 2] * d[..., 1] ** 2) + conics[:, None, 1] * d[..., 0] * d[..., 1]
+        sigma = (
+            0.5 * (conics[:, None, 0] * d[..., 0] ** 2 + conics[:, None, 2] * d[..., 1] ** 2)
+            + conics[:, None, 1] * d[..., 0] * d[..., 1]
+        )
         alpha = (opacity[:, None] * torch.exp(-sigma)).clamp(max=0.999)
         alpha = torch.where(sigma < 0, torch.zeros_like(alpha), alpha)
         used = torch.where(alpha >= ALPHA_CUT, alpha, torch.zeros_like(alpha))
@@ -108,6 +110,8 @@ def near_cut_pixels(means, unit_quats, scales, opacities, camera, pixel_chunk: i
         before = torch.cat([torch.ones_like(after[:1]), after[:-1]])
         reached = before > STOP_TRANSMITTANCE  # still compositing when this Gaussian comes
         at_alpha_cut = (reached & ((alpha - ALPHA_CUT).abs() <= CUT_MARGIN * ALPHA_CUT)).any(dim=0)
-        at_stop = (reached & (used > 0) & ((after - STOP_TRANSMITTANCE).abs() <= CUT_MARGIN * STOP_TRANSMITTANCE)).any(dim=0)
+        at_stop = (reached & (used > 0) & ((after - STOP_TRANSMITTANCE).abs() <= CUT_MARGIN * STOP_TRANSMITTANCE)).any(
+            dim=0
+        )
         near[start : start + pixel_chunk] = at_alpha_cut | at_stop
     return near.reshape(camera.height, camera.width)

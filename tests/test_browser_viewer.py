@@ -19,19 +19,17 @@ import numpy as np
 import pytest
 
 from gags_viewer.viewer import nerfview_adapter as nv
+from gags_viewer.viewer.screenshots import CHROMIUM, FLAGS
 from tests.test_viewer_fixtures import scene  # noqa: F401 - fixture
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 VIEWPORT = {"width": 1200, "height": 800}
 TOP_MARGIN = 170  # notifications (WebGL warning, export results) show in the canvas' top-left corner
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM) and shutil.which("chromium") is None,
-                                reason="Debian's chromium is not installed (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM) and shutil.which("chromium") is None,
+    reason="Debian's chromium is not installed (apt-get install chromium)",
+)
 
 
 def _free_port() -> int:
@@ -84,8 +82,10 @@ class Page:
         new = _wait(lambda: set(self.viewer.app.sessions) - before, what="the server session")
         self.session = self.viewer.app.sessions[new.pop()]
         res = self.session.settings.viewer_res
-        _wait(lambda: any(max(w, h) == res for w, h, _ in list(self.session.frame_times)),
-              what="a first full-resolution frame")
+        _wait(
+            lambda: any(max(w, h) == res for w, h, _ in list(self.session.frame_times)),
+            what="a first full-resolution frame",
+        )
 
     def close(self):
         self.context.close()
@@ -162,8 +162,9 @@ def _highlight_check(page: Page, rgb: np.ndarray, phrase: str, other: str, scene
         _wait(ok, timeout=60, period=0.5, what=f"'{phrase}' highlighted")
     except AssertionError:
         _dump(f"fail-{phrase}", rgb=rgb, page=state.get("image"))
-        raise AssertionError(f"'{phrase}': {state.get('own', 0):.2f} of its pixels changed, "
-                             f"{state.get('other', 0):.2f} of '{other}''s") from None
+        raise AssertionError(
+            f"'{phrase}': {state.get('own', 0):.2f} of its pixels changed, {state.get('other', 0):.2f} of '{other}''s"
+        ) from None
     image, changed = state["image"].astype(int), state["changed"]
     changed[:TOP_MARGIN] = False
     # The highlight has the query's colour (first query: the palette's blue): bluer than before.
@@ -204,8 +205,12 @@ def test_display_modes(page_a, scene):
     _wait(depth_shown, timeout=60, period=0.5, what="the depth view")
 
     page.choose(1, "RGB")
-    _wait(lambda: _changed(page.screenshot(), page.rgb)[TOP_MARGIN:].mean() < 0.02, timeout=60, period=0.5,
-          what="the RGB view again")
+    _wait(
+        lambda: _changed(page.screenshot(), page.rgb)[TOP_MARGIN:].mean() < 0.02,
+        timeout=60,
+        period=0.5,
+        what="the RGB view again",
+    )
     page.choose(1, "Query colours over RGB")
     _highlight_check(page, page.rgb, "mug", "plant", scene)
 
@@ -236,9 +241,9 @@ def test_export_png(page_a, server, scene):
     mug, plant = scene.object_mask("mug", camera), scene.object_mask("plant", camera)
     legend_rows = slice(0, int(image.shape[0] * 0.75))  # the legend sits in the bottom-left corner
     changed = np.abs(image - rgb).sum(-1) > 30
-    mug[legend_rows.stop:], plant[legend_rows.stop:] = False, False
+    mug[legend_rows.stop :], plant[legend_rows.stop :] = False, False
     assert changed[mug].mean() > 0.5 and changed[plant].mean() < 0.05
-    corner = image[int(image.shape[0] * 0.75):, : image.shape[1] // 2].reshape(-1, 3)
+    corner = image[int(image.shape[0] * 0.75) :, : image.shape[1] // 2].reshape(-1, 3)
     swatch = np.array([31, 119, 180])  # the first query colour, drawn in the legend
     assert (np.abs(corner - swatch).sum(-1) < 12).sum() > 20
 
@@ -293,10 +298,16 @@ def test_two_browsers_keep_their_own_queries(browser, server, page_a, scene):
         # by itself (its legend loses the "encoding" note).
         page_b.type_queries("a phrase typed just now")
         session = page_b.session
-        _wait(lambda: not session.pending_phrases and not session.legend.notes and session.legend.swatches,
-              what="the new phrase encoded and rendered",
-              state=lambda: (session.pending_phrases, session.legend.signature()[::3], session.last_error,
-                             len(session.frame_times)))
+        _wait(
+            lambda: not session.pending_phrases and not session.legend.notes and session.legend.swatches,
+            what="the new phrase encoded and rendered",
+            state=lambda: (
+                session.pending_phrases,
+                session.legend.signature()[::3],
+                session.last_error,
+                len(session.frame_times),
+            ),
+        )
         page_b.page.locator("span", has_text="a phrase typed just now").first.wait_for(timeout=30_000)  # legend
         from playwright.sync_api import expect
 
@@ -346,8 +357,8 @@ def test_video_of_the_camera_path(page_a, server, scene, tmp_path):
     saved = out / "camera_paths" / "my_path.json"
     assert saved.exists()
 
-    from gags_viewer.viewer.commands import render_frames
     from gags_viewer.viewer.camera_path import read_camera_path
+    from gags_viewer.viewer.commands import render_frames
     from gags_viewer.viewer.settings import settings_for_render
 
     cameras = read_camera_path(saved).cameras
@@ -381,7 +392,10 @@ def test_a_rejected_setting_snaps_back_and_a_failed_render_says_so(page_a, scene
 
     def failure_shown():
         image = page.screenshot()
-        return _changed(image, good)[:, right_of_notes:].mean() > 0.3 and image[:, right_of_notes:].mean() < good[:, right_of_notes:].mean() * 0.6
+        return (
+            _changed(image, good)[:, right_of_notes:].mean() > 0.3
+            and image[:, right_of_notes:].mean() < good[:, right_of_notes:].mean() * 0.6
+        )
 
     _wait(failure_shown, timeout=30, period=0.5, what="the failure on the canvas")
     _dump("render-failed", good=good, page=page.screenshot())
@@ -399,8 +413,13 @@ def test_a_rejected_setting_snaps_back_and_a_failed_render_says_so(page_a, scene
         return not session.last_error and _changed(state["image"], good)[:, right_of_notes:].mean() < 0.02
 
     try:
-        _wait(good_again, timeout=60, period=0.5, what="the good frame again",
-              state=lambda: (session.last_error, session.settings.negatives_text))
+        _wait(
+            good_again,
+            timeout=60,
+            period=0.5,
+            what="the good frame again",
+            state=lambda: (session.last_error, session.settings.negatives_text),
+        )
     except AssertionError:
         _dump("render-recovered", good=good, page=state.get("image"))
         raise

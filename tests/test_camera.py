@@ -46,8 +46,14 @@ def test_cameras_json_entry_equals_the_colmap_pose_it_was_written_from():
     colmap = Camera.from_colmap(qvec, tvec, fx=400, fy=400, cx=160, cy=120, width=320, height=240)
     c2w = torch.linalg.inv(colmap.world_to_camera)
     entry = {
-        "id": 0, "img_name": "frame_00001", "width": 320, "height": 240, "fx": 400.0, "fy": 400.0,
-        "position": c2w[:3, 3].tolist(), "rotation": c2w[:3, :3].tolist(),
+        "id": 0,
+        "img_name": "frame_00001",
+        "width": 320,
+        "height": 240,
+        "fx": 400.0,
+        "fy": 400.0,
+        "position": c2w[:3, 3].tolist(),
+        "rotation": c2w[:3, :3].tolist(),
     }
     camera = Camera.from_cameras_json(entry)
     assert torch.allclose(camera.world_to_camera, colmap.world_to_camera, atol=1e-5)

@@ -18,7 +18,9 @@ def pack_cameras():
     data = struct.pack("<Q", 3)
     data += struct.pack("<iiQQ", 1, 1, 640, 480) + struct.pack("<4d", 500.0, 510.0, 320.5, 239.5)  # PINHOLE
     data += struct.pack("<iiQQ", 2, 0, 100, 50) + struct.pack("<3d", 80.0, 50.0, 25.0)  # SIMPLE_PINHOLE
-    data += struct.pack("<iiQQ", 7, 4, 200, 100) + struct.pack("<8d", 90.0, 91.0, 100.0, 50.0, 0.1, 0.01, 0.0, 0.0)  # OPENCV
+    data += struct.pack("<iiQQ", 7, 4, 200, 100) + struct.pack(
+        "<8d", 90.0, 91.0, 100.0, 50.0, 0.1, 0.01, 0.0, 0.0
+    )  # OPENCV
     return data
 
 
@@ -30,7 +32,11 @@ def pack_images():
     # image 3: rotated, camera 2, no keypoints
     data += struct.pack("<idddddddi", 3, *Q90Y, 1.0, 0.0, 2.0, 2) + b"frame_00001.jpg\x00" + struct.pack("<Q", 0)
     # image 9: camera 7 (OPENCV), in a sub-folder
-    data += struct.pack("<idddddddi", 9, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 7) + b"sub/frame_00003.png\x00" + struct.pack("<Q", 0)
+    data += (
+        struct.pack("<idddddddi", 9, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 7)
+        + b"sub/frame_00003.png\x00"
+        + struct.pack("<Q", 0)
+    )
     return data
 
 
@@ -154,7 +160,11 @@ def test_non_pinhole_model_is_refused(tmp_path):
         ("cameras.bin", pack_cameras()[:-5], r"cameras\.bin: file ends inside the parameters of camera 7"),
         ("cameras.bin", pack_cameras() + b"\x00", r"cameras\.bin: 1 unexpected bytes after the last record"),
         ("images.bin", pack_images()[:60], r"images\.bin: file ends inside"),
-        ("cameras.txt", "1 PINHOLE 640 480 500 510 320\n", r"cameras\.txt: line 1: model PINHOLE takes 4 parameters, got 3"),
+        (
+            "cameras.txt",
+            "1 PINHOLE 640 480 500 510 320\n",
+            r"cameras\.txt: line 1: model PINHOLE takes 4 parameters, got 3",
+        ),
         ("cameras.txt", "1 WEIRD 640 480 1\n", r"cameras\.txt: line 1: unknown camera model 'WEIRD'"),
         ("cameras.txt", "1 PINHOLE 640 abc 1 1 1 1\n", r"cameras\.txt: line 1: CAMERA_ID WIDTH HEIGHT must be numbers"),
         ("images.txt", "1 1 0 0 0 0 0 0 1\n", r"images\.txt: line 1: expected 'IMAGE_ID QW"),
@@ -199,8 +209,10 @@ def test_writers_round_trip(tmp_path, ext):
     np.testing.assert_allclose(again.images[1].points2d, scene.images[1].points2d)
 
     points = colmap.ColmapPoints(
-        ids=np.array([4, 9]), xyz=np.array([[0.5, 1.0, -2.0], [3.0, 4.0, 5.0]]),
-        rgb=np.array([[255, 0, 10], [1, 2, 3]], np.uint8), error=np.array([0.25, 1.5]),
+        ids=np.array([4, 9]),
+        xyz=np.array([[0.5, 1.0, -2.0], [3.0, 4.0, 5.0]]),
+        rgb=np.array([[255, 0, 10], [1, 2, 3]], np.uint8),
+        error=np.array([0.25, 1.5]),
     )
     colmap.write_points3d(out / f"points3D.{ext}", points)
     read = colmap.read_points3d(out / f"points3D.{ext}")

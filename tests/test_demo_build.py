@@ -48,7 +48,8 @@ def test_the_build_reproduces_its_artifacts_byte_for_byte(built, tmp_path):
     again, again_assets, _ = quick_build(tmp_path)
     produced = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and p.name != "quality.json")
     assert len(produced) >= 9 and produced == sorted(
-        p.relative_to(again) for p in again.rglob("*") if p.is_file() and p.name != "quality.json")
+        p.relative_to(again) for p in again.rglob("*") if p.is_file() and p.name != "quality.json"
+    )
     for name in produced:  # quality.json differs only by the timings it records
         assert (out / name).read_bytes() == (again / name).read_bytes(), name
     for name in ("gags-demo-clip.json", "gags-demo-clip.safetensors", "README.md"):

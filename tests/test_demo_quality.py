@@ -40,8 +40,9 @@ def test_object_queries_meet_the_quality_bar_on_held_out_views(tmp_path, mode):
     for frame in FRAMES:
         for suffix in (".json", ".jpg"):
             shutil.copy(DEMO_FIELD / LABELS_DIR / f"{frame}{suffix}", labels / f"{frame}{suffix}")
-    report = run_eval(EvalConfig(field=DEMO_FIELD, labels=labels, mode=mode, device="cpu"),
-                      console=Console(file=io.StringIO()))
+    report = run_eval(
+        EvalConfig(field=DEMO_FIELD, labels=labels, mode=mode, device="cpu"), console=Console(file=io.StringIO())
+    )
     objects = summarise(report)["levels"]["object"]
     assert objects["pairs"] >= 20
     assert objects["miou"] >= 0.85, summarise(report)["queries"]

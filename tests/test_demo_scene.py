@@ -80,8 +80,13 @@ def test_masks_follow_the_renderer(scene):
     from gags_viewer.render import render
 
     with torch.no_grad():
-        out = render(scene.field, camera, rgb=False, features=(scene.leaf == NODE_INDEX["table"]).float()[:, None],
-                     backend="numba")
+        out = render(
+            scene.field,
+            camera,
+            rgb=False,
+            features=(scene.leaf == NODE_INDEX["table"]).float()[:, None],
+            backend="numba",
+        )
     table = out.features[..., 0].numpy()
     background = out.alpha.numpy() <= 0.5
     assert ((leaf == BACKGROUND) == background).all()

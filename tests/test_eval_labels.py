@@ -44,8 +44,18 @@ def test_polygon_mask_of_sparse_subpixel_vertices_matches_fillpoly():
     cv2.fillPoly(zeros((10, 12)), [np.asarray(points, np.int32)], 1); expected rows produced by OpenCV 5.1
     (a Pillow fill of the same integer vertices differs on 5 of these pixels)."""
     points = [[4.1, 4.7], [10.8, 4.5], [6.7, 10.5], [1.9, 10.4]]
-    expected = rows("000000000000", "000000000000", "000000000000", "000000000000", "000011111110",
-                    "000111111100", "000111111000", "001111111000", "001111110000", "011111100000")
+    expected = rows(
+        "000000000000",
+        "000000000000",
+        "000000000000",
+        "000000000000",
+        "000011111110",
+        "000111111100",
+        "000111111000",
+        "001111111000",
+        "001111110000",
+        "011111100000",
+    )
     np.testing.assert_array_equal(polygon_mask(points, 10, 12), expected)
 
 
@@ -154,5 +164,7 @@ def test_invalid_json_and_missing_folder(tmp_path):
 def test_duplicate_frame_names_are_refused(tmp_path):
     write(tmp_path / "frame_00001.json", frame_json("frame_00001.jpg"))
     write(tmp_path / "frame_00002.json", frame_json("frame_00001.jpg"))
-    with pytest.raises(LabelError, match=r"frame_00002\.json: frame name 'frame_00001' is also used by frame_00001\.json"):
+    with pytest.raises(
+        LabelError, match=r"frame_00002\.json: frame name 'frame_00001' is also used by frame_00001\.json"
+    ):
         load_labels(tmp_path)

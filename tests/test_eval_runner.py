@@ -51,7 +51,7 @@ def fake_cameras(names):
 
 def block(x0, y0, x1, y1, h=H, w=W):
     r = np.zeros((h, w), np.float32)
-    r[y0:y1 + 1, x0:x1 + 1] = 1.0
+    r[y0 : y1 + 1, x0 : x1 + 1] = 1.0
     return r
 
 
@@ -60,8 +60,11 @@ def labels(tmp_path):
     folder = tmp_path / "myscene"
     folder.mkdir()
     write_frame(folder, "frame_00001", [obj("mug", 5, 5, 20, 20)])
-    write_frame(folder, "frame_00002", [obj("mug", 30, 10, 50, 30), obj("plant", 2, 2, 10, 10), obj("mug", 52, 30, 58, 38),
-                                        obj("lamp", 40, 0, 59, 5)])
+    write_frame(
+        folder,
+        "frame_00002",
+        [obj("mug", 30, 10, 50, 30), obj("plant", 2, 2, 10, 10), obj("mug", 52, 30, 58, 38), obj("lamp", 40, 0, 59, 5)],
+    )
     return folder
 
 
@@ -77,20 +80,33 @@ def make_fn(maps, calls):
 
 def test_aggregates_over_all_pairs(labels, tmp_path):
     frame1 = np.stack([block(5, 5, 20, 20)])  # the mug, exactly
-    frame2 = np.stack([
-        block(30, 10, 50, 30),  # mug: finds the big box
-        np.full((H, W), 0.5, np.float32),  # plant: constant map -> empty mask, every pixel a peak
-        block(0, 20, 15, 39),  # lamp: somewhere else
-    ])
+    frame2 = np.stack(
+        [
+            block(30, 10, 50, 30),  # mug: finds the big box
+            np.full((H, W), 0.5, np.float32),  # plant: constant map -> empty mask, every pixel a peak
+            block(0, 20, 15, 39),  # lamp: somewhere else
+        ]
+    )
     calls = []
     config = EvalConfig(field=tmp_path / "nofield", labels=labels, out=tmp_path / "out")
-    report = run_eval(config, relevancy_fn=make_fn([frame1, frame2], calls), cameras=fake_cameras(["frame_00001", "frame_00002"]),
-                      console=quiet())
+    report = run_eval(
+        config,
+        relevancy_fn=make_fn([frame1, frame2], calls),
+        cameras=fake_cameras(["frame_00001", "frame_00002"]),
+        console=quiet(),
+    )
     # rendered at label resolution, queries in first-appearance order (same categories unioned)
     assert calls == [(W, H, ["mug"]), (W, H, ["mug", "plant", "lamp"])]
-    assert report.mapping == "name" and report.frame_cameras == {"frame_00001": "frame_00001", "frame_00002": "frame_00002"}
+    assert report.mapping == "name" and report.frame_cameras == {
+        "frame_00001": "frame_00001",
+        "frame_00002": "frame_00002",
+    }
     assert [(r.frame, r.query) for r in report.rows] == [
-        ("frame_00001", "mug"), ("frame_00002", "mug"), ("frame_00002", "plant"), ("frame_00002", "lamp")]
+        ("frame_00001", "mug"),
+        ("frame_00002", "mug"),
+        ("frame_00002", "plant"),
+        ("frame_00002", "lamp"),
+    ]
 
     # every number equals the protocol functions on the same inputs
     from gags_viewer.eval.labels import load_labels
@@ -99,8 +115,9 @@ def test_aggregates_over_all_pairs(labels, tmp_path):
     expected = []
     for frame, maps in zip(frames, [frame1, frame2]):
         for k, query in enumerate(frame.queries):
-            expected.append((protocol.iou(protocol.predict_mask(maps[k]), query.mask),
-                             protocol.localize(maps[k], query.boxes).hit))
+            expected.append(
+                (protocol.iou(protocol.predict_mask(maps[k]), query.mask), protocol.localize(maps[k], query.boxes).hit)
+            )
     assert [(r.iou, r.localized) for r in report.rows] == expected
     # hand-checked values: the constant map predicts nothing, and all its pixels tie as peaks
     plant = report.rows[2]
@@ -127,7 +144,11 @@ def test_aggregates_over_all_pairs(labels, tmp_path):
 
     image = iio.imread(tmp_path / "out" / "frames" / "frame_00002" / "plant.png")
     assert image.shape == (H, 2 * W + 8, 3)
-    assert sorted(p.name for p in (tmp_path / "out" / "frames" / "frame_00002").iterdir()) == ["lamp.png", "mug.png", "plant.png"]
+    assert sorted(p.name for p in (tmp_path / "out" / "frames" / "frame_00002").iterdir()) == [
+        "lamp.png",
+        "mug.png",
+        "plant.png",
+    ]
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left
 
 
@@ -136,11 +157,15 @@ def test_frame_lines_are_not_wrapped(labels, tmp_path):
 
     text = io.StringIO()
     maps = [np.stack([block(5, 5, 20, 20)]), np.stack([block(30, 10, 50, 30)] * 3)]
-    run_eval(EvalConfig(field=tmp_path / "nofield", labels=labels), relevancy_fn=make_fn(maps, []),
-             cameras=fake_cameras(["frame_00001", "frame_00002"]), console=Console(file=text, width=40))
+    run_eval(
+        EvalConfig(field=tmp_path / "nofield", labels=labels),
+        relevancy_fn=make_fn(maps, []),
+        cameras=fake_cameras(["frame_00001", "frame_00002"]),
+        console=Console(file=text, width=40),
+    )
     lines = text.getvalue().splitlines()
     for name in ("frame_00001", "frame_00002"):
-        line, = [l for l in lines if l.startswith(name)]
+        (line,) = [text for text in lines if text.startswith(name)]
         assert "mIoU" in line and "localized" in line and line.rstrip().endswith(" s")
 
 
@@ -160,7 +185,8 @@ def test_constructed_iou_and_localization_by_hand(tmp_path):
     report = run_eval(
         EvalConfig(field=tmp_path / "x", labels=folder),
         relevancy_fn=lambda cam, q: (np.stack([r, r]), None),
-        cameras=fake_cameras(["frame_00001"]), console=quiet(),
+        cameras=fake_cameras(["frame_00001"]),
+        console=quiet(),
     )
     cube, ball = report.rows
     assert cube.iou == pytest.approx(expected_iou) and 0.5 < cube.iou < 1
@@ -175,8 +201,9 @@ def test_frame_number_convention_fallback(labels, tmp_path):
     console = Console(file=open("/dev/null", "w"), width=200)
     console.print = lambda text, **kw: lines.append(str(text))  # capture notes
     maps = [np.zeros((1, H, W), np.float32), np.zeros((3, H, W), np.float32)]
-    report = run_eval(EvalConfig(field=tmp_path / "x", labels=labels), relevancy_fn=make_fn(maps, []), cameras=cams,
-                      console=console)
+    report = run_eval(
+        EvalConfig(field=tmp_path / "x", labels=labels), relevancy_fn=make_fn(maps, []), cameras=cams, console=console
+    )
     assert report.mapping == FRAME_CONVENTION
     assert report.frame_cameras == {"frame_00001": "img_a", "frame_00002": "img_b"}  # name order, XXXXX - 1
     assert any("official convention" in line and "frame_00001 -> img_a" in line for line in lines)
@@ -184,29 +211,53 @@ def test_frame_number_convention_fallback(labels, tmp_path):
 
 
 def test_partial_name_match_is_an_error(labels, tmp_path):
-    with pytest.raises(EvalError, match=r"frame_00002\.json: no camera named 'frame_00002' \(1 of 2 label frames match"):
-        run_eval(EvalConfig(field=tmp_path / "x", labels=labels), relevancy_fn=make_fn([], []),
-                 cameras=fake_cameras(["frame_00001", "other"]), console=quiet())
+    with pytest.raises(
+        EvalError, match=r"frame_00002\.json: no camera named 'frame_00002' \(1 of 2 label frames match"
+    ):
+        run_eval(
+            EvalConfig(field=tmp_path / "x", labels=labels),
+            relevancy_fn=make_fn([], []),
+            cameras=fake_cameras(["frame_00001", "other"]),
+            console=quiet(),
+        )
 
 
 def test_convention_out_of_range(labels, tmp_path):
     with pytest.raises(EvalError, match=r"frame_00002\.json: frame number 2 is outside the 1 cameras"):
-        run_eval(EvalConfig(field=tmp_path / "x", labels=labels), relevancy_fn=make_fn([], []),
-                 cameras=fake_cameras(["zzz"]), console=quiet())
+        run_eval(
+            EvalConfig(field=tmp_path / "x", labels=labels),
+            relevancy_fn=make_fn([], []),
+            cameras=fake_cameras(["zzz"]),
+            console=quiet(),
+        )
 
 
 def test_malformed_label_stops_before_rendering(labels, tmp_path):
-    (labels / "frame_00003.json").write_text(json.dumps({"info": {"height": 4, "width": 4}, "objects": [{"category": "x"}]}))
+    (labels / "frame_00003.json").write_text(
+        json.dumps({"info": {"height": 4, "width": 4}, "objects": [{"category": "x"}]})
+    )
     with pytest.raises(LabelError, match=r"frame_00003\.json: objects\[0\] has no 'bbox'"):
-        run_eval(EvalConfig(field=tmp_path / "x", labels=labels), relevancy_fn=make_fn([], []),
-                 cameras=fake_cameras(["frame_00001"]), console=quiet())
+        run_eval(
+            EvalConfig(field=tmp_path / "x", labels=labels),
+            relevancy_fn=make_fn([], []),
+            cameras=fake_cameras(["frame_00001"]),
+            console=quiet(),
+        )
 
 
 def test_cameras_json_reading(tmp_path):
     c2w = look_at([0.0, 0.0, -3.0], [0.0, 0.0, 0.0], [0.0, -1.0, 0.0]).numpy()
     entries = [
-        {"id": i, "img_name": name, "width": 80, "height": 40, "position": c2w[:3, 3].tolist(),
-         "rotation": c2w[:3, :3].tolist(), "fx": 40.0, "fy": 41.0}
+        {
+            "id": i,
+            "img_name": name,
+            "width": 80,
+            "height": 40,
+            "position": c2w[:3, 3].tolist(),
+            "rotation": c2w[:3, :3].tolist(),
+            "fx": 40.0,
+            "fy": 41.0,
+        }
         for i, name in enumerate(["frame_00002", "frame_00001"])
     ]
     case = tmp_path / "output" / "case"
@@ -274,8 +325,18 @@ def write_cameras_json(directory, names, w=64, h=48):
     entries = []
     for i, name in enumerate(names):
         c2w = look_at([0.3 * i, 0.0, -3.0], [0.0, 0.0, 0.0], [0.0, -1.0, 0.0]).numpy()
-        entries.append({"id": i, "img_name": name, "width": w, "height": h, "position": c2w[:3, 3].tolist(),
-                        "rotation": c2w[:3, :3].tolist(), "fx": 60.0, "fy": 60.0})
+        entries.append(
+            {
+                "id": i,
+                "img_name": name,
+                "width": w,
+                "height": h,
+                "position": c2w[:3, 3].tolist(),
+                "rotation": c2w[:3, :3].tolist(),
+                "fx": 60.0,
+                "fy": 60.0,
+            }
+        )
     (directory / "cameras.json").write_text(json.dumps(entries))
 
 
@@ -319,12 +380,17 @@ def test_end_to_end_with_colmap_scene(field_dir, tmp_path):
     scene = tmp_path / "scene"
     sparse = scene / "sparse" / "0"
     sparse.mkdir(parents=True)
-    colmap.write_cameras(sparse / "cameras.bin", [colmap.ColmapCamera(1, "PINHOLE", 64, 48, np.array([60.0, 60.0, 32.0, 24.0]))])
+    colmap.write_cameras(
+        sparse / "cameras.bin", [colmap.ColmapCamera(1, "PINHOLE", 64, 48, np.array([60.0, 60.0, 32.0, 24.0]))]
+    )
     # camera at (0, 0, -3) looking down +z: identity rotation, t = (0, 0, 3)
-    colmap.write_images(sparse / "images.bin", [
-        colmap.ColmapImage(1, "IMG_0002.jpg", np.array([1.0, 0, 0, 0]), np.array([0.0, 0, 3]), 1),
-        colmap.ColmapImage(2, "IMG_0001.jpg", np.array([1.0, 0, 0, 0]), np.array([0.1, 0, 3]), 1),
-    ])
+    colmap.write_images(
+        sparse / "images.bin",
+        [
+            colmap.ColmapImage(1, "IMG_0002.jpg", np.array([1.0, 0, 0, 0]), np.array([0.0, 0, 3]), 1),
+            colmap.ColmapImage(2, "IMG_0001.jpg", np.array([1.0, 0, 0, 0]), np.array([0.1, 0, 3]), 1),
+        ],
+    )
     labels = tmp_path / "labels"
     labels.mkdir()
     write_frame(labels, "frame_00002", [obj("plant", 0, 0, 15, 23)], h=24, w=32)
@@ -340,8 +406,20 @@ def test_gaussian_neighbours_below_one_is_one_line_from_the_cli(field_dir, tmp_p
     labels = tmp_path / "labels"
     labels.mkdir()
     write_frame(labels, "frame_00001", [obj("plant", 0, 0, 31, 23)], h=24, w=32)
-    code = main(["eval", str(field_dir), "--labels", str(labels), "--mode", "gaussian", "--device", "cpu",
-                 "--gaussian-neighbours", "0"])
+    code = main(
+        [
+            "eval",
+            str(field_dir),
+            "--labels",
+            str(labels),
+            "--mode",
+            "gaussian",
+            "--device",
+            "cpu",
+            "--gaussian-neighbours",
+            "0",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "neighbours must be at least 1" in err
 
@@ -354,12 +432,19 @@ def test_levels_in_the_labels_give_a_per_level_table(tmp_path):
 
     folder = tmp_path / "levels"
     folder.mkdir()
-    write_frame(folder, "frame_00001", [dict(obj("mug", 5, 5, 20, 20), level="object"),
-                                        dict(obj("mug handle", 30, 10, 50, 30), level="part")])
+    write_frame(
+        folder,
+        "frame_00001",
+        [dict(obj("mug", 5, 5, 20, 20), level="object"), dict(obj("mug handle", 30, 10, 50, 30), level="part")],
+    )
     maps = [np.stack([block(5, 5, 20, 20), block(0, 0, 3, 3)])]  # the mug exactly; the handle missed
     text = io.StringIO()
-    report = run_eval(EvalConfig(field=tmp_path / "nofield", labels=folder), relevancy_fn=make_fn(maps, []),
-                      cameras=fake_cameras(["frame_00001"]), console=Console(file=text, width=120))
+    report = run_eval(
+        EvalConfig(field=tmp_path / "nofield", labels=folder),
+        relevancy_fn=make_fn(maps, []),
+        cameras=fake_cameras(["frame_00001"]),
+        console=Console(file=text, width=120),
+    )
     assert [r.level for r in report.rows] == ["object", "part"]
     levels = level_summary(report.rows)
     assert list(levels) == ["object", "part"]
@@ -367,8 +452,8 @@ def test_levels_in_the_labels_give_a_per_level_table(tmp_path):
     assert levels["part"] == (1, 0.0, 0.0)
     printed = text.getvalue()
     assert "per level" in printed
-    object_line, = [l for l in printed.splitlines() if "object" in l and "100.0 %" in l]
-    part_line, = [l for l in printed.splitlines() if " part " in l and "0.0 %" in l]
+    (object_line,) = [text for text in printed.splitlines() if "object" in text and "100.0 %" in text]
+    (part_line,) = [text for text in printed.splitlines() if " part " in text and "0.0 %" in text]
     assert f"{100 * report.rows[0].iou:.1f}" in object_line
 
 
@@ -377,6 +462,10 @@ def test_labels_without_levels_print_no_level_table(labels, tmp_path):
 
     text = io.StringIO()
     maps = [np.stack([block(5, 5, 20, 20)]), np.stack([block(30, 10, 50, 30)] * 3)]
-    run_eval(EvalConfig(field=tmp_path / "nofield", labels=labels), relevancy_fn=make_fn(maps, []),
-             cameras=fake_cameras(["frame_00001", "frame_00002"]), console=Console(file=text, width=120))
+    run_eval(
+        EvalConfig(field=tmp_path / "nofield", labels=labels),
+        relevancy_fn=make_fn(maps, []),
+        cameras=fake_cameras(["frame_00001", "frame_00002"]),
+        console=Console(file=text, width=120),
+    )
     assert "per level" not in text.getvalue()

@@ -18,8 +18,10 @@ from gags_viewer.demo import clip_model as dclip
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 DEMO = Path(__file__).resolve().parents[1] / "scenes" / "demo"
-needs_demo = pytest.mark.skipif(not (DEMO / "field.json").is_file() or not (dclip.ASSETS_DIR / dclip.CHECKPOINT_FILE).is_file(),
-                                reason="the demo field or its CLIP model is not in this checkout")
+needs_demo = pytest.mark.skipif(
+    not (DEMO / "field.json").is_file() or not (dclip.ASSETS_DIR / dclip.CHECKPOINT_FILE).is_file(),
+    reason="the demo field or its CLIP model is not in this checkout",
+)
 
 
 def _copy_demo(target: Path) -> Path:
@@ -65,8 +67,9 @@ def test_a_copied_demo_answers_queries(tmp_path):
     field = load_for_viewing(copy, None, torch.device("cpu"))
     engine = build_engine(field, copy, torch.device("cpu"))
     assert check_text_model(engine) is None
-    from gags_viewer.viewer.camera_path import camera_from_fov, default_framing
     import math
+
+    from gags_viewer.viewer.camera_path import camera_from_fov, default_framing
 
     framing = default_framing(field)
     camera = camera_from_fov(framing.c2w(), math.radians(framing.fov_y_deg), 96, 72)
@@ -102,7 +105,7 @@ def test_view_rgb_only_opens_it_without_queries_and_says_why(tmp_path, monkeypat
     served = []
     monkeypatch.setattr(commands, "serve", lambda *a, **k: served.append((a, k)))
     assert main(["view", str(_broken_copy(tmp_path)), "--device", "cpu", "--rgb-only"]) == 0
-    (args, kwargs), = served
+    ((args, kwargs),) = served
     assert args[1] is None and "CLIP model config not found" in kwargs["queries_off"]
 
 
@@ -110,8 +113,9 @@ def test_view_rgb_only_opens_it_without_queries_and_says_why(tmp_path, monkeypat
 def test_eval_refuses_a_field_whose_text_model_cannot_be_built(tmp_path, capsys):
     broken = _broken_copy(tmp_path)
     shutil.copytree(DEMO / "labels", broken / "labels")
-    code = main(["eval", str(broken), "--labels", str(broken / "labels"), "--out", str(tmp_path / "ev"),
-                 "--device", "cpu"])
+    code = main(
+        ["eval", str(broken), "--labels", str(broken / "labels"), "--out", str(tmp_path / "ev"), "--device", "cpu"]
+    )
     assert code == 2
     assert "CLIP model config not found" in capsys.readouterr().err
     assert not (tmp_path / "ev" / "frames").exists()
@@ -119,8 +123,20 @@ def test_eval_refuses_a_field_whose_text_model_cannot_be_built(tmp_path, capsys)
 
 @needs_demo
 def test_render_with_a_query_refuses_a_field_whose_text_model_cannot_be_built(tmp_path, capsys):
-    code = main(["render", str(_broken_copy(tmp_path)), "--out", str(tmp_path / "out"), "--query", "lamp",
-                 "--device", "cpu", "--frames", "2"])
+    code = main(
+        [
+            "render",
+            str(_broken_copy(tmp_path)),
+            "--out",
+            str(tmp_path / "out"),
+            "--query",
+            "lamp",
+            "--device",
+            "cpu",
+            "--frames",
+            "2",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "CLIP model config not found" in err[0]

@@ -27,7 +27,9 @@ def test_matches_brute_force():
     means, sizes, features = cloud()
     for k in (2, 8, 20):
         expected = brute_force_smoothing(means, sizes, features, k)
-        torch.testing.assert_close(neighbour_smoothed_features(means, sizes, features, k), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            neighbour_smoothed_features(means, sizes, features, k), expected, atol=1e-5, rtol=1e-5
+        )
 
 
 def test_nearest_neighbours_start_with_the_point_itself():

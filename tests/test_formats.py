@@ -392,10 +392,26 @@ def test_splat_non_positive_scale(tmp_path):
 def test_official_directory(tmp_path):
     truths, states = _make_official_dir(tmp_path)
     cameras = [
-        {"id": 0, "img_name": "frame_00001", "width": 800, "height": 600, "position": [1.0, 2.0, 3.0],
-         "rotation": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "fy": 300.0, "fx": 300.0},
-        {"id": 1, "img_name": "frame_00002", "width": 800, "height": 600, "position": [0, 0, 0],
-         "rotation": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "fy": 1.0, "fx": 1.0},
+        {
+            "id": 0,
+            "img_name": "frame_00001",
+            "width": 800,
+            "height": 600,
+            "position": [1.0, 2.0, 3.0],
+            "rotation": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+            "fy": 300.0,
+            "fx": 300.0,
+        },
+        {
+            "id": 1,
+            "img_name": "frame_00002",
+            "width": 800,
+            "height": 600,
+            "position": [0, 0, 0],
+            "rotation": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+            "fy": 1.0,
+            "fx": 1.0,
+        },
     ]
     (tmp_path / "cameras.json").write_text(json.dumps(cameras))
     field = load_field(tmp_path)
@@ -700,7 +716,7 @@ def test_missing_decoders_file(native_dir):
     "text,match",
     [
         ('{"format_version": 1, "clip": ', "not valid JSON"),
-        ('[1, 2]', "must hold a JSON object"),
+        ("[1, 2]", "must hold a JSON object"),
         ('{"format_version": 1, "colour": "red"}', "unknown metadata keys: colour"),
         ('{"format_version": 1, "clip": {"model": "x", "size": 3}}', "metadata 'clip' must be an object"),
         ('{"source": "x"}', "has no 'format_version'"),

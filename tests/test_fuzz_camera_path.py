@@ -15,7 +15,18 @@ from hypothesis import strategies as st
 
 from gags_viewer.viewer.camera_path import CameraPath, camera_path_json, read_camera_path
 from tests.fuzz import (
-    FLOATS, FUZZ_TIMEOUT_S, INTS, TEXT, Refused, examples, json_values, mostly, mutated, nested, outcome, rarely,
+    FLOATS,
+    FUZZ_TIMEOUT_S,
+    INTS,
+    TEXT,
+    Refused,
+    examples,
+    json_values,
+    mostly,
+    mutated,
+    nested,
+    outcome,
+    rarely,
 )
 
 pytestmark = pytest.mark.timeout(FUZZ_TIMEOUT_S)
@@ -48,12 +59,14 @@ def camera_path_documents(draw):
         if draw(rarely(4)):
             matrix = entry["camera_to_world"]
             size = draw(st.sampled_from([16, 12, 9, 0, 17]))
-            entry["camera_to_world"] = draw(st.one_of(
-                st.lists(NUMBERS, min_size=size, max_size=size),
-                st.just([matrix[i : i + 4] for i in range(0, 16, 4)]),
-                st.just([v * draw(FLOATS) for v in matrix]),
-                json_values(4),
-            ))
+            entry["camera_to_world"] = draw(
+                st.one_of(
+                    st.lists(NUMBERS, min_size=size, max_size=size),
+                    st.just([matrix[i : i + 4] for i in range(0, 16, 4)]),
+                    st.just([v * draw(FLOATS) for v in matrix]),
+                    json_values(4),
+                )
+            )
         for key in ("fov", "aspect"):
             if draw(rarely(4)):
                 entry[key] = draw(st.one_of(SCALARS, json_values(2)))

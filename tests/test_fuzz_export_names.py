@@ -29,9 +29,40 @@ from tests.fuzz import FUZZ_TIMEOUT_S, examples
 
 pytestmark = pytest.mark.timeout(FUZZ_TIMEOUT_S)
 
-FRAGMENTS = ["../", "..", "/", "\\", "\x00", "C:", "C:\\Windows\\", "~", "~/", "\n", "\r", "\t", "\x1b[31m", ".",
-             "con", "NUL", "lpt1", "com¹", "\u202e", "\u0301", "ﬁ", "é", "/etc/passwd", "//server/share/", "$HOME",
-             "%APPDATA%", " ", "-", "_", "...", ".hidden", "a" * 300]
+FRAGMENTS = [
+    "../",
+    "..",
+    "/",
+    "\\",
+    "\x00",
+    "C:",
+    "C:\\Windows\\",
+    "~",
+    "~/",
+    "\n",
+    "\r",
+    "\t",
+    "\x1b[31m",
+    ".",
+    "con",
+    "NUL",
+    "lpt1",
+    "com¹",
+    "\u202e",
+    "\u0301",
+    "ﬁ",
+    "é",
+    "/etc/passwd",
+    "//server/share/",
+    "$HOME",
+    "%APPDATA%",
+    " ",
+    "-",
+    "_",
+    "...",
+    ".hidden",
+    "a" * 300,
+]
 USER_TEXT = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=8)), max_size=8).map("".join)
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
@@ -68,7 +99,10 @@ def test_export_paths_stay_inside_the_directory(stem, suffix, kind, hint):
         directory.mkdir()
         image = np.zeros((2, 3, 3), dtype=np.uint8)
         written = []
-        for candidate in (unique_path(directory, stem, suffix), unique_path(directory, export_stem(kind, hint), ".png")):
+        for candidate in (
+            unique_path(directory, stem, suffix),
+            unique_path(directory, export_stem(kind, hint), ".png"),
+        ):
             assert candidate.parent == directory
             _assert_plain_name(candidate.name)
             written.append(write_png(candidate, image))

@@ -29,8 +29,10 @@ def _save(payload) -> bytes:
 
 
 def _gsplat() -> dict:
-    return {"step": 10, "splats": {k: torch.randn(shape, generator=torch.Generator().manual_seed(0))
-                                   for k, shape in GSPLAT.items()}}
+    return {
+        "step": 10,
+        "splats": {k: torch.randn(shape, generator=torch.Generator().manual_seed(0)) for k, shape in GSPLAT.items()},
+    }
 
 
 def _inria() -> tuple:
@@ -56,7 +58,9 @@ def checkpoints(draw):
         if edit == "shape":
             entries[key] = torch.zeros(draw(st.lists(st.integers(0, 5), max_size=4)))
         elif edit == "dtype" and isinstance(entries.get(key), torch.Tensor):
-            entries[key] = entries[key].to(draw(st.sampled_from([torch.int64, torch.bool, torch.float16, torch.complex64])))
+            entries[key] = entries[key].to(
+                draw(st.sampled_from([torch.int64, torch.bool, torch.float16, torch.complex64]))
+            )
         elif edit == "value" and isinstance(entries.get(key), torch.Tensor) and entries[key].numel():
             entries[key] = entries[key].double()
             entries[key].view(-1)[0] = draw(FLOATS)

@@ -13,7 +13,17 @@ from hypothesis import strategies as st
 
 from gags_viewer.eval.labels import LabelFrame, load_label_file
 from tests.fuzz import (
-    FLOATS, FUZZ_TIMEOUT_S, INTS, TEXT, Refused, examples, json_values, mostly, mutated, nested, outcome,
+    FLOATS,
+    FUZZ_TIMEOUT_S,
+    INTS,
+    TEXT,
+    Refused,
+    examples,
+    json_values,
+    mostly,
+    mutated,
+    nested,
+    outcome,
 )
 
 pytestmark = pytest.mark.timeout(FUZZ_TIMEOUT_S)
@@ -40,14 +50,21 @@ POINTS = mostly(
 @st.composite
 def label_documents(draw):
     """A label document close to the official layout, with hostile values and keys dropped or added."""
-    info = {"name": draw(mostly(st.just("frame_00001.jpg"), st.one_of(TEXT, json_values(4)))),
-            "height": draw(SIZE), "width": draw(SIZE)}
+    info = {
+        "name": draw(mostly(st.just("frame_00001.jpg"), st.one_of(TEXT, json_values(4)))),
+        "height": draw(SIZE),
+        "width": draw(SIZE),
+    }
     objects = []
     for _ in range(draw(st.integers(0, 4))):
         obj = {
             "category": draw(mostly(st.sampled_from(["mug", "plant"]), st.one_of(TEXT, json_values(3)))),
-            "bbox": draw(mostly(st.lists(COORD, min_size=4, max_size=4),
-                                st.one_of(st.lists(NUMBERS, min_size=4, max_size=4), json_values(6)))),
+            "bbox": draw(
+                mostly(
+                    st.lists(COORD, min_size=4, max_size=4),
+                    st.one_of(st.lists(NUMBERS, min_size=4, max_size=4), json_values(6)),
+                )
+            ),
             draw(st.sampled_from(["segmentation", "polygon"])): draw(POINTS),
         }
         for key in draw(mostly(st.just(set()), st.sets(st.sampled_from(sorted(obj)), min_size=1, max_size=1))):
@@ -79,10 +96,22 @@ def _check_loaded(frame: LabelFrame) -> None:
 @given(label_documents())
 @example({"info": {"height": 1e999, "width": 4}, "objects": []})  # was OverflowError: int(inf)
 @example({"info": {"height": float("nan"), "width": 4}, "objects": []})  # was ValueError: int(nan)
-@example({"info": {"height": 10**9, "width": 10**9}, "objects": [  # was a 10^18-pixel mask (MemoryError)
-    {"category": "a", "bbox": [0, 0, 1, 1], "segmentation": [[0, 0], [1, 1], [0, 1]]}]})
-@example({"info": {"height": 4, "width": 4}, "objects": [  # was OverflowError: int too large for a float
-    {"category": "a", "bbox": [10**400, 0, 1, 1], "segmentation": [[0, 0], [1, 1], [0, 1]]}]})
+@example(
+    {
+        "info": {"height": 10**9, "width": 10**9},
+        "objects": [  # was a 10^18-pixel mask (MemoryError)
+            {"category": "a", "bbox": [0, 0, 1, 1], "segmentation": [[0, 0], [1, 1], [0, 1]]}
+        ],
+    }
+)
+@example(
+    {
+        "info": {"height": 4, "width": 4},
+        "objects": [  # was OverflowError: int too large for a float
+            {"category": "a", "bbox": [10**400, 0, 1, 1], "segmentation": [[0, 0], [1, 1], [0, 1]]}
+        ],
+    }
+)
 @example({"info": {"height": 4, "width": 4, "name": "a\x00b.jpg"}, "objects": []})
 def test_label_documents_load_or_one_line_error(document):
     result = _read(json.dumps(document).encode())

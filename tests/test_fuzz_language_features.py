@@ -23,8 +23,7 @@ from tests.fuzz import FLOATS, FUZZ_TIMEOUT_S, Refused, examples, mostly, mutate
 pytestmark = pytest.mark.timeout(FUZZ_TIMEOUT_S)
 
 WIDTH, HEIGHT, ROWS = 16, 12, 3
-DTYPES = ["<f4", ">f4", "<f2", "<f8", "<i4", "<i8", "|u1", "|b1", "<c8", "<U3", "|V4", "O",
-          np.dtype([("a", "<f4")])]
+DTYPES = ["<f4", ">f4", "<f2", "<f8", "<i4", "<i8", "|u1", "|b1", "<c8", "<U3", "|V4", "O", np.dtype([("a", "<f4")])]
 
 
 @pytest.fixture(scope="module")
@@ -80,15 +79,23 @@ def feature_files(draw):
     rows = draw(mostly(st.integers(1, 4), st.just(0)))
     f_shape = draw(mostly(st.just((rows, CLIP_DIM)), st.sampled_from([(rows, 511), (rows,), (rows, CLIP_DIM, 1), ()])))
     f = _npy(_array(draw, f_shape, mostly(st.floats(-1, 1), FLOATS)))
-    s_shape = draw(mostly(st.sampled_from([(4, HEIGHT, WIDTH), (4, 6, 8)]),
-                          st.sampled_from([(3, HEIGHT, WIDTH), (4, 0, WIDTH), (4, 24, 8), (4, HEIGHT * WIDTH)])))
+    s_shape = draw(
+        mostly(
+            st.sampled_from([(4, HEIGHT, WIDTH), (4, 6, 8)]),
+            st.sampled_from([(3, HEIGHT, WIDTH), (4, 0, WIDTH), (4, 24, 8), (4, HEIGHT * WIDTH)]),
+        )
+    )
     index = mostly(st.integers(-1, max(rows - 1, -1)), st.one_of(st.sampled_from([-2, rows, 0.5, 1e30]), FLOATS), 19)
     s = _npy(_array(draw, s_shape, index))
     lie = draw(mostly(st.none(), st.sampled_from(["f", "s"]), odds=4))
     if lie:
         shape = draw(st.sampled_from([(2**20, CLIP_DIM), (2**40, CLIP_DIM), (4, 2**20, 2**20), (2**62, 2)]))
-        fake = _lying_header(shape, draw(st.sampled_from(["<f4", "<f8", "|O"])), draw(st.booleans()),
-                             draw(st.sampled_from([(1, 0), (2, 0)])))
+        fake = _lying_header(
+            shape,
+            draw(st.sampled_from(["<f4", "<f8", "|O"])),
+            draw(st.booleans()),
+            draw(st.sampled_from([(1, 0), (2, 0)])),
+        )
         f, s = (fake, s) if lie == "f" else (f, fake)
     return f, s
 

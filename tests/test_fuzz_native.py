@@ -98,8 +98,11 @@ def field_documents(draw):
 @example({**VALID_JSON, "format_version": 10**400}, False)
 def test_field_json_documents_load_or_one_line_error(document, full):
     files = dict(FULL if full else SMALL)
-    files[FIELD_JSON] = json.dumps({**document, "decoder_kind": "gags"} if full and isinstance(document, dict)
-                                   and "decoder_kind" not in document else document).encode()
+    files[FIELD_JSON] = json.dumps(
+        {**document, "decoder_kind": "gags"}
+        if full and isinstance(document, dict) and "decoder_kind" not in document
+        else document
+    ).encode()
     result = _read(files)
     if not isinstance(result, Refused):
         _check_loaded(result)
@@ -136,10 +139,12 @@ def decoder_tensors(draw):
             tensors.pop(key, None)
         elif edit == "rename":
             tensors[draw(st.sampled_from(["granularity_decoder", "x.decoder.0.weight", "clip_decoder.", "é"]))] = (
-                torch.ones(2))
+                torch.ones(2)
+            )
         else:  # a CLIP decoder of some made-up layout
             tensors[f"clip_decoder.decoder.0.{draw(st.sampled_from(['weight', 'bias']))}"] = torch.zeros(
-                draw(st.lists(st.integers(0, 17), max_size=3)))
+                draw(st.lists(st.integers(0, 17), max_size=3))
+            )
     return tensors
 
 
@@ -149,20 +154,29 @@ def _raw_safetensors(header: dict, data: bytes = bytes(64), declared: int | None
 
 
 RAW_HEADERS = st.one_of(
-    st.builds(lambda shape, dtype, end: {"clip_decoder.decoder.0.weight": {"dtype": dtype, "shape": shape,
-                                                                           "data_offsets": [0, end]}},
-              st.lists(st.sampled_from([0, 1, 4, 2**31, 2**62]), max_size=3),
-              st.sampled_from(["F32", "F16", "BF16", "F64", "I64", "U8", "BOOL", "F8_E4M3", "C64", "XYZ"]),
-              st.sampled_from([0, 16, 64, 2**40])),
+    st.builds(
+        lambda shape, dtype, end: {
+            "clip_decoder.decoder.0.weight": {"dtype": dtype, "shape": shape, "data_offsets": [0, end]}
+        },
+        st.lists(st.sampled_from([0, 1, 4, 2**31, 2**62]), max_size=3),
+        st.sampled_from(["F32", "F16", "BF16", "F64", "I64", "U8", "BOOL", "F8_E4M3", "C64", "XYZ"]),
+        st.sampled_from([0, 16, 64, 2**40]),
+    ),
     st.builds(lambda value: {"__metadata__": value}, json_values(4)),
 )
 
 
 @examples(80)
-@given(mostly(decoder_tensors().map(safetensors.torch.save),
-              st.one_of(RAW_HEADERS.map(_raw_safetensors),
-                        st.sampled_from([2**64 - 1, 2**40, 0, 7]).map(lambda n: _raw_safetensors({}, declared=n))),
-              odds=2))
+@given(
+    mostly(
+        decoder_tensors().map(safetensors.torch.save),
+        st.one_of(
+            RAW_HEADERS.map(_raw_safetensors),
+            st.sampled_from([2**64 - 1, 2**40, 0, 7]).map(lambda n: _raw_safetensors({}, declared=n)),
+        ),
+        odds=2,
+    )
+)
 @example(safetensors.torch.save({"clip_decoder.decoder.0.weight": torch.zeros(5)}))  # was IndexError in validate
 def test_decoder_files_load_or_one_line_error(data):
     result = _read({**SMALL, DECODERS: data})

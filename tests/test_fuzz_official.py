@@ -30,8 +30,16 @@ ITERATION = 7000
 CLIP_STATE = _clip_decoder().state_dict()
 SCALE_STATE = _scale_decoder().state_dict()
 SLOTS = {"decoder": (CLIP_STATE, CLIP_DECODER_LAYERS), "scale_decoder": (SCALE_STATE, GRANULARITY_DECODER_LAYERS)}
-DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.uint8, torch.bool,
-          torch.complex64]
+DTYPES = [
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.float64,
+    torch.int64,
+    torch.uint8,
+    torch.bool,
+    torch.complex64,
+]
 
 
 def _save(payload, legacy: bool = False) -> bytes:

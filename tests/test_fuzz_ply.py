@@ -18,17 +18,28 @@ from tests.fuzz import FLOATS, FUZZ_TIMEOUT_S, TEXT, Refused, examples, mostly, 
 
 pytestmark = pytest.mark.timeout(FUZZ_TIMEOUT_S)
 
-PLY_TYPES = {"char": "i1", "uchar": "u1", "short": "i2", "ushort": "u2", "int": "i4", "uint": "u4",
-             "float": "f4", "double": "f8"}
+PLY_TYPES = {
+    "char": "i1",
+    "uchar": "u1",
+    "short": "i2",
+    "ushort": "u2",
+    "int": "i4",
+    "uint": "u4",
+    "float": "f4",
+    "double": "f8",
+}
 FORMATS = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"}
 
 
 def _small_field(n: int = 3, degree: int = 1, feature_dim: int = 4) -> LanguageField:
     g = torch.Generator().manual_seed(0)
     return LanguageField(
-        means=torch.randn(n, 3, generator=g), quats=torch.randn(n, 4, generator=g),
-        log_scales=torch.randn(n, 3, generator=g), opacity_logits=torch.randn(n, generator=g),
-        sh=torch.randn(n, (degree + 1) ** 2, 3, generator=g), features=torch.randn(n, feature_dim, generator=g),
+        means=torch.randn(n, 3, generator=g),
+        quats=torch.randn(n, 4, generator=g),
+        log_scales=torch.randn(n, 3, generator=g),
+        opacity_logits=torch.randn(n, generator=g),
+        sh=torch.randn(n, (degree + 1) ** 2, 3, generator=g),
+        features=torch.randn(n, feature_dim, generator=g),
     )
 
 
@@ -47,8 +58,9 @@ VALID_HEADER = VALID_BINARY.index(b"end_header\n") + len(b"end_header\n")
 # A PLY writer that can lie: any header, any property types, any declared count
 
 
-def _ply_bytes(fmt: str, elements: list[tuple[str, int, list[tuple[str, str, str | None]], list[list]]],
-               comments: list[str]) -> bytes:
+def _ply_bytes(
+    fmt: str, elements: list[tuple[str, int, list[tuple[str, str, str | None]], list[list]]], comments: list[str]
+) -> bytes:
     """PLY bytes. ``elements``: (name, declared count, [(property, type, list count type)], rows)."""
     lines = ["ply", f"format {fmt} 1.0", *(f"comment {c}" for c in comments)]
     for name, count, props, _ in elements:
@@ -93,15 +105,35 @@ def ply_documents(draw):
     n = draw(mostly(st.integers(1, 4), st.just(0)))
     rest = draw(mostly(st.sampled_from([0, 9, 24, 45]), st.sampled_from([3, 10])))
     features = draw(st.sampled_from([0, 1, 4, 16]))
-    names = [*POSITION, "nx", "ny", "nz", *DC, *(f"f_rest_{i}" for i in range(rest)), *OPACITY, *SCALE,
-             *ROTATION, *(f"semantic_{i}" for i in range(features))]
+    names = [
+        *POSITION,
+        "nx",
+        "ny",
+        "nz",
+        *DC,
+        *(f"f_rest_{i}" for i in range(rest)),
+        *OPACITY,
+        *SCALE,
+        *ROTATION,
+        *(f"semantic_{i}" for i in range(features)),
+    ]
     consistent = rest in (0, 9, 24, 45)
     if draw(rarely(4)):
         name = draw(st.sampled_from(names))
         names.remove(name)
         consistent &= name in ("nx", "ny", "nz")
-    extra = draw(mostly(st.just([]), st.lists(st.one_of(st.sampled_from(["semantic_99", "f_rest_x", "red", "opacity_1"]),
-                                                        TEXT), min_size=1, max_size=2, unique=True), odds=4))
+    extra = draw(
+        mostly(
+            st.just([]),
+            st.lists(
+                st.one_of(st.sampled_from(["semantic_99", "f_rest_x", "red", "opacity_1"]), TEXT),
+                min_size=1,
+                max_size=2,
+                unique=True,
+            ),
+            odds=4,
+        )
+    )
     for name in extra:
         if name and name.isprintable() and " " not in name and name not in names and name.isascii():
             names.insert(draw(st.integers(0, len(names))), name)
@@ -111,10 +143,13 @@ def ply_documents(draw):
     props = [(name, kind, "uchar" if i == list_at else None) for i, (name, kind) in enumerate(zip(names, kinds))]
     if list_at is not None:
         consistent &= names[list_at] in ("nx", "ny", "nz", "red", "f_rest_x", "opacity_1") or not names[list_at]
-    rows = [[[_value(draw, k) for _ in range(draw(st.integers(0, 2)))] if lc else _value(draw, k)
-             for _, k, lc in props] for _ in range(n)]
-    declared = draw(mostly(st.just(n), st.one_of(st.integers(-2, 8), st.sampled_from([2**31, 2**40, 2**63 - 1, 2**64])),
-                           odds=4))
+    rows = [
+        [[_value(draw, k) for _ in range(draw(st.integers(0, 2)))] if lc else _value(draw, k) for _, k, lc in props]
+        for _ in range(n)
+    ]
+    declared = draw(
+        mostly(st.just(n), st.one_of(st.integers(-2, 8), st.sampled_from([2**31, 2**40, 2**63 - 1, 2**64])), odds=4)
+    )
     fmt = draw(st.sampled_from(list(FORMATS)))
     elements = [("vertex", declared, props, rows)]
     if draw(rarely(4)):
@@ -126,8 +161,11 @@ def ply_documents(draw):
     used = [name for name in names if name in POSITION]
     expected = None
     if consistent and declared == n >= 1 and len(used) == 3 and "vertex" == elements[0][0]:
-        columns = {name: np.array([row[i] for row in rows], dtype=PLY_TYPES[kinds[i]])
-                   for i, name in enumerate(names) if props[i][2] is None}
+        columns = {
+            name: np.array([row[i] for row in rows], dtype=PLY_TYPES[kinds[i]])
+            for i, name in enumerate(names)
+            if props[i][2] is None
+        }
         with np.errstate(over="ignore", invalid="ignore"):
             matrix = np.stack([c.astype(np.float32) for c in columns.values()]) if columns else np.zeros((0, n))
         if np.isfinite(matrix).all():

@@ -60,8 +60,12 @@ def _read(data: bytes):
 def test_splat_rows_load_exactly_when_finite_with_positive_scales(rows):
     result = _read(rows.tobytes())
     with np.errstate(invalid="ignore"):
-        good = len(rows) > 0 and np.isfinite(rows["position"]).all() and (rows["scale"] > 0).all() and np.isfinite(
-            np.log(rows["scale"].astype(np.float64)).astype(np.float32)).all()
+        good = (
+            len(rows) > 0
+            and np.isfinite(rows["position"]).all()
+            and (rows["scale"] > 0).all()
+            and np.isfinite(np.log(rows["scale"].astype(np.float64)).astype(np.float32)).all()
+        )
     assert isinstance(result, Refused) != good, result
     if good:
         assert result.validate() is result

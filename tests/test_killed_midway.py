@@ -16,9 +16,7 @@ from pathlib import Path
 import pytest
 
 from gags_viewer.train.checkpoint import load_state, state_path
-from gags_viewer.train.config import TrainConfig
 from gags_viewer.train.synthetic import make_synthetic_scene, write_synthetic_scene
-from gags_viewer.train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT_EVERY = 2
@@ -51,7 +49,9 @@ def _env() -> dict:
 @pytest.fixture(scope="module")
 def scene_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("kill_scene")
-    write_synthetic_scene(make_synthetic_scene(num_objects=2, gaussians_per_object=40, num_views=3, width=48, height=36), root)
+    write_synthetic_scene(
+        make_synthetic_scene(num_objects=2, gaussians_per_object=40, num_views=3, width=48, height=36), root
+    )
     return root
 
 
@@ -114,8 +114,13 @@ KILLED_WHILE_SAVING = textwrap.dedent(
 
 
 def test_a_checkpoint_killed_while_written_keeps_the_previous_one(tmp_path):
-    done = subprocess.run([sys.executable, "-c", KILLED_WHILE_SAVING, str(tmp_path)], capture_output=True,
-                          text=True, env=_env(), timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_WHILE_SAVING, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     tensors, meta = load_state(tmp_path)
     assert meta["iteration"] == 2 and float(tensors["x"].sum()) == 0.0
@@ -150,8 +155,9 @@ KILLED_VIDEO = textwrap.dedent(
 @pytest.mark.parametrize("name", ["clip.mp4", "clip.gif", "view.png"])
 def test_an_export_killed_midway_leaves_no_file_under_its_name(tmp_path, name):
     target = tmp_path / name
-    done = subprocess.run([sys.executable, "-c", KILLED_VIDEO, str(target)], capture_output=True, text=True,
-                          env=_env(), timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_VIDEO, str(target)], capture_output=True, text=True, env=_env(), timeout=120
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     assert not target.exists()
     # what a SIGKILL leaves behind is only a hidden temporary sibling, never a file a user would open

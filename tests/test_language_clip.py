@@ -118,14 +118,18 @@ def test_bad_specs_are_one_line_errors(tmp_path, tiny_spec):
         TextEncoder(ClipSpec(model="ViT-B-16", pretrained="no_such_tag"), device="cpu").load()
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"not a checkpoint")
-    spec = ClipSpec(model=tiny_spec.model, pretrained=None, config_file=tiny_spec.config_file, checkpoint_file=str(broken))
+    spec = ClipSpec(
+        model=tiny_spec.model, pretrained=None, config_file=tiny_spec.config_file, checkpoint_file=str(broken)
+    )
     with pytest.raises(ClipError) as info:
         TextEncoder(spec, device="cpu").load()
     assert "\n" not in str(info.value)
 
 
 def test_resolve_clip_spec_paths_and_overrides(tmp_path):
-    spec = ClipSpec(model="tiny", pretrained=None, config_file="clip/tiny.json", checkpoint_file="clip/tiny.safetensors")
+    spec = ClipSpec(
+        model="tiny", pretrained=None, config_file="clip/tiny.json", checkpoint_file="clip/tiny.safetensors"
+    )
     resolved = resolve_clip_spec(spec, base_dir=tmp_path)
     assert resolved.config_file == str(tmp_path / "clip/tiny.json")
     assert resolved.checkpoint_file == str(tmp_path / "clip/tiny.safetensors")
@@ -142,7 +146,9 @@ def test_local_config_never_shadows_a_builtin(tmp_path, tiny_spec):
 
     clash = tmp_path / "ViT-B-16.json"
     clash.write_text(open(tiny_spec.config_file).read())
-    spec = ClipSpec(model="ViT-B-16", pretrained=None, config_file=str(clash), checkpoint_file=tiny_spec.checkpoint_file)
+    spec = ClipSpec(
+        model="ViT-B-16", pretrained=None, config_file=str(clash), checkpoint_file=tiny_spec.checkpoint_file
+    )
     out = TextEncoder(spec, device="cpu").encode(["mug"])
     assert out.shape == (1, 512)
     assert open_clip.get_model_config("ViT-B-16")["text_cfg"]["width"] == 512

@@ -20,7 +20,9 @@ def test_colormaps_match_matplotlib_and_nerfview_names():
     values = torch.tensor([0.0, 0.5, 1.0])
     for name in COLORMAPS:
         expected = matplotlib.colormaps[name](np.array([0, 128, 255]) / 255.0)[:, :3]
-        torch.testing.assert_close(apply_colormap(values, name), torch.tensor(expected, dtype=torch.float32), atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            apply_colormap(values, name), torch.tensor(expected, dtype=torch.float32), atol=1e-6, rtol=0
+        )
     with pytest.raises(GagsError):
         apply_colormap(values, "jet2")
     out = apply_colormap(torch.tensor([float("nan"), -1.0, 2.0]))

@@ -292,8 +292,9 @@ def test_the_per_field_build_never_blocks_frames_that_do_not_need_it(monkeypatch
         threading.Thread(target=pixel_frame, daemon=True).start()
         assert done.wait(20), "a pixel-mode frame waited for the neighbour search"
         waiting = threading.Event()
-        threading.Thread(target=lambda: (engine.gaussian_relevancy(["mug"], ["object"]), waiting.set()),
-                         daemon=True).start()
+        threading.Thread(
+            target=lambda: (engine.gaussian_relevancy(["mug"], ["object"]), waiting.set()), daemon=True
+        ).start()
         assert not waiting.wait(0.5)  # gaussian mode needs the search's result: it waits for it
     finally:
         release.set()

@@ -11,8 +11,12 @@ from gags_viewer.field.language_field import FieldMetadata, LanguageField
 
 def _field(n=5, d=16, degree=1):
     return LanguageField(
-        means=torch.zeros(n, 3), quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1), log_scales=torch.zeros(n, 3),
-        opacity_logits=torch.zeros(n), sh=torch.zeros(n, (degree + 1) ** 2, 3), features=torch.zeros(n, d),
+        means=torch.zeros(n, 3),
+        quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+        log_scales=torch.zeros(n, 3),
+        opacity_logits=torch.zeros(n),
+        sh=torch.zeros(n, (degree + 1) ** 2, 3),
+        features=torch.zeros(n, d),
         decoder={"decoder.0.weight": torch.zeros(256, d, 1, 1), "decoder.0.bias": torch.zeros(256)},
     )
 
@@ -29,9 +33,18 @@ def test_a_good_field_validates_and_reports_its_sizes():
         (dict(log_scales=torch.zeros(4, 3)), r"log_scales must have shape \[5, 3\]"),
         (dict(sh=torch.zeros(5, 5, 3)), "5 coefficients per channel"),
         (dict(features=torch.zeros(4, 16)), r"features must have shape \[N=5, D\]"),
-        (dict(opacity_logits=torch.tensor([0.0, float("nan"), 0, 0, 0])), r"opacities \(opacity_logits\) contain NaN or Inf \(1 Gaussian affected\)"),
-        (dict(means=torch.tensor([[0.0, float("nan"), float("inf")], [1, 1, 1], [float("inf"), 0, 0], [0, 0, 0], [0, 0, 0]])),
-         r"positions \(means\) contain NaN or Inf \(2 Gaussians affected\)"),
+        (
+            dict(opacity_logits=torch.tensor([0.0, float("nan"), 0, 0, 0])),
+            r"opacities \(opacity_logits\) contain NaN or Inf \(1 Gaussian affected\)",
+        ),
+        (
+            dict(
+                means=torch.tensor(
+                    [[0.0, float("nan"), float("inf")], [1, 1, 1], [float("inf"), 0, 0], [0, 0, 0], [0, 0, 0]]
+                )
+            ),
+            r"positions \(means\) contain NaN or Inf \(2 Gaussians affected\)",
+        ),
         (dict(means=torch.zeros(0, 3)), "no Gaussians"),
         (dict(features=torch.zeros(5, 8)), "feature dimension 8 does not match the decoder input dimension 16"),
         (dict(features=None), "has a decoder but no language features"),

@@ -21,7 +21,9 @@ def _case(decoder, rows: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(rows, decoder.in_dim, generator=g) * 2.0
     anchors = decoder.decode(torch.randn(7, decoder.in_dim, generator=g) * 2.0)
-    text = torch.nn.functional.normalize(anchors + 0.3 * torch.randn(7, decoder.out_dim, generator=g) / decoder.out_dim**0.5, dim=-1)
+    text = torch.nn.functional.normalize(
+        anchors + 0.3 * torch.randn(7, decoder.out_dim, generator=g) / decoder.out_dim**0.5, dim=-1
+    )
     reference = relevancy(decoder.double()(x.double()), text[:3].double(), text[3:].double()).float()
     decoder.float()
     return x, text, reference

@@ -10,7 +10,9 @@ from gags_viewer.demo import clip_model as dclip
 from gags_viewer.language.vocabulary import Vocabulary, far_phrase_note, vocabulary_for, vocabulary_json
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-needs_assets = pytest.mark.skipif(not (dclip.ASSETS_DIR / dclip.CHECKPOINT_FILE).is_file(), reason="demo CLIP not built")
+needs_assets = pytest.mark.skipif(
+    not (dclip.ASSETS_DIR / dclip.CHECKPOINT_FILE).is_file(), reason="demo CLIP not built"
+)
 
 
 def test_committed_vocabulary_file_is_what_the_build_writes():

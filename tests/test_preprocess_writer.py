@@ -36,7 +36,10 @@ def test_segmentation_global_rows_offsets_and_overwrite():
 
 
 def test_feature_rows_concatenate_in_level_order():
-    emb = {level: torch.full((n, 4), float(i)) for i, (level, n) in enumerate([("default", 1), ("s", 2), ("m", 1), ("l", 3)])}
+    emb = {
+        level: torch.full((n, 4), float(i))
+        for i, (level, n) in enumerate([("default", 1), ("s", 2), ("m", 1), ("l", 3)])
+    }
     rows = feature_rows(emb)
     assert rows.shape == (7, 4) and rows.dtype == np.float32
     assert rows[:, 0].tolist() == [0, 1, 1, 2, 3, 3, 3]
@@ -44,11 +47,15 @@ def test_feature_rows_concatenate_in_level_order():
 
 def test_write_language_features_roundtrip(tmp_path):
     h, w = 5, 7
-    masks = LevelMasks(s=[_box(h, w, 0, 2, 0, 3), _box(h, w, 2, 5, 0, 7)], m=[_box(h, w, 0, 5, 0, 7)], l=[_box(h, w, 0, 5, 0, 7)])
+    masks = LevelMasks(
+        s=[_box(h, w, 0, 2, 0, 3), _box(h, w, 2, 5, 0, 7)], m=[_box(h, w, 0, 5, 0, 7)], l=[_box(h, w, 0, 5, 0, 7)]
+    )
     default = masks.default_masks()
     assert len(default) == 3  # the identical m and l masks are pooled once
-    emb = {level: torch.nn.functional.normalize(torch.randn(len(masks.level(level)), 512), dim=-1)
-           for level in ("default", "s", "m", "l")}
+    emb = {
+        level: torch.nn.functional.normalize(torch.randn(len(masks.level(level)), 512), dim=-1)
+        for level in ("default", "s", "m", "l")
+    }
     f_path, s_path = write_language_features(tmp_path, "frame_00001", masks, emb)
     f, s = np.load(f_path), np.load(s_path)
     assert f.shape == (3 + 2 + 1 + 1, 512) and s.shape == (4, h, w)

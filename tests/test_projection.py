@@ -70,8 +70,10 @@ def test_projection_matches_gsplat_in_float32():
     bounds = projection_bounds(means, quats, scales, camera)
     proj = project_gaussians(means, quats, scales, camera)
     radii, means2d, depths, conics = _oracle(means, quats, scales, camera)
-    for name, outputs in (("ours", (proj.means2d, proj.conics, proj.depths, proj.radii)),
-                          ("gsplat", (means2d, conics, depths, radii))):
+    for name, outputs in (
+        ("ours", (proj.means2d, proj.conics, proj.depths, proj.radii)),
+        ("gsplat", (means2d, conics, depths, radii)),
+    ):
         violations = projection_violations(bounds, *outputs, camera)
         assert {key: int(bad.sum()) for key, bad in violations.items()} == dict.fromkeys(violations, 0), name
 

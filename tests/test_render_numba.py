@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from gags_viewer.render import numba_kernels
+from gags_viewer.render import numba_kernels, projection
 from gags_viewer.render.api import get_backend
 from gags_viewer.render.camera import Camera, intrinsics, look_at
 from gags_viewer.render.numba_backend import BACKEND, NumbaBackend
-from gags_viewer.render import projection
 from gags_viewer.render.projection import project_gaussians
 from tests.float_bounds import projection_bounds, projection_violations
 from tests.reference_render import (
@@ -141,7 +140,9 @@ def _one_ulp_apart(tensor: torch.Tensor, seed: int) -> torch.Tensor:
     """Each float32 value moved up, down or not at all by one unit in the last place, at random."""
     direction = torch.randint(-1, 2, tensor.shape, generator=torch.Generator().manual_seed(seed)).numpy()
     values = tensor.numpy()
-    moved = np.where(direction > 0, np.nextafter(values, np.inf), np.where(direction < 0, np.nextafter(values, -np.inf), values))
+    moved = np.where(
+        direction > 0, np.nextafter(values, np.inf), np.where(direction < 0, np.nextafter(values, -np.inf), values)
+    )
     return torch.from_numpy(moved.astype(np.float32))
 
 
@@ -191,7 +192,9 @@ def test_projection_choice_gives_the_same_image():
     camera = _camera(70, 45)
     fast = NumbaBackend("numba").rasterize(means, quats, scales, opacities, colors, camera, background)
     shared = NumbaBackend("torch").rasterize(means, quats, scales, opacities, colors, camera, background)
-    compare_renders(*fast, *shared, near_cut_pixels(means, quats, scales, opacities, camera), atol=1e-5, max_near_cut=0.1)
+    compare_renders(
+        *fast, *shared, near_cut_pixels(means, quats, scales, opacities, camera), atol=1e-5, max_near_cut=0.1
+    )
 
 
 def test_thread_count_does_not_change_the_result(monkeypatch):
@@ -218,8 +221,9 @@ def test_no_gradients_and_degenerate_inputs():
 
     camera = _camera(19, 13)
     empty = torch.zeros(0, 3)
-    image, alpha = BACKEND.rasterize(empty, torch.zeros(0, 4), empty, torch.zeros(0), torch.zeros(0, 2), camera,
-                                     torch.tensor([0.25, 0.5]))
+    image, alpha = BACKEND.rasterize(
+        empty, torch.zeros(0, 4), empty, torch.zeros(0), torch.zeros(0, 2), camera, torch.tensor([0.25, 0.5])
+    )
     assert torch.equal(image, torch.tensor([0.25, 0.5]).expand(13, 19, 2)) and torch.equal(alpha, torch.zeros(13, 19))
 
     behind = means.clone()
@@ -228,8 +232,15 @@ def test_no_gradients_and_degenerate_inputs():
     assert torch.equal(image, background.expand(13, 19, 3)) and torch.equal(alpha, torch.zeros(13, 19))
 
     # float64 inputs are accepted (and composited in float32)
-    image64, _ = BACKEND.rasterize(means.double(), quats.double(), scales.double(), opacities.double(),
-                                   colors.double(), _camera(20, 20), background.double())
+    image64, _ = BACKEND.rasterize(
+        means.double(),
+        quats.double(),
+        scales.double(),
+        opacities.double(),
+        colors.double(),
+        _camera(20, 20),
+        background.double(),
+    )
     image32, _ = BACKEND.rasterize(means, quats, scales, opacities, colors, _camera(20, 20), background)
     assert image64.dtype == torch.float32 and (image64 - image32).abs().max() <= 1e-5
 
@@ -249,7 +260,9 @@ def test_matches_torch_backend_at_medium_size():
     ours = BACKEND.rasterize(means, quats, scales, opacities, colors, camera, background)
     with torch.no_grad():
         theirs = get_backend("torch").rasterize(means, quats, scales, opacities, colors, camera, background)
-    compare_renders(*ours, *theirs, near_cut_pixels(means, quats, scales, opacities, camera), atol=1e-4, max_near_cut=0.1)
+    compare_renders(
+        *ours, *theirs, near_cut_pixels(means, quats, scales, opacities, camera), atol=1e-4, max_near_cut=0.1
+    )
     assert 0.05 < float(ours[1].mean()) < 0.95
 
 
@@ -320,8 +333,9 @@ def test_kernels_cache_with_a_read_only_package(tmp_path, case):
         cache = tmp_path / "cache"
         cache.mkdir()
         env.update(NUMBA_CACHE_DIR=str(cache), BREAK_CACHE_DIR_AFTER_IMPORT="1")
-    done = subprocess.run([sys.executable, str(package / "probe.py")], env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(package / "probe.py")], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     if case == "user-cache-dir":
         assert "compiled in memory" not in done.stdout + done.stderr

@@ -25,4 +25,6 @@ def test_colour_depends_on_the_view_only_from_degree_one():
     means = torch.zeros(1, 3)
     left, right = sh_to_rgb(sh, means, torch.tensor([-1.0, 0, 0])), sh_to_rgb(sh, means, torch.tensor([1.0, 0, 0]))
     assert not torch.allclose(left, right)
-    assert torch.allclose(sh_to_rgb(sh[:, :1], means, torch.tensor([-1.0, 0, 0])), sh_to_rgb(sh[:, :1], means, torch.tensor([1.0, 0, 0])))
+    assert torch.allclose(
+        sh_to_rgb(sh[:, :1], means, torch.tensor([-1.0, 0, 0])), sh_to_rgb(sh[:, :1], means, torch.tensor([1.0, 0, 0]))
+    )

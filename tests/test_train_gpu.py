@@ -36,7 +36,9 @@ def test_feature_gradients_match_the_torch_backend():
 @pytest.fixture(scope="module")
 def scene_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("train_scene_gpu")
-    write_synthetic_scene(make_synthetic_scene(num_objects=3, gaussians_per_object=60, num_views=4, width=64, height=48), root)
+    write_synthetic_scene(
+        make_synthetic_scene(num_objects=3, gaussians_per_object=60, num_views=4, width=64, height=48), root
+    )
     return root
 
 

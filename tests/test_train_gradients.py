@@ -22,9 +22,14 @@ def _view(seed: int = 3, height: int = 9, width: int = 11):
 def _gradient_norms(term: str, variant: str) -> dict[str, float]:
     features, seg, embeddings = _view()
     clip_decoder, granularity_decoder = build_decoders(16, seed=0)
-    terms = distillation_losses(features, seg, embeddings, clip_decoder, granularity_decoder, variant=variant, smoothing=1)
-    groups = {"features": [features], "clip decoder": list(clip_decoder.parameters()),
-              "granularity decoder": list(granularity_decoder.parameters())}
+    terms = distillation_losses(
+        features, seg, embeddings, clip_decoder, granularity_decoder, variant=variant, smoothing=1
+    )
+    groups = {
+        "features": [features],
+        "clip decoder": list(clip_decoder.parameters()),
+        "granularity decoder": list(granularity_decoder.parameters()),
+    }
     flat = [p for params in groups.values() for p in params]
     grads = torch.autograd.grad(terms[term], flat, allow_unused=True)
     norms, start = {}, 0
@@ -93,8 +98,9 @@ def test_paper_distill_is_the_direct_formula():
     seg[0, 0, 0] = -1  # one unsupervised pixel: error 0, still counted in its region
     clip_decoder, granularity_decoder = build_decoders(16, seed=4)
     with torch.no_grad():
-        terms = distillation_losses(features, seg, embeddings, clip_decoder, granularity_decoder, variant="paper",
-                                    smoothing=1)
+        terms = distillation_losses(
+            features, seg, embeddings, clip_decoder, granularity_decoder, variant="paper", smoothing=1
+        )
         alpha = granularity_decoder(features)
         decoded = clip_decoder(features)
         per_region: dict[int, list[float]] = {}
@@ -106,8 +112,10 @@ def test_paper_distill_is_the_direct_formula():
                 ids = [int(seg[level, y, x]) for level in range(3)]
                 error = 0.0
                 if min(ids) >= 0:
-                    error = sum(float(alpha[y, x, l]) * float((decoded[y, x] - embeddings[ids[l]]).square().sum())
-                                for l in range(3))
+                    error = sum(
+                        float(alpha[y, x, level]) * float((decoded[y, x] - embeddings[ids[level]]).square().sum())
+                        for level in range(3)
+                    )
                 per_region.setdefault(rid, []).append(error)
         expected = sum(sum(v) / len(v) for v in per_region.values()) / len(per_region)
     assert terms["distill"].item() == pytest.approx(expected, rel=1e-5)

@@ -19,7 +19,9 @@ def random_region_map(height=13, width=17, num_ids=9, seed=0):
 
 def test_region_balanced_mean_matches_loop_value_and_gradient():
     region = random_region_map()
-    error = torch.rand(region.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64, requires_grad=True)
+    error = torch.rand(
+        region.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64, requires_grad=True
+    )
     fast = L.region_balanced_mean(error, L.group_regions(region))
     (grad_fast,) = torch.autograd.grad(fast, error)
     slow = L.loop_region_balanced_mean(error, region)
@@ -37,7 +39,9 @@ def test_region_balanced_mean_is_a_direct_mean_of_means():
 
 def test_region_variance_matches_loop_value_and_gradient():
     region = random_region_map(seed=3)
-    feats = torch.randn(*region.shape, 16, generator=torch.Generator().manual_seed(4), dtype=torch.float64, requires_grad=True)
+    feats = torch.randn(
+        *region.shape, 16, generator=torch.Generator().manual_seed(4), dtype=torch.float64, requires_grad=True
+    )
     fast = L.region_variance_loss(feats, L.group_regions(region))
     (grad_fast,) = torch.autograd.grad(fast, feats)
     slow = L.loop_region_variance_loss(feats, region)
@@ -90,7 +94,9 @@ def test_view_losses_vectorised_equal_loop(variant):
     feats = torch.randn(H, W, 16, generator=g, requires_grad=True)
     results = {}
     for impl in ("vectorised", "loop"):
-        terms = distillation_losses(feats, seg, emb, clip_decoder, granularity_decoder, variant=variant, region_loss=impl)
+        terms = distillation_losses(
+            feats, seg, emb, clip_decoder, granularity_decoder, variant=variant, region_loss=impl
+        )
         total = terms["distill"] + 0.002 * terms["entropy"] + 0.1 * terms["consistency"]
         grads = torch.autograd.grad(total, [feats, *clip_decoder.parameters(), *granularity_decoder.parameters()])
         results[impl] = (terms, grads)
@@ -119,8 +125,8 @@ def test_official_distill_is_the_direct_formula():
                 rid = int(seg[level, y, x])
                 if rid < 0:
                     continue
-                if all(int(seg[l, y, x]) >= 0 for l in range(3)):
-                    target = sum(probs[y, x, l] * emb[int(seg[l, y, x])] for l in range(3))
+                if all(int(seg[level, y, x]) >= 0 for level in range(3)):
+                    target = sum(probs[y, x, level] * emb[int(seg[level, y, x])] for level in range(3))
                     e = (decoded[y, x] - target).abs().mean()
                 else:
                     e = torch.tensor(0.0)

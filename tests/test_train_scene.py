@@ -19,7 +19,9 @@ NAMES = ["frame_1.png", "frame_10.png", "frame_2.png"]  # "frame_1" is a prefix 
 @pytest.fixture(scope="module")
 def scene_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("scene")
-    synthetic = make_synthetic_scene(num_objects=2, gaussians_per_object=40, num_views=3, width=64, height=48, names=NAMES)
+    synthetic = make_synthetic_scene(
+        num_objects=2, gaussians_per_object=40, num_views=3, width=64, height=48, names=NAMES
+    )
     write_synthetic_scene(synthetic, root)
     # COLMAP lists images in an order unrelated to names, plus one image without features.
     sparse = root / "sparse" / "0"
@@ -79,7 +81,9 @@ def test_simple_pinhole_and_colmap_principal_point(scene_dir, tmp_path):
     root = copy_scene(scene_dir, tmp_path)
     sparse = root / "sparse" / "0"
     cam = read_scene(sparse).cameras[1]
-    write_cameras(sparse / "cameras.txt", [ColmapCamera(1, "SIMPLE_PINHOLE", cam.width, cam.height, np.array([50.0, 30.0, 20.0]))])
+    write_cameras(
+        sparse / "cameras.txt", [ColmapCamera(1, "SIMPLE_PINHOLE", cam.width, cam.height, np.array([50.0, 30.0, 20.0]))]
+    )
     view = read_preprocessed_scene(root, resolution=2, center_principal_point=False).views[0]
     assert torch.allclose(view.camera.K, torch.tensor([[25.0, 0, 15.0], [0, 25.0, 10.0], [0, 0, 1]]))
 
@@ -124,7 +128,9 @@ def test_index_out_of_range_is_a_clear_error(scene_dir, tmp_path):
         read_preprocessed_scene(root)
 
 
-@pytest.mark.parametrize("shape, message", [((4, 48, 48), "shape mismatch"), ((3, 48, 64), r"must have shape \(4, H, W\)")])
+@pytest.mark.parametrize(
+    "shape, message", [((4, 48, 48), "shape mismatch"), ((3, 48, 64), r"must have shape \(4, H, W\)")]
+)
 def test_segmentation_shape_mismatch_is_a_clear_error(scene_dir, tmp_path, shape, message):
     root, path = corrupt(scene_dir, tmp_path, "frame_2", "s", np.zeros(shape, np.float32))
     with pytest.raises(FormatError, match=f"frame_2_s.npy: {message}"):
@@ -141,13 +147,31 @@ def test_no_features_at_all_is_a_clear_error(scene_dir, tmp_path):
 
 def test_geometry_from_ply_gsplat_and_inria_checkpoints(scene_dir, tmp_path):
     ply = load_geometry(scene_dir / "init" / "point_cloud.ply")
-    splats = {"means": ply.means, "quats": ply.quats, "scales": ply.log_scales, "opacities": ply.opacity_logits,
-              "sh0": ply.sh[:, :1], "shN": ply.sh[:, 1:]}
+    splats = {
+        "means": ply.means,
+        "quats": ply.quats,
+        "scales": ply.log_scales,
+        "opacities": ply.opacity_logits,
+        "sh0": ply.sh[:, :1],
+        "shN": ply.sh[:, 1:],
+    }
     torch.save({"step": 29999, "splats": splats}, tmp_path / "ckpt_29999_rank0.pt")
     gs = load_geometry(tmp_path / "ckpt_29999_rank0.pt")
     n = ply.num_gaussians
-    capture = (0, ply.means, ply.sh[:, :1], ply.sh[:, 1:], ply.log_scales, ply.quats, ply.opacity_logits[:, None],
-               torch.zeros(n), torch.zeros(n, 1), torch.zeros(n, 1), {}, 1.0)
+    capture = (
+        0,
+        ply.means,
+        ply.sh[:, :1],
+        ply.sh[:, 1:],
+        ply.log_scales,
+        ply.quats,
+        ply.opacity_logits[:, None],
+        torch.zeros(n),
+        torch.zeros(n, 1),
+        torch.zeros(n, 1),
+        {},
+        1.0,
+    )
     torch.save((capture, 30000), tmp_path / "chkpnt30000.pth")
     inria = load_geometry(tmp_path / "chkpnt30000.pth")
     for other in (gs, inria):

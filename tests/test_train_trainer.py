@@ -29,7 +29,9 @@ FAST = dict(decoder_width=64, progress=False, device="cpu")
 @pytest.fixture(scope="module")
 def scene_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("train_scene")
-    write_synthetic_scene(make_synthetic_scene(num_objects=3, gaussians_per_object=60, num_views=4, width=64, height=48), root)
+    write_synthetic_scene(
+        make_synthetic_scene(num_objects=3, gaussians_per_object=60, num_views=4, width=64, height=48), root
+    )
     return root
 
 
@@ -40,8 +42,9 @@ def config_for(scene_dir, out, **kwargs):
 @pytest.fixture(scope="module")
 def trained(scene_dir, tmp_path_factory):
     """Official losses with learned granularity, higher learning rates so that 50 steps suffice."""
-    config = config_for(scene_dir, tmp_path_factory.mktemp("trained") / "out", iterations=50,
-                        feature_lr=5e-2, decoder_lr=5e-3)
+    config = config_for(
+        scene_dir, tmp_path_factory.mktemp("trained") / "out", iterations=50, feature_lr=5e-2, decoder_lr=5e-3
+    )
     trainer = Trainer(config)
     trainer.run(checkpoints=False)
     return trainer
@@ -76,8 +79,9 @@ def test_relevancy_of_a_region_feature_is_highest_inside_it(trained):
         with torch.no_grad():
             out = render(trained.geometry, view.camera, rgb=False, features=trained.features)
             features, solid = out.features, out.alpha > 0.5
-            region = distillation_losses(features, view.seg, view.embeddings, trained.clip_decoder,
-                                         trained.granularity_decoder)["region"]
+            region = distillation_losses(
+                features, view.seg, view.embeddings, trained.clip_decoder, trained.granularity_decoder
+            )["region"]
             decoded = trained.clip_decoder(features)
         for rid in torch.unique(region[region >= 0]):
             assert_localised(decoded, solid, region, int(rid), view.embeddings[rid], negatives, view.name)
@@ -86,8 +90,9 @@ def test_relevancy_of_a_region_feature_is_highest_inside_it(trained):
 
 
 def test_single_scale_object_level_localises_each_object(scene_dir, tmp_path):
-    trainer = Trainer(config_for(scene_dir, tmp_path / "out", iterations=40, single_scale="m",
-                                 feature_lr=5e-2, decoder_lr=5e-3))
+    trainer = Trainer(
+        config_for(scene_dir, tmp_path / "out", iterations=40, single_scale="m", feature_lr=5e-2, decoder_lr=5e-3)
+    )
     trainer.run(checkpoints=False)
     negatives = torch.nn.functional.normalize(torch.randn(4, 512, generator=torch.Generator().manual_seed(1)), dim=-1)
     for view in trainer.views:
@@ -127,8 +132,12 @@ def all_tensors(trainer):
 
 
 def test_kill_and_resume_equals_uninterrupted_run(scene_dir, tmp_path):
-    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, str(scene_dir), str(tmp_path / "killed")],
-                            capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, str(scene_dir), str(tmp_path / "killed")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
 
     straight = Trainer(config_for(scene_dir, tmp_path / "straight", iterations=6))
@@ -153,8 +162,9 @@ def test_run_training_resumes_bit_for_bit_with_two_threads(tmp_path):
     """Headless training uses deterministic kernels: with two threads index_add_ would otherwise sum in a
     varying order (on scenes big enough to be split between threads) and the resumed run would drift."""
     scene_dir = tmp_path / "scene"
-    write_synthetic_scene(make_synthetic_scene(num_objects=3, gaussians_per_object=1500, num_views=2, width=128,
-                                               height=96), scene_dir)
+    write_synthetic_scene(
+        make_synthetic_scene(num_objects=3, gaussians_per_object=1500, num_views=2, width=128, height=96), scene_dir
+    )
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -245,5 +255,10 @@ def test_late_weights_switch_on_at_15001():
     assert config.weights(15000) == (0.001, 0.0)
     assert config.weights(15001) == (0.002, 0.1)
     assert (config.iterations, config.feature_lr, config.feature_adam_eps, config.decoder_lr, config.resolution) == (
-        30000, 1e-3, 1e-15, 1e-4, 2)
+        30000,
+        1e-3,
+        1e-15,
+        1e-4,
+        2,
+    )
     assert replace(config, switch_iteration=2).weights(2) == (0.002, 0.1)

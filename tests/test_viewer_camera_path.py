@@ -53,7 +53,9 @@ def test_matches_nerfview_transforms():
         np.testing.assert_allclose(ours, saved.as_matrix(), atol=1e-9)
         # nerfview's load: rotation @ Rx(pi), translation * scale_ratio
         loaded = tf.SE3.from_matrix(saved.as_matrix())
-        loaded = tf.SE3.from_rotation_and_translation(loaded.rotation() @ tf.SO3.from_x_radians(np.pi), loaded.translation() * 10.0)
+        loaded = tf.SE3.from_rotation_and_translation(
+            loaded.rotation() @ tf.SO3.from_x_radians(np.pi), loaded.translation() * 10.0
+        )
         np.testing.assert_allclose(cp.path_matrix_to_c2w(saved.as_matrix()), loaded.as_matrix(), atol=1e-9)
 
 
@@ -90,7 +92,9 @@ def test_panel_path_equals_nerfview_saved_file(scene, tmp_path):
         rng = np.random.default_rng(3)
         for _ in range(3):
             wxyz, position = _random_pose(rng)
-            path.add_camera(Keyframe.from_camera(type("Cam", (), {"position": position, "wxyz": wxyz, "fov": 0.8})(), aspect=4 / 3))
+            path.add_camera(
+                Keyframe.from_camera(type("Cam", (), {"position": position, "wxyz": wxyz, "fov": 0.8})(), aspect=4 / 3)
+            )
         handles["duration_number"].value = path.compute_duration()
         path.update_spline()
         handles["framerate_number"].value = 10.0
@@ -147,7 +151,9 @@ def test_orbit_frames_the_scene(scene):
     """Every orbit camera sees the whole scene: the bounds' corners project inside the image."""
     path = cp.orbit_path(scene.field, num_frames=8, width=160, height=120)
     low, high = scene.field.bounds()
-    corners = torch.stack([torch.where(torch.tensor([i >> k & 1 for k in range(3)], dtype=torch.bool), high, low) for i in range(8)])
+    corners = torch.stack(
+        [torch.where(torch.tensor([i >> k & 1 for k in range(3)], dtype=torch.bool), high, low) for i in range(8)]
+    )
     for camera in path.cameras:
         cam = corners @ camera.world_to_camera[:3, :3].T + camera.world_to_camera[:3, 3]
         assert (cam[:, 2] > 0).all()

@@ -22,7 +22,7 @@ from gags_viewer.viewer import export as ex
         ("   ", "export"),
         (".hidden", "hidden"),
         ("café crème", "cafe_creme"),
-        ("a\\b:c*d?e\"f<g>h|i", "a_b_c_d_e_f_g_h_i"),
+        ('a\\b:c*d?e"f<g>h|i', "a_b_c_d_e_f_g_h_i"),
         ("con", "con_"),
         ("NUL.txt", "NUL_.txt"),
         ("x\x00y\ny", "x_y_y"),
@@ -102,8 +102,12 @@ def test_png_sequence(tmp_path):
 def test_legend_is_drawn_in_the_corner():
     image = np.zeros((240, 320, 3), np.uint8)
     lut = np.stack([np.arange(256)] * 3, 1).astype(np.uint8)
-    legend = ex.Legend(title="relevancy > 0.50", swatches=[("mug", (255, 0, 0)), ("plant", (0, 0, 255))],
-                       colorbar=(lut, "0", "1"), notes=["note"])
+    legend = ex.Legend(
+        title="relevancy > 0.50",
+        swatches=[("mug", (255, 0, 0)), ("plant", (0, 0, 255))],
+        colorbar=(lut, "0", "1"),
+        notes=["note"],
+    )
     out = ex.draw_legend(image, legend)
     assert out.shape == image.shape and out.dtype == np.uint8
     assert not out[:120].any()  # top half untouched
@@ -112,8 +116,12 @@ def test_legend_is_drawn_in_the_corner():
     assert ((bottom[:, 2] > 200) & (bottom[:, 0] < 50)).any()  # the blue swatch
     assert ex.draw_legend(image, ex.Legend()) is image
     assert "mug" in legend.html() and "#ff0000" in legend.html()
-    assert legend == ex.Legend(title="relevancy > 0.50", swatches=[("mug", (255, 0, 0)), ("plant", (0, 0, 255))],
-                               colorbar=(lut.copy(), "0", "1"), notes=["note"])
+    assert legend == ex.Legend(
+        title="relevancy > 0.50",
+        swatches=[("mug", (255, 0, 0)), ("plant", (0, 0, 255))],
+        colorbar=(lut.copy(), "0", "1"),
+        notes=["note"],
+    )
     assert legend != ex.Legend(title="other")
 
 

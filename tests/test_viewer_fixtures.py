@@ -53,7 +53,13 @@ def project_mask(points: torch.Tensor, camera, dilate: int = 2) -> np.ndarray:
     uvw = cam @ camera.K.T
     uv = (uvw[:, :2] / uvw[:, 2:3]).round().long().numpy()
     mask = np.zeros((camera.height, camera.width), dtype=bool)
-    ok = (cam[:, 2].numpy() > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < camera.width) & (uv[:, 1] >= 0) & (uv[:, 1] < camera.height)
+    ok = (
+        (cam[:, 2].numpy() > 0)
+        & (uv[:, 0] >= 0)
+        & (uv[:, 0] < camera.width)
+        & (uv[:, 1] >= 0)
+        & (uv[:, 1] < camera.height)
+    )
     mask[uv[ok, 1], uv[ok, 0]] = True
     out = mask.copy()
     for dy in range(-dilate, dilate + 1):

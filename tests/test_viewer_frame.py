@@ -41,7 +41,9 @@ def test_highlight_is_on_the_queried_object(scene, query_mode, display):
 
 def test_each_query_in_its_own_colour(scene):
     camera = scene.camera()
-    settings = ViewSettings(queries_text="mug; plant", display="mask", colors={"mug": (255, 0, 0), "plant": (0, 0, 255)})
+    settings = ViewSettings(
+        queries_text="mug; plant", display="mask", colors={"mug": (255, 0, 0), "plant": (0, 0, 255)}
+    )
     image = compose_frame(scene.field, camera, settings, scene.engine).image.astype(int)
     mug = image[scene.object_mask("mug", camera)].mean(0)
     plant = image[scene.object_mask("plant", camera)].mean(0)
@@ -56,9 +58,12 @@ def test_mask_mode_is_distinct_from_the_overlay(scene):
     """The mask shows the thresholded mask solid in the query colour; the overlay blends by strength."""
     camera = scene.camera()
     colors = {"mug": (255, 0, 0)}
-    mask = compose_frame(scene.field, camera, ViewSettings(queries_text="mug", display="mask", colors=colors), scene.engine).image
-    overlay = compose_frame(scene.field, camera, ViewSettings(queries_text="mug", display="overlay", colors=colors),
-                            scene.engine).image
+    mask = compose_frame(
+        scene.field, camera, ViewSettings(queries_text="mug", display="mask", colors=colors), scene.engine
+    ).image
+    overlay = compose_frame(
+        scene.field, camera, ViewSettings(queries_text="mug", display="overlay", colors=colors), scene.engine
+    ).image
     mug = scene.object_mask("mug", camera)
     assert _changed(mask, overlay, level=40)[mug].mean() > 0.3
     solid = (mask == np.array([255, 0, 0])).all(-1)

@@ -29,8 +29,22 @@ def _frames(out):
 
 def test_orbit_with_query_then_the_saved_path_renders_identically(scene, field_dir, tmp_path, capsys):
     out = tmp_path / "orbit"
-    args = ["render", str(field_dir), "--out", str(out), "--query", "mug", "--frames", "3", "--width", "96",
-            "--height", "72", "--device", "cpu"]
+    args = [
+        "render",
+        str(field_dir),
+        "--out",
+        str(out),
+        "--query",
+        "mug",
+        "--frames",
+        "3",
+        "--width",
+        "96",
+        "--height",
+        "72",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     frames = _frames(out)
     assert len(frames) == 3 and frames[0].shape == (72, 96, 3)
@@ -46,8 +60,25 @@ def test_orbit_with_query_then_the_saved_path_renders_identically(scene, field_d
     saved = json.loads((out / "camera_path.json").read_text())
     assert len(saved["camera_path"]) == 3 and saved["render_width"] == 96
     again = tmp_path / "again"
-    assert main(["render", str(field_dir), "--out", str(again), "--query", "mug", "--camera-path",
-                 str(out / "camera_path.json"), "--video", "gif", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                str(field_dir),
+                "--out",
+                str(again),
+                "--query",
+                "mug",
+                "--camera-path",
+                str(out / "camera_path.json"),
+                "--video",
+                "gif",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     for a, b in zip(frames, _frames(again)):
         np.testing.assert_array_equal(a, b)
     assert (again / "camera_path.gif").exists()
@@ -63,8 +94,10 @@ def test_query_on_rgb_only_field_is_a_clear_error(scene, tmp_path, capsys):
     assert "no language features" in err and "--mode rgb" in err
     assert main(["render", str(splat), "--out", str(tmp_path / "o"), "--mode", "pca", "--frames", "1"]) == 2
     # RGB works on it.
-    assert main(["render", str(splat), "--out", str(tmp_path / "o"), "--frames", "1", "--width", "48",
-                 "--video", "none"]) == 0
+    assert (
+        main(["render", str(splat), "--out", str(tmp_path / "o"), "--frames", "1", "--width", "48", "--video", "none"])
+        == 0
+    )
     assert len(_frames(tmp_path / "o")) == 1
 
 
@@ -77,9 +110,34 @@ def test_bad_camera_path_is_a_clear_error(field_dir, tmp_path, capsys):
 
 def test_modes_and_colours_from_flags(scene, field_dir, tmp_path):
     out = tmp_path / "mask"
-    assert main(["render", str(field_dir), "--out", str(out), "--query", "mug; plant", "--mode", "mask",
-                 "--colors", "#ff0000;#0000ff", "--frames", "1", "--width", "96", "--height", "72",
-                 "--no-legend", "--video", "none", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                str(field_dir),
+                "--out",
+                str(out),
+                "--query",
+                "mug; plant",
+                "--mode",
+                "mask",
+                "--colors",
+                "#ff0000;#0000ff",
+                "--frames",
+                "1",
+                "--width",
+                "96",
+                "--height",
+                "72",
+                "--no-legend",
+                "--video",
+                "none",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     image = _frames(out)[0].astype(int)
     camera = cp.orbit_path(scene.field, 1, 96, 72).cameras[0]
     mug = image[scene.object_mask("mug", camera)].mean(0)

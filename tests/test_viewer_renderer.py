@@ -179,7 +179,9 @@ def test_a_tab_that_stops_reading_holds_only_its_own_thread():
         for version in (1, 2, 3):
             healthy_view.version = version
             healthy.submit(RenderTask("rerender", healthy_view.get_camera_state(None)))
-            assert _wait_for(lambda: any(v == version for _, _, v in healthy_client.scene.frames), timeout=5)
+            assert _wait_for(
+                lambda version=version: any(v == version for _, _, v in healthy_client.scene.frames), timeout=5
+            )
         assert stalled_view.started == 1 and not stalled.frames_sent
     finally:
         stuck.set()

@@ -15,8 +15,9 @@ def test_a_taken_port_is_said_loudly_with_the_url(scene, tmp_path, capsys):
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        server, _ = serve(scene.field, scene.engine, port=port, output_dir=tmp_path / "out", block=False,
-                          label="my field")
+        server, _ = serve(
+            scene.field, scene.engine, port=port, output_dir=tmp_path / "out", block=False, label="my field"
+        )
         try:
             actual = server.get_port()
         finally:

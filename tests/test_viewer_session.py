@@ -42,8 +42,10 @@ def _good(camera, settings, session):
     return Frame(np.full((camera.height, camera.width, 3), 9, np.uint8), Legend(title="ok"))
 
 
-@pytest.mark.parametrize("error", [RuntimeError("boom"), TypeError("bad type"), GagsError("user problem"),
-                                   MemoryError(), ZeroDivisionError()])
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("boom"), TypeError("bad type"), GagsError("user problem"), MemoryError(), ZeroDivisionError()],
+)
 def test_errors_become_one_notification_and_a_failure_image(error):
     calls = {"n": 0}
 

@@ -24,7 +24,9 @@ from tests.train_helpers import one_thread  # noqa: F401 (autouse: one torch thr
 @pytest.fixture(scope="module")
 def scene_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("viewer_train_scene")
-    write_synthetic_scene(make_synthetic_scene(num_objects=3, gaussians_per_object=40, num_views=3, width=48, height=36), root)
+    write_synthetic_scene(
+        make_synthetic_scene(num_objects=3, gaussians_per_object=40, num_views=3, width=48, height=36), root
+    )
     return root
 
 
@@ -37,8 +39,17 @@ def encoder(tmp_path_factory):
 
 
 def make_trainer(scene_dir, out, iterations=100_000):
-    config = TrainConfig(scene=scene_dir, init=scene_dir / "init" / "point_cloud.ply", out=out, iterations=iterations,
-                         decoder_width=32, progress=False, device="cpu", feature_lr=5e-2, decoder_lr=5e-3)
+    config = TrainConfig(
+        scene=scene_dir,
+        init=scene_dir / "init" / "point_cloud.ply",
+        out=out,
+        iterations=iterations,
+        decoder_width=32,
+        progress=False,
+        device="cpu",
+        feature_lr=5e-2,
+        decoder_lr=5e-3,
+    )
     return Trainer(config)
 
 
@@ -221,7 +232,9 @@ def test_progress_bar_in_the_terminal_when_asked(scene_dir, tmp_path, capfd):
     driver = TrainingDriver(trainer, None, preview_every=0.2, status_every=0.1, checkpoints=False)
     driver.start()
     try:
-        wait_for(lambda: driver._train_thread is not None and not driver._train_thread.is_alive(), what="training to end")
+        wait_for(
+            lambda: driver._train_thread is not None and not driver._train_thread.is_alive(), what="training to end"
+        )
     finally:
         driver.stop()
     err = capfd.readouterr().err

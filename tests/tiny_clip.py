@@ -27,7 +27,9 @@ def tiny_clip_config(embed_dim: int = 512) -> dict:
     }
 
 
-def make_tiny_clip(tmp_dir: str | os.PathLike, embed_dim: int = 512, seed: int = 0, name: str = TINY_CLIP_NAME) -> ClipSpec:
+def make_tiny_clip(
+    tmp_dir: str | os.PathLike, embed_dim: int = 512, seed: int = 0, name: str = TINY_CLIP_NAME
+) -> ClipSpec:
     """Write ``<name>.json`` and ``<name>.safetensors`` into ``tmp_dir``; return a ClipSpec for them.
 
     Args:

@@ -26,7 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Optional, Union
 
 from gags_viewer.dataset import colmap_binary, colmap_text
 from gags_viewer.dataset.colmap_types import (
@@ -56,7 +55,7 @@ __all__ = [
     "write_points3d",
 ]
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 @dataclass
@@ -77,9 +76,11 @@ class ColmapScene:
         try:
             return self.cameras[image.camera_id]
         except KeyError:
-            raise FormatError(self.folder, f"image '{image.name}' names camera {image.camera_id}, which does not exist") from None
+            raise FormatError(
+                self.folder, f"image '{image.name}' names camera {image.camera_id}, which does not exist"
+            ) from None
 
-    def find(self, name: str) -> Optional[ColmapImage]:
+    def find(self, name: str) -> ColmapImage | None:
         """The image whose name or name stem equals ``name`` (or whose stem equals ``name``'s stem)."""
         stem = Path(name).stem
         for image in self.images:
@@ -90,8 +91,13 @@ class ColmapScene:
                 return image
         return None
 
-    def render_camera(self, image: ColmapImage, width: Optional[int] = None, height: Optional[int] = None,
-                      centered_principal_point: bool = False):
+    def render_camera(
+        self,
+        image: ColmapImage,
+        width: int | None = None,
+        height: int | None = None,
+        centered_principal_point: bool = False,
+    ):
         """A :class:`~gags_viewer.render.camera.Camera` for ``image``, optionally resized.
 
         Args:

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from gags_viewer.dataset.colmap_types import CAMERA_MODELS, MODEL_IDS, ColmapCamera, ColmapImage, ColmapPoints, make_camera, make_image
+from gags_viewer.dataset.colmap_types import (
+    CAMERA_MODELS,
+    MODEL_IDS,
+    ColmapCamera,
+    ColmapImage,
+    ColmapPoints,
+    make_camera,
+    make_image,
+)
 from gags_viewer.errors import FormatError
 from gags_viewer.fsutil import atomic_write_bytes
 
@@ -59,7 +67,7 @@ class _Reader:
         end = self.data.find(b"\x00", self.offset)
         if end < 0:
             raise FormatError(self.path, f"file ends inside {what}; truncated?")
-        raw = self.data[self.offset:end]
+        raw = self.data[self.offset : end]
         self.offset = end + 1
         try:
             return raw.decode("utf-8")
@@ -156,6 +164,14 @@ def write_points3d(path: Path, points: ColmapPoints) -> None:
     """Write ``points3D.bin`` with empty tracks, atomically."""
     chunks = [struct.pack("<Q", len(points.ids))]
     for i in range(len(points.ids)):
-        chunks.append(struct.pack("<QdddBBBdQ", int(points.ids[i]), *map(float, points.xyz[i]),
-                                  *map(int, points.rgb[i]), float(points.error[i]), 0))
+        chunks.append(
+            struct.pack(
+                "<QdddBBBdQ",
+                int(points.ids[i]),
+                *map(float, points.xyz[i]),
+                *map(int, points.rgb[i]),
+                float(points.error[i]),
+                0,
+            )
+        )
     atomic_write_bytes(path, b"".join(chunks))

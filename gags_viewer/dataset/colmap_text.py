@@ -7,12 +7,20 @@ naming the file and the line number. Callers use the format-neutral API of
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from gags_viewer.dataset.colmap_types import CAMERA_MODELS, MODEL_IDS, ColmapCamera, ColmapImage, ColmapPoints, make_camera, make_image
+from gags_viewer.dataset.colmap_types import (
+    CAMERA_MODELS,
+    MODEL_IDS,
+    ColmapCamera,
+    ColmapImage,
+    ColmapPoints,
+    make_camera,
+    make_image,
+)
 from gags_viewer.errors import FormatError
 from gags_viewer.fsutil import atomic_write_text
 
@@ -27,7 +35,9 @@ def _text_lines(path: Path) -> list[tuple[int, str]]:
         raise FormatError(path, f"cannot read ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise FormatError(path, "is not UTF-8 text") from None
-    return [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1) if not line.lstrip().startswith("#")]
+    return [
+        (number, line.strip()) for number, line in enumerate(text.splitlines(), 1) if not line.lstrip().startswith("#")
+    ]
 
 
 def _tokens(path: Path, number: int, line: str, min_tokens: int, layout: str) -> list[str]:
@@ -56,7 +66,9 @@ def read_cameras(path: Path) -> dict[int, ColmapCamera]:
     """Read ``cameras.txt`` into ``{camera_id: ColmapCamera}``."""
     cameras = {}
     for number, tokens in _records(path, 4, "CAMERA_ID MODEL WIDTH HEIGHT PARAMS..."):
-        camera_id, width, height = _numbers(path, number, [tokens[0], tokens[2], tokens[3]], int, "CAMERA_ID WIDTH HEIGHT")
+        camera_id, width, height = _numbers(
+            path, number, [tokens[0], tokens[2], tokens[3]], int, "CAMERA_ID WIDTH HEIGHT"
+        )
         model = tokens[1]
         if model not in MODEL_IDS:
             raise FormatError(path, f"line {number}: unknown camera model '{model}'")
@@ -133,15 +145,21 @@ def write_cameras(path: Path, cameras: list[ColmapCamera]) -> None:
     """Write ``cameras.txt`` (cameras in the order given), atomically."""
     lines = ["# Camera list with one line of data per camera:", "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]"]
     for cam in cameras:
-        lines.append(" ".join([str(cam.camera_id), cam.model, str(cam.width), str(cam.height)] + [repr(float(p)) for p in cam.params]))
+        lines.append(
+            " ".join(
+                [str(cam.camera_id), cam.model, str(cam.width), str(cam.height)] + [repr(float(p)) for p in cam.params]
+            )
+        )
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def write_images(path: Path, images: list[ColmapImage]) -> None:
     """Write ``images.txt``, atomically; keypoints if the images carry them (else a blank second line)."""
-    lines = ["# Image list with two lines of data per image:",
-             "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
-             "#   POINTS2D[] as (X, Y, POINT3D_ID)"]
+    lines = [
+        "# Image list with two lines of data per image:",
+        "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
+        "#   POINTS2D[] as (X, Y, POINT3D_ID)",
+    ]
     for im in images:
         pose = " ".join(repr(float(v)) for v in (*im.qvec, *im.tvec))
         lines.append(f"{im.image_id} {pose} {im.camera_id} {im.name}")
@@ -154,8 +172,10 @@ def write_images(path: Path, images: list[ColmapImage]) -> None:
 
 def write_points3d(path: Path, points: ColmapPoints) -> None:
     """Write ``points3D.txt`` with empty tracks, atomically."""
-    lines = ["# 3D point list with one line of data per point:",
-             "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)"]
+    lines = [
+        "# 3D point list with one line of data per point:",
+        "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)",
+    ]
     for i in range(len(points.ids)):
         x, y, z = (repr(float(v)) for v in points.xyz[i])
         r, g, b = (int(v) for v in points.rgb[i])

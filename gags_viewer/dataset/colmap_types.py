@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -101,8 +100,8 @@ class ColmapImage:
     qvec: np.ndarray
     tvec: np.ndarray
     camera_id: int
-    points2d: Optional[np.ndarray] = None
-    point3d_ids: Optional[np.ndarray] = None
+    points2d: np.ndarray | None = None
+    point3d_ids: np.ndarray | None = None
 
     @property
     def stem(self) -> str:
@@ -170,6 +169,11 @@ def make_image(path, image_id, qvec, tvec, camera_id, name, points2d, point3d_id
     if np.linalg.norm(qvec) < 1e-12:
         raise FormatError(path, f"image '{name}' has a zero quaternion")
     return ColmapImage(
-        image_id=int(image_id), name=name, qvec=np.asarray(qvec, np.float64), tvec=np.asarray(tvec, np.float64),
-        camera_id=int(camera_id), points2d=points2d, point3d_ids=point3d_ids,
+        image_id=int(image_id),
+        name=name,
+        qvec=np.asarray(qvec, np.float64),
+        tvec=np.asarray(tvec, np.float64),
+        camera_id=int(camera_id),
+        points2d=points2d,
+        point3d_ids=point3d_ids,
     )

@@ -102,13 +102,18 @@ class BuildConfig:
         """The settings actually used (``quick`` shrinks the work)."""
         if not self.quick:
             return self
-        return dataclasses.replace(self, clip_steps=min(self.clip_steps, 40), clip_views=min(self.clip_views, 4),
-                                   iterations=min(self.iterations, 20))
+        return dataclasses.replace(
+            self,
+            clip_steps=min(self.clip_steps, 40),
+            clip_views=min(self.clip_views, 4),
+            iterations=min(self.iterations, 20),
+        )
 
     def scene_config(self) -> SceneConfig:
         if self.quick:
-            return SceneConfig(seed=self.seed, width=192, height=144, train_views=6, test_views=2, spacing=0.025,
-                               table_spacing=0.05)
+            return SceneConfig(
+                seed=self.seed, width=192, height=144, train_views=6, test_views=2, spacing=0.025, table_spacing=0.05
+            )
         return SceneConfig(seed=self.seed, width=512, height=384)
 
 
@@ -142,8 +147,12 @@ def random_cameras(config: SceneConfig, count: int, seed: int, width: int, heigh
     rng = np.random.default_rng(seed + 1000)
     cameras = []
     for _ in range(count):
-        c2w = _camera_pose(rng.uniform(0, 360), rng.uniform(22, 72), rng.uniform(1.4, 2.8),
-                           (rng.uniform(-0.45, 0.45), rng.uniform(-0.35, 0.35), 0.08))
+        c2w = _camera_pose(
+            rng.uniform(0, 360),
+            rng.uniform(22, 72),
+            rng.uniform(1.4, 2.8),
+            (rng.uniform(-0.45, 0.45), rng.uniform(-0.35, 0.35), 0.08),
+        )
         cameras.append(Camera.from_fov(c2w, config.fov_y_deg, width, height))
     return cameras
 
@@ -180,8 +189,9 @@ def clip_training_crops(views: list[View], size: int) -> tuple[torch.Tensor, tor
 # ------------------------------------------------------------------------------------ the pipeline
 
 
-def write_preprocessed_scene(work: Path, train_views: list[View], clip_folder: Path, ambiguity: float = 0.5,
-                             seed: int = 0) -> Path:
+def write_preprocessed_scene(
+    work: Path, train_views: list[View], clip_folder: Path, ambiguity: float = 0.5, seed: int = 0
+) -> Path:
     """images/, sparse/0 and language_features/ of the training views, through the entry point of
     ``gags-viewer preprocess`` (:func:`~gags_viewer.preprocess.run.preprocess_scene`).
 
@@ -207,8 +217,10 @@ def write_preprocessed_scene(work: Path, train_views: list[View], clip_folder: P
     )
     encoder = ClipImageEncoder(load_clip_model(dclip.clip_spec(clip_folder)))
     report = preprocess_scene(PreprocessConfig(scene=scene_dir, device="cpu"), mask_source=source, encoder=encoder)
-    log(f"preprocessed {len(report.images)} views: masks per level {report.masks_per_level}, "
-        f"{report.encoded} distinct crops encoded")
+    log(
+        f"preprocessed {len(report.images)} views: masks per level {report.masks_per_level}, "
+        f"{report.encoded} distinct crops encoded"
+    )
     return scene_dir
 
 
@@ -223,9 +235,17 @@ def distill(config: BuildConfig, scene: DemoScene, scene_dir: Path, work: Path) 
     write_ply(scene.field, init)
     switch = config.iterations // 2 + 1  # the official schedule switches halfway (15001 of 30000)
     train_config = TrainConfig(
-        scene=scene_dir, init=init, out=work / "train", iterations=config.iterations, resolution=config.resolution,
-        checkpoint_every=0, seed=config.seed, feature_lr=config.feature_lr, decoder_lr=config.decoder_lr,
-        switch_iteration=switch, device="cpu",
+        scene=scene_dir,
+        init=init,
+        out=work / "train",
+        iterations=config.iterations,
+        resolution=config.resolution,
+        checkpoint_every=0,
+        seed=config.seed,
+        feature_lr=config.feature_lr,
+        decoder_lr=config.decoder_lr,
+        switch_iteration=switch,
+        device="cpu",
     )
     trainer = run_training(train_config)
     return trainer.snapshot("cpu")
@@ -239,8 +259,10 @@ def demo_metadata(scene: DemoScene, out: Path, assets: Path, config: BuildConfig
         default_camera=scene.default_camera,
         decoder_kind="gags",
         example_queries=EXAMPLE_QUERIES,
-        source=(f"gags_viewer.demo.build (seed {config.seed}): synthetic tabletop, demo CLIP model, "
-                f"{config.iterations} GAGS distillation iterations"),
+        source=(
+            f"gags_viewer.demo.build (seed {config.seed}): synthetic tabletop, demo CLIP model, "
+            f"{config.iterations} GAGS distillation iterations"
+        ),
     )
 
 
@@ -249,16 +271,18 @@ def cameras_json_entries(names: list[str], cameras: list[Camera]) -> list[dict]:
     entries = []
     for index, (name, camera) in enumerate(zip(names, cameras)):
         c2w = camera.camera_to_world.double()
-        entries.append({
-            "id": index,
-            "img_name": Path(name).stem,
-            "width": camera.width,
-            "height": camera.height,
-            "position": c2w[:3, 3].tolist(),
-            "rotation": c2w[:3, :3].tolist(),
-            "fx": float(camera.K[0, 0]),
-            "fy": float(camera.K[1, 1]),
-        })
+        entries.append(
+            {
+                "id": index,
+                "img_name": Path(name).stem,
+                "width": camera.width,
+                "height": camera.height,
+                "position": c2w[:3, 3].tolist(),
+                "rotation": c2w[:3, :3].tolist(),
+                "fx": float(camera.K[0, 0]),
+                "fy": float(camera.K[1, 1]),
+            }
+        )
     return entries
 
 
@@ -282,7 +306,9 @@ def check_output(out: Path) -> None:
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or (not (out / "field.json").is_file() and any(out.iterdir()))):
-        raise GagsError(f"{out}: exists and is not a demo field directory; refusing to replace it (choose another --out)")
+        raise GagsError(
+            f"{out}: exists and is not a demo field directory; refusing to replace it (choose another --out)"
+        )
 
 
 def write_demo_dir(out: Path, field: LanguageField, scene: DemoScene, test_views: list[View]) -> None:
@@ -298,15 +324,24 @@ def write_demo_dir(out: Path, field: LanguageField, scene: DemoScene, test_views
     try:
         target = staging / "field"
         save_field(field, target)
-        atomic_write_text(target / "cameras.json", json.dumps(cameras_json_entries(scene.names, scene.cameras), indent=1) + "\n")
+        atomic_write_text(
+            target / "cameras.json", json.dumps(cameras_json_entries(scene.names, scene.cameras), indent=1) + "\n"
+        )
         labels = target / LABELS_DIR
         labels.mkdir()
         for view in test_views:
             stem = Path(view.name).stem
             save_image(labels / f"{stem}.jpg", view.rgb)
             masks = label_masks(view.ids)
-            write_label_file(labels, stem, f"{stem}.jpg", view.camera.height, view.camera.width, masks,
-                             levels={category: category_level(category) for category in masks})
+            write_label_file(
+                labels,
+                stem,
+                f"{stem}.jpg",
+                view.camera.height,
+                view.camera.width,
+                masks,
+                levels={category: category_level(category) for category in masks},
+            )
         atomic_write_text(target / "README.md", DEMO_README)
         check_output(out)
         replace_directory(target, out)
@@ -338,7 +373,7 @@ LEVEL_OF_KIND = {"object": "object", "part": "part", "group": "group"}
 
 
 def category_level(category: str) -> str:
-    """"object", "part" or "group" for a label category of the demo."""
+    """ "object", "part" or "group" for a label category of the demo."""
     for node in CATALOG:
         if node.name == category:
             return LEVEL_OF_KIND.get(node.kind, node.kind)
@@ -351,17 +386,23 @@ def summarise(report) -> dict:
     for row in report.rows:
         levels.setdefault(category_level(row.query), []).append(row)
     summary = {
-        level: {"miou": float(np.mean([r.iou for r in rows])),
-                "localization": float(np.mean([r.localized for r in rows])), "pairs": len(rows)}
+        level: {
+            "miou": float(np.mean([r.iou for r in rows])),
+            "localization": float(np.mean([r.localized for r in rows])),
+            "pairs": len(rows),
+        }
         for level, rows in levels.items()
     }
     per_query = {
-        c["query"]: {"level": category_level(c["query"]), "miou": c["mean_iou"],
-                     "localization": c["hits"] / c["frames"], "frames": c["frames"]}
+        c["query"]: {
+            "level": category_level(c["query"]),
+            "miou": c["mean_iou"],
+            "localization": c["hits"] / c["frames"],
+            "frames": c["frames"],
+        }
         for c in report.per_category()
     }
-    return {"levels": summary, "queries": per_query, "miou": report.miou,
-            "localization": report.localization_accuracy}
+    return {"levels": summary, "queries": per_query, "miou": report.miou, "localization": report.localization_accuracy}
 
 
 def evaluate(out: Path) -> dict:
@@ -385,12 +426,18 @@ def evaluate(out: Path) -> dict:
 def format_quality(results: dict) -> str:
     lines = []
     for mode, summary in results.items():
-        lines.append(f"{mode} mode: " + ", ".join(
-            f"{level} mIoU {100 * s['miou']:.1f} loc {100 * s['localization']:.1f} ({s['pairs']} pairs)"
-            for level, s in sorted(summary["levels"].items())))
+        lines.append(
+            f"{mode} mode: "
+            + ", ".join(
+                f"{level} mIoU {100 * s['miou']:.1f} loc {100 * s['localization']:.1f} ({s['pairs']} pairs)"
+                for level, s in sorted(summary["levels"].items())
+            )
+        )
         for query, q in summary["queries"].items():
-            lines.append(f"  {q['level']:6s} {query:15s} mIoU {100 * q['miou']:5.1f}  loc {100 * q['localization']:5.1f}"
-                         f"  ({q['frames']} frames)")
+            lines.append(
+                f"  {q['level']:6s} {query:15s} mIoU {100 * q['miou']:5.1f}  loc {100 * q['localization']:5.1f}"
+                f"  ({q['frames']} frames)"
+            )
     return "\n".join(lines)
 
 
@@ -424,14 +471,18 @@ def _run_stages(config: BuildConfig) -> dict:
     t = time.perf_counter()
     scene_config = config.scene_config()
     scene = make_scene(scene_config)
-    log(f"scene: {scene.field.num_gaussians:,} Gaussians, {len(scene.train_cameras)} training and "
-        f"{len(scene.test_cameras)} held-out views at {scene_config.width}x{scene_config.height}")
+    log(
+        f"scene: {scene.field.num_gaussians:,} Gaussians, {len(scene.train_cameras)} training and "
+        f"{len(scene.test_cameras)} held-out views at {scene_config.width}x{scene_config.height}"
+    )
     train_views = render_views(scene, scene.train_cameras, scene.train_names, "training views")
     test_views = render_views(scene, scene.test_cameras, scene.test_names, "held-out views")
-    extra_cameras = random_cameras(scene_config, config.clip_views, config.seed, scene_config.width * 3 // 4,
-                                   scene_config.height * 3 // 4)
-    extra_views = render_views(scene, extra_cameras, [f"clip_{i:03d}" for i in range(len(extra_cameras))],
-                               "extra views for CLIP")
+    extra_cameras = random_cameras(
+        scene_config, config.clip_views, config.seed, scene_config.width * 3 // 4, scene_config.height * 3 // 4
+    )
+    extra_views = render_views(
+        scene, extra_cameras, [f"clip_{i:03d}" for i in range(len(extra_cameras))], "extra views for CLIP"
+    )
     t = lap("renders and masks", t)
 
     assets = Path(config.assets)
@@ -441,8 +492,9 @@ def _run_stages(config: BuildConfig) -> dict:
         size = dclip.DEMO_CLIP_CONFIG["vision_cfg"]["image_size"]
         crops, regions = clip_training_crops(train_views + extra_views, size)
         log(f"CLIP training set: {len(crops)} crops of {len(set(regions.tolist()))} regions")
-        model = dclip.train_demo_clip(crops, regions, dclip.ClipTrainConfig(steps=config.clip_steps, seed=config.seed),
-                                      log=log)
+        model = dclip.train_demo_clip(
+            crops, regions, dclip.ClipTrainConfig(steps=config.clip_steps, seed=config.seed), log=log
+        )
         config_path, checkpoint = dclip.save_model(model, assets)
         log(f"wrote {config_path} and {checkpoint} ({checkpoint.stat().st_size / 1e6:.1f} MB)")
     t = lap("demo CLIP model", t)
@@ -471,8 +523,13 @@ def _run_stages(config: BuildConfig) -> dict:
         quality = evaluate(Path(config.out))
         lap("evaluation", t)
         log(format_quality(quality))
-        quality["build"] = {"seed": config.seed, "quick": config.quick, "clip_steps": config.clip_steps,
-                            "iterations": config.iterations, "timings_s": timings}
+        quality["build"] = {
+            "seed": config.seed,
+            "quick": config.quick,
+            "clip_steps": config.clip_steps,
+            "iterations": config.iterations,
+            "timings_s": timings,
+        }
         atomic_write_text(Path(config.out) / QUALITY_FILE, json.dumps(quality, indent=1) + "\n")
         result["quality"] = quality
     timings["total"] = time.perf_counter() - started

@@ -35,9 +35,9 @@ import math
 import random
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -147,7 +147,7 @@ def write_config(folder: str | Path = ASSETS_DIR) -> Path:
     return path
 
 
-def clip_spec(folder: str | Path = ASSETS_DIR, relative_to: Optional[str | Path] = None) -> ClipSpec:
+def clip_spec(folder: str | Path = ASSETS_DIR, relative_to: str | Path | None = None) -> ClipSpec:
     """The :class:`ClipSpec` of the demo model in ``folder``.
 
     With ``relative_to`` (the field directory that will refer to the model), a model inside the project
@@ -246,8 +246,12 @@ def _augment(images: Tensor, generator: torch.Generator) -> Tensor:
     dy = torch.randint(0, 9, (b,), generator=generator)
     rows = (dy[:, None] + torch.arange(s)[None]).clamp(max=s + 7)
     cols = (dx[:, None] + torch.arange(s)[None]).clamp(max=s + 7)
-    shifted = padded[torch.arange(b)[:, None, None, None], torch.arange(3)[None, :, None, None],
-                     rows[:, None, :, None], cols[:, None, None, :]]
+    shifted = padded[
+        torch.arange(b)[:, None, None, None],
+        torch.arange(3)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
     gain = 0.9 + 0.2 * torch.rand(b, 1, 1, 1, generator=generator)
     return (shifted * gain).clamp(0, 1)
 
@@ -266,9 +270,9 @@ def _multi_positive_nll(logits: Tensor, targets: Tensor) -> Tensor:
 def train_demo_clip(
     crops: Tensor,
     regions: Tensor,
-    config: Optional[ClipTrainConfig] = None,
+    config: ClipTrainConfig | None = None,
     progress: bool = True,
-    log: Optional[Callable[[str], None]] = None,
+    log: Callable[[str], None] | None = None,
 ):
     """Train the demo model on crops of the scene.
 
@@ -311,7 +315,9 @@ def train_demo_clip(
         (no_decay if param.ndim < 2 or "embedding" in pname or "logit" in pname else decay).append(param)
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr, betas=(0.9, 0.98), eps=1e-6,
+        lr=config.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
     )
 
     def lr_at(step: int) -> float:
@@ -328,17 +334,17 @@ def train_demo_clip(
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
         chosen = [rng.choice(present) for _ in range(config.batch_size)]
-        index = torch.stack([by_region[r][torch.randint(len(by_region[r]), (1,), generator=generator)[0]] for r in chosen])
+        index = torch.stack(
+            [by_region[r][torch.randint(len(by_region[r]), (1,), generator=generator)[0]] for r in chosen]
+        )
         images = _augment(crops[index].float() / 255.0, generator)
         images = (images - mean[None, :, None, None]) / std[None, :, None, None]
-        captions = [
-            (TEMPLATES[0] if rng.random() < 0.5 else rng.choice(TEMPLATES)).format(p.text) for p in phrases
-        ]
+        captions = [(TEMPLATES[0] if rng.random() < 0.5 else rng.choice(TEMPLATES)).format(p.text) for p in phrases]
         tokens = torch.cat([tokenizer(captions), negative_tokens])
         image_emb = F.normalize(model.encode_image(images), dim=-1)
         text_emb = F.normalize(model.encode_text(tokens), dim=-1)
         sims = image_emb @ text_emb.T  # [B, P + 4]
-        phrase_sims, negative_sims = sims[:, : len(phrases)], sims[:, len(phrases):]
+        phrase_sims, negative_sims = sims[:, : len(phrases)], sims[:, len(phrases) :]
         targets = targets_all[torch.tensor(chosen)].long()  # [B, P]
         scale = model.logit_scale.exp().clamp(max=100.0)
         loss_i2t = _multi_positive_nll(scale * phrase_sims, targets)
@@ -360,13 +366,16 @@ def train_demo_clip(
     model.eval()
     if log is not None:
         recent = np.mean(history[-50:], axis=0)
-        log(f"demo CLIP: {config.steps} steps in {time.perf_counter() - started:.0f} s, final losses "
-            f"i2t {recent[0]:.3f}, t2i {recent[1]:.3f}, relevancy {recent[2]:.3f}")
+        log(
+            f"demo CLIP: {config.steps} steps in {time.perf_counter() - started:.0f} s, final losses "
+            f"i2t {recent[0]:.3f}, t2i {recent[1]:.3f}, relevancy {recent[2]:.3f}"
+        )
     return model
 
 
-def relevancy_table(model, crops: Tensor, regions: Tensor, phrases: Sequence[str],
-                    negatives: Sequence[str] = DEFAULT_NEGATIVES) -> Tensor:
+def relevancy_table(
+    model, crops: Tensor, regions: Tensor, phrases: Sequence[str], negatives: Sequence[str] = DEFAULT_NEGATIVES
+) -> Tensor:
     """Mean LERF relevancy of each phrase on the crops of each region (a sanity check of the model).
 
     Returns:
@@ -411,7 +420,7 @@ def vocabulary_markdown() -> str:
         "3-layer transformer (width 64, 20 tokens, the standard CLIP BPE vocabulary); both project to 512-D,",
         "like ViT-B-16, so the demo's `_f.npy` files have the official width. It was trained contrastively on",
         "masked, zero-padded square crops of the demo scene's renders, with captions from templates",
-        "(" + ", ".join(f"\"{t}\"" for t in TEMPLATES[1:5]) + ", ...) over the phrases below, and a relevancy loss",
+        "(" + ", ".join(f'"{t}"' for t in TEMPLATES[1:5]) + ", ...) over the phrases below, and a relevancy loss",
         "against the default negatives (" + ", ".join(DEFAULT_NEGATIVES) + ").",
         "",
         "It knows **only** these phrases (any other text gives arbitrary results):",
@@ -420,14 +429,17 @@ def vocabulary_markdown() -> str:
         "|---|---|---|",
     ]
     for node in CATALOG:
-        lines.append(f"| {node.name} | {node.kind} | " + ", ".join(f"\"{n}\"" for n in node.names) + " |")
+        lines.append(f"| {node.name} | {node.kind} | " + ", ".join(f'"{n}"' for n in node.names) + " |")
     colours = sorted({node.colour for node in CATALOG if node.colour})
     lines += [
         "",
-        "Colour phrases, for the region of that colour: " + ", ".join(f"\"{c}\"" for c in colours) + ", each also as "
-        + ", ".join(f"\"{t.format('red')}\"" for t in COLOUR_TEMPLATES[1:]) + " and so on.",
+        "Colour phrases, for the region of that colour: "
+        + ", ".join(f'"{c}"' for c in colours)
+        + ", each also as "
+        + ", ".join(f'"{t.format("red")}"' for t in COLOUR_TEMPLATES[1:])
+        + " and so on.",
         "",
-        "A phrase matches its region and every part of it (\"lamp\" matches the shade and the base, \"tower\"",
+        'A phrase matches its region and every part of it ("lamp" matches the shade and the base, "tower"',
         "matches the red cube, the blue cylinder and the yellow cone).",
         "",
     ]

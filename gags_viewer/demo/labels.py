@@ -11,8 +11,8 @@ the hole stays empty.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -61,7 +61,9 @@ def mask_polygons(mask: np.ndarray, min_pixels: int = 20) -> list[np.ndarray]:
     for points, offsets in zip(points_list, offsets_list):
         rings = [points[offsets[i] : offsets[i + 1]] - 1.0 for i in range(len(offsets) - 1)]
         outer_raw = rings[0]
-        area = 0.5 * abs(np.dot(outer_raw[:, 0], np.roll(outer_raw[:, 1], 1)) - np.dot(outer_raw[:, 1], np.roll(outer_raw[:, 0], 1)))
+        area = 0.5 * abs(
+            np.dot(outer_raw[:, 0], np.roll(outer_raw[:, 1], 1)) - np.dot(outer_raw[:, 1], np.roll(outer_raw[:, 0], 1))
+        )
         if area < min_pixels:
             continue
         outer = _snap(outer_raw, mask)
@@ -83,8 +85,9 @@ def mask_polygons(mask: np.ndarray, min_pixels: int = 20) -> list[np.ndarray]:
     return polygons
 
 
-def label_objects(masks: dict[str, np.ndarray], min_pixels: int = 20,
-                  levels: Optional[dict[str, str]] = None) -> list[dict]:
+def label_objects(
+    masks: dict[str, np.ndarray], min_pixels: int = 20, levels: dict[str, str] | None = None
+) -> list[dict]:
     """LERF-OVS ``objects`` entries: one per connected component of each category's mask.
 
     Args:
@@ -99,18 +102,27 @@ def label_objects(masks: dict[str, np.ndarray], min_pixels: int = 20,
         for polygon in mask_polygons(mask, min_pixels):
             x1, y1 = polygon.min(axis=0)
             x2, y2 = polygon.max(axis=0)
-            objects.append({
-                "category": category,
-                "bbox": [int(x1), int(y1), int(x2), int(y2)],
-                "segmentation": polygon.astype(int).tolist(),
-                **({"level": levels[category]} if levels and category in levels else {}),
-            })
+            objects.append(
+                {
+                    "category": category,
+                    "bbox": [int(x1), int(y1), int(x2), int(y2)],
+                    "segmentation": polygon.astype(int).tolist(),
+                    **({"level": levels[category]} if levels and category in levels else {}),
+                }
+            )
     return objects
 
 
-def write_label_file(folder: str | Path, frame: str, image_name: str, height: int, width: int,
-                     masks: dict[str, np.ndarray], min_pixels: int = 20,
-                     levels: Optional[dict[str, str]] = None) -> Path:
+def write_label_file(
+    folder: str | Path,
+    frame: str,
+    image_name: str,
+    height: int,
+    width: int,
+    masks: dict[str, np.ndarray],
+    min_pixels: int = 20,
+    levels: dict[str, str] | None = None,
+) -> Path:
     """Write ``<folder>/<frame>.json`` in the LERF-OVS layout (atomically). -> its path"""
     data = {
         "info": {"name": image_name, "height": int(height), "width": int(width)},

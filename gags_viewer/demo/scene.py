@@ -30,8 +30,8 @@ ground-truth masks of a view come from rendering per-Gaussian one-hot part ids w
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -69,9 +69,9 @@ class Node:
     key: str
     kind: str
     names: tuple[str, ...]
-    colour: Optional[str] = None
-    shape: Optional[str] = None
-    parent: Optional[str] = None
+    colour: str | None = None
+    shape: str | None = None
+    parent: str | None = None
 
     @property
     def name(self) -> str:
@@ -156,21 +156,26 @@ class Surface:
     spacing: np.ndarray
 
     @staticmethod
-    def concat(parts: list["Surface"]) -> "Surface":
+    def concat(parts: list[Surface]) -> Surface:
         return Surface(
             np.concatenate([p.points for p in parts]),
             np.concatenate([p.normals for p in parts]),
             np.concatenate([p.spacing for p in parts]),
         )
 
-    def transformed(self, angle: float, offset) -> "Surface":
+    def transformed(self, angle: float, offset) -> Surface:
         c, s = math.cos(angle), math.sin(angle)
         rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
         return Surface(self.points @ rot.T + np.asarray(offset), self.normals @ rot.T, self.spacing)
 
 
-def revolve(profile: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], spacing: float, rng: np.random.Generator,
-            z_offset: float = 0.0, flip: bool = False) -> Surface:
+def revolve(
+    profile: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    spacing: float,
+    rng: np.random.Generator,
+    z_offset: float = 0.0,
+    flip: bool = False,
+) -> Surface:
     """Sample a surface of revolution about the z axis.
 
     Args:
@@ -207,8 +212,14 @@ def revolve(profile: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], spac
     return Surface(points, normals, np.full(len(points), spacing))
 
 
-def patch(origin, edge_u, edge_v, spacing: float, rng: np.random.Generator,
-          inside: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None) -> Surface:
+def patch(
+    origin,
+    edge_u,
+    edge_v,
+    spacing: float,
+    rng: np.random.Generator,
+    inside: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+) -> Surface:
     """Jittered grid on the parallelogram origin + u·edge_u + v·edge_v (u, v in [0, 1]); normal u × v."""
     origin, edge_u, edge_v = (np.asarray(a, dtype=np.float64) for a in (origin, edge_u, edge_v))
     nu = max(1, int(math.ceil(np.linalg.norm(edge_u) / spacing)))
@@ -271,25 +282,38 @@ def sphere(radius: float, spacing: float, rng, z0: float = 0.0) -> Surface:
 def torus(major: float, minor: float, spacing: float, rng) -> Surface:
     """A torus lying on z = 0 (its tube's lowest point touches the table)."""
     return revolve(
-        lambda t: (major + minor * np.cos(2 * np.pi * t - np.pi / 2), minor + minor * np.sin(2 * np.pi * t - np.pi / 2)),
-        spacing, rng,
+        lambda t: (
+            major + minor * np.cos(2 * np.pi * t - np.pi / 2),
+            minor + minor * np.sin(2 * np.pi * t - np.pi / 2),
+        ),
+        spacing,
+        rng,
     )
 
 
-def frustum_shell(r_bottom: float, r_top: float, z_bottom: float, z_top: float, spacing: float, rng,
-                  thickness: float = 0.004) -> Surface:
+def frustum_shell(
+    r_bottom: float, r_top: float, z_bottom: float, z_top: float, spacing: float, rng, thickness: float = 0.004
+) -> Surface:
     """Open cone frustum (a lamp shade), outer and inner sides."""
     outer = revolve(lambda t: (r_bottom + (r_top - r_bottom) * t, z_bottom + (z_top - z_bottom) * t), spacing, rng)
-    inner = revolve(lambda t: (r_bottom - thickness + (r_top - r_bottom) * t, z_bottom + (z_top - z_bottom) * t),
-                    spacing, rng, flip=True)
+    inner = revolve(
+        lambda t: (r_bottom - thickness + (r_top - r_bottom) * t, z_bottom + (z_top - z_bottom) * t),
+        spacing,
+        rng,
+        flip=True,
+    )
     return Surface.concat([outer, inner])
 
 
 def bowl(radius: float, spacing: float, rng, thickness: float = 0.006) -> Surface:
     """Open hemispherical bowl resting on z = 0, outer and inner sides and a rim."""
-    outer = revolve(lambda t: (radius * np.sin(0.5 * np.pi * t), radius - radius * np.cos(0.5 * np.pi * t)), spacing, rng)
+    outer = revolve(
+        lambda t: (radius * np.sin(0.5 * np.pi * t), radius - radius * np.cos(0.5 * np.pi * t)), spacing, rng
+    )
     r_in = radius - thickness
-    inner = revolve(lambda t: (r_in * np.sin(0.5 * np.pi * t), radius - r_in * np.cos(0.5 * np.pi * t)), spacing, rng, flip=True)
+    inner = revolve(
+        lambda t: (r_in * np.sin(0.5 * np.pi * t), radius - r_in * np.cos(0.5 * np.pi * t)), spacing, rng, flip=True
+    )
     return Surface.concat([outer, inner])
 
 
@@ -418,7 +442,9 @@ def _objects(rng: np.random.Generator, d: float) -> dict[str, Surface]:
         "purple_ring": torus(0.12, 0.048, d, rng),
         "pink_pyramid": pyramid(0.26, 0.26, d, rng),
         "cyan_bowl": bowl(0.15, d, rng),
-        "lamp_base": Surface.concat([cylinder(0.12, 0.035, d, rng), cylinder(0.018, 0.3, d * 0.8, rng, z0=0.035, top=False)]),
+        "lamp_base": Surface.concat(
+            [cylinder(0.12, 0.035, d, rng), cylinder(0.018, 0.3, d * 0.8, rng, z0=0.035, top=False)]
+        ),
         "lamp_shade": frustum_shell(0.17, 0.085, 0.24, 0.42, d, rng),
         "mushroom_stem": cylinder(0.05, 0.2, d, rng, top=False),
         "mushroom_cap": hemisphere_cap(0.13, 0.2, d, rng),
@@ -426,10 +452,17 @@ def _objects(rng: np.random.Generator, d: float) -> dict[str, Surface]:
 
 
 OBJECT_OF_LEAF = {
-    "red_cube": "tower", "blue_cylinder": "tower", "yellow_cone": "tower",
-    "green_ball": "green_ball", "purple_ring": "purple_ring", "pink_pyramid": "pink_pyramid",
-    "cyan_bowl": "cyan_bowl", "lamp_base": "lamp", "lamp_shade": "lamp",
-    "mushroom_stem": "mushroom", "mushroom_cap": "mushroom",
+    "red_cube": "tower",
+    "blue_cylinder": "tower",
+    "yellow_cone": "tower",
+    "green_ball": "green_ball",
+    "purple_ring": "purple_ring",
+    "pink_pyramid": "pink_pyramid",
+    "cyan_bowl": "cyan_bowl",
+    "lamp_base": "lamp",
+    "lamp_shade": "lamp",
+    "mushroom_stem": "mushroom",
+    "mushroom_cap": "mushroom",
 }
 """Which layout slot (see :data:`LAYOUT`) each leaf is placed with."""
 
@@ -469,13 +502,16 @@ def _quat_z_to(normals: np.ndarray) -> np.ndarray:
     return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
-def make_scene(config: Optional[SceneConfig] = None) -> DemoScene:
+def make_scene(config: SceneConfig | None = None) -> DemoScene:
     """Build the demo scene (geometry, colours, views) from ``config.seed``; no rendering happens here."""
     config = config or SceneConfig()
     rng = np.random.default_rng(config.seed)
     slots = {}
     for key, (x, y) in LAYOUT.items():
-        slots[key] = (float(rng.uniform(-math.pi, math.pi)), (x + rng.uniform(-0.04, 0.04), y + rng.uniform(-0.04, 0.04), 0.0))
+        slots[key] = (
+            float(rng.uniform(-math.pi, math.pi)),
+            (x + rng.uniform(-0.04, 0.04), y + rng.uniform(-0.04, 0.04), 0.0),
+        )
     blocks, leaves = [], []
     for key, surface in _objects(rng, config.spacing).items():
         angle, offset = slots[OBJECT_OF_LEAF[key]]

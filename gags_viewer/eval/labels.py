@@ -21,7 +21,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
 
 import numpy as np
 from PIL import Image
@@ -29,7 +28,7 @@ from PIL import Image
 from gags_viewer.errors import GagsError
 from gags_viewer.fsutil import read_json
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 MAX_LABEL_PIXELS = 2**27
 """Largest label resolution (width x height) accepted: 128 Mpx, far above any dataset frame; each
@@ -81,19 +80,19 @@ class LabelFrame:
     width: int
     height: int
     queries: list[QueryLabel] = field(default_factory=list)
-    image_path: Optional[Path] = None
+    image_path: Path | None = None
 
     @property
     def categories(self) -> list[str]:
         return [q.category for q in self.queries]
 
     @property
-    def frame_number(self) -> Optional[int]:
+    def frame_number(self) -> int | None:
         """The trailing number of the frame name ("frame_00041" -> 41), or None."""
         match = re.search(r"(\d+)$", self.name)
         return int(match.group(1)) if match else None
 
-    def load_image(self) -> Optional[np.ndarray]:
+    def load_image(self) -> np.ndarray | None:
         """The photo at label resolution, or None when there is none. [H, W, 3] uint8"""
         if self.image_path is None:
             return None
@@ -216,8 +215,15 @@ _KIND_NAMES = {dict: "an object", list: "a list", str: "a string"}
 
 
 def _json_type(value) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
-            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 def _positive_int(path: Path, info: dict, key: str, label: str) -> int:
@@ -231,7 +237,7 @@ def _positive_int(path: Path, info: dict, key: str, label: str) -> int:
     return int(value)
 
 
-def _finite_numbers(value) -> Optional[np.ndarray]:
+def _finite_numbers(value) -> np.ndarray | None:
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float64
@@ -266,7 +272,7 @@ def _polygons(path: Path, obj: dict, key: str) -> list[np.ndarray]:
     raise LabelError(path, f"{key}.{field_name} must be a polygon [[x, y], ...] of finite numbers")
 
 
-def _find_image(path: Path, image_name: Optional[str]) -> Optional[Path]:
+def _find_image(path: Path, image_name: str | None) -> Path | None:
     candidates = []
     if image_name:
         candidates.append(path.parent / Path(image_name).name)

@@ -12,7 +12,6 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -145,8 +144,10 @@ def level_summary(rows) -> dict[str, tuple[int, float, float]]:
     for row in rows:
         if row.level:
             grouped.setdefault(row.level, []).append(row)
-    return {level: (len(group), sum(r.iou for r in group) / len(group), sum(r.localized for r in group) / len(group))
-            for level, group in grouped.items()}
+    return {
+        level: (len(group), sum(r.iou for r in group) / len(group), sum(r.localized for r in group) / len(group))
+        for level, group in grouped.items()
+    }
 
 
 def print_report(report: EvalReport, console=None) -> None:
@@ -155,20 +156,24 @@ def print_report(report: EvalReport, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    table = Table(title=f"LERF-OVS evaluation: {report.scene} ({report.settings.get('mode', '?')} mode)",
-                  caption=report.settings.get("rule"))
+    table = Table(
+        title=f"LERF-OVS evaluation: {report.scene} ({report.settings.get('mode', '?')} mode)",
+        caption=report.settings.get("rule"),
+    )
     table.add_column("frame")
     table.add_column("query")
     table.add_column("IoU", justify="right")
     table.add_column("localized", justify="center")
     previous = None
     for row in report.rows:
-        table.add_row(row.frame if row.frame != previous else "", row.query, f"{100 * row.iou:.1f}",
-                      "✓" if row.localized else "✗")
+        table.add_row(
+            row.frame if row.frame != previous else "", row.query, f"{100 * row.iou:.1f}", "✓" if row.localized else "✗"
+        )
         previous = row.frame
     table.add_section()
     table.add_row(
-        "scene", f"{report.num_pairs} pairs, {len(report.frame_cameras)} frames",
+        "scene",
+        f"{report.num_pairs} pairs, {len(report.frame_cameras)} frames",
         f"[bold]{100 * report.miou:.1f}[/bold]",
         f"[bold]{report.hits}/{report.num_pairs}[/bold]",
     )
@@ -205,8 +210,19 @@ def write_report(report: EvalReport, out: Path) -> tuple[Path, Path]:
     writer.writerow(["frame", "query", "iou", "localized", "peak_x", "peak_y", "num_peaks", "pred_pixels", "gt_pixels"])
     for row in report.rows:
         x, y = row.peaks[0] if row.peaks else ("", "")
-        writer.writerow([row.frame, row.query, f"{row.iou:.6f}", int(row.localized), x, y, len(row.peaks),
-                         row.pred_pixels, row.gt_pixels])
+        writer.writerow(
+            [
+                row.frame,
+                row.query,
+                f"{row.iou:.6f}",
+                int(row.localized),
+                x,
+                y,
+                len(row.peaks),
+                row.pred_pixels,
+                row.gt_pixels,
+            ]
+        )
     atomic_write_text(csv_path, buffer.getvalue())
     return json_path, csv_path
 
@@ -226,7 +242,7 @@ BOX_COLOR = np.array([255, 220, 0], np.uint8)
 
 
 def composite(
-    photo: Optional[np.ndarray],
+    photo: np.ndarray | None,
     score: np.ndarray,
     prediction: np.ndarray,
     ground_truth: np.ndarray,
@@ -288,10 +304,10 @@ def _draw_box(image: np.ndarray, box: np.ndarray, thickness: int = 2) -> None:
     y0, y1 = max(y0, 0), min(y1, height - 1)
     if x0 > x1 or y0 > y1:
         return
-    image[y0:min(y0 + thickness, y1 + 1), x0:x1 + 1] = BOX_COLOR
-    image[max(y1 - thickness + 1, y0):y1 + 1, x0:x1 + 1] = BOX_COLOR
-    image[y0:y1 + 1, x0:min(x0 + thickness, x1 + 1)] = BOX_COLOR
-    image[y0:y1 + 1, max(x1 - thickness + 1, x0):x1 + 1] = BOX_COLOR
+    image[y0 : min(y0 + thickness, y1 + 1), x0 : x1 + 1] = BOX_COLOR
+    image[max(y1 - thickness + 1, y0) : y1 + 1, x0 : x1 + 1] = BOX_COLOR
+    image[y0 : y1 + 1, x0 : min(x0 + thickness, x1 + 1)] = BOX_COLOR
+    image[y0 : y1 + 1, max(x1 - thickness + 1, x0) : x1 + 1] = BOX_COLOR
 
 
 def _draw_cross(image: np.ndarray, x: int, y: int, size: int = 7) -> None:
@@ -300,6 +316,6 @@ def _draw_cross(image: np.ndarray, x: int, y: int, size: int = 7) -> None:
         x0, x1 = max(x - size, 0), min(x + size + 1, width)
         y0, y1 = max(y - size, 0), min(y + size + 1, height)
         if 0 <= y < height:
-            image[max(y - half + 1, 0):min(y + half, height), x0:x1] = color
+            image[max(y - half + 1, 0) : min(y + half, height), x0:x1] = color
         if 0 <= x < width:
-            image[y0:y1, max(x - half + 1, 0):min(x + half, width)] = color
+            image[y0:y1, max(x - half + 1, 0) : min(x + half, width)] = color

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Callable, Literal, Optional
+from typing import Annotated, Literal
 
 import numpy as np
 import tyro
@@ -50,9 +51,9 @@ FRAME_CONVENTION = "frame-number convention"
 
 EVAL_RULES = {
     "pixel": "2D GAGS protocol (gags-method.md §4.3): features rendered, decoded per pixel, smoothed, normalised, "
-             "mask > threshold; not the 3D per-Gaussian query (§4.7)",
+    "mask > threshold; not the 3D per-Gaussian query (§4.7)",
     "gaussian": "gaussian mode: per-Gaussian relevancy (neighbour-averaged features) rendered, then the 2D §4.3 "
-                "protocol; not the 3D per-Gaussian query (§4.7)",
+    "protocol; not the 3D per-Gaussian query (§4.7)",
 }
 """Which relevancy rule each eval mode scores (reported with the results)."""
 
@@ -69,32 +70,32 @@ class EvalConfig:
     """The language field: a native field directory, a GAGS output directory or a .ply file."""
     labels: Path
     """Folder of LERF-OVS label files (frame_XXXXX.json, with the frame_XXXXX.jpg photos beside them)."""
-    scene_data: Optional[Path] = None
+    scene_data: Path | None = None
     """Preprocessed scene with a COLMAP reconstruction (sparse/0); default: cameras.json beside the field."""
     mode: Literal["pixel", "gaussian"] = "pixel"
     """pixel: render features and decode every pixel (the GAGS protocol); gaussian: the fast mode."""
     gaussian_neighbours: int = 8
     """Gaussian mode: decode each Gaussian's feature averaged with its nearest neighbours', this many
     including itself (1: its own feature; see gags_viewer.field.neighbours)."""
-    out: Optional[Path] = None
+    out: Path | None = None
     """Write <scene>.json, <scene>.csv and per-frame comparison images here (nothing is written without it)."""
     images: bool = True
     """With --out, also write the per-(frame, query) comparison images."""
     threshold: float = protocol.MASK_THRESHOLD
     """Mask threshold on clip(2·normalised − 1, 0, 1); 0.4 as in the official eval.sh."""
-    negatives: Optional[tuple[str, ...]] = None
+    negatives: tuple[str, ...] | None = None
     """Negative phrases; default: the field's (object, things, stuff, texture for GAGS)."""
-    clip_model: Optional[str] = None
+    clip_model: str | None = None
     """open_clip model name, overriding the field's."""
-    clip_pretrained: Optional[str] = None
+    clip_pretrained: str | None = None
     """open_clip pretrained tag or weights file, overriding the field's."""
-    clip_config: Optional[Path] = None
+    clip_config: Path | None = None
     """Local open_clip model config JSON."""
-    clip_checkpoint: Optional[Path] = None
+    clip_checkpoint: Path | None = None
     """Local open_clip checkpoint (.bin, .pt, .safetensors)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to render and decode: auto picks CUDA when present."""
-    iteration: Optional[int] = None
+    iteration: int | None = None
     """For a GAGS output directory: the iteration to evaluate (default: the latest)."""
     principal_point: Literal["center", "colmap"] = "center"
     """COLMAP cameras: principal point at the image centre (official renderer) or COLMAP's cx, cy."""
@@ -115,12 +116,13 @@ class NamedCameras:
     source: str
 
 
-RelevancyFn = Callable[[Camera, list[str]], tuple[np.ndarray, Optional[np.ndarray]]]
+RelevancyFn = Callable[[Camera, list[str]], tuple[np.ndarray, np.ndarray | None]]
 """(camera, queries) -> (relevancy [K, H, W] float, RGB render [H, W, 3] uint8 or None)."""
 
 
-def run_eval(config: EvalConfig, *, relevancy_fn: Optional[RelevancyFn] = None, cameras: Optional[NamedCameras] = None,
-             console=None) -> EvalReport:
+def run_eval(
+    config: EvalConfig, *, relevancy_fn: RelevancyFn | None = None, cameras: NamedCameras | None = None, console=None
+) -> EvalReport:
     """Evaluate one scene and print its table; with ``config.out``, write the report and images.
 
     Args:
@@ -185,19 +187,30 @@ def run_eval(config: EvalConfig, *, relevancy_fn: Optional[RelevancyFn] = None, 
             photo = frame.load_image()
             if photo is None:
                 photo = rgb
-            for query, row, (score, prediction, peaks) in zip(frame.queries, frame_rows, details):
+            for query, _row, (score, prediction, peaks) in zip(frame.queries, frame_rows, details):
                 image = composite(photo, score, prediction, query.mask, query.boxes, peaks)
                 write_png(out / "frames" / safe_name(frame.name) / f"{safe_name(query.category)}.png", image)
             image_s = time.perf_counter() - scored
-        timings.append(FrameTiming(frame.name, frame.width, frame.height, len(frame.queries),
-                                   render=rendered - start, protocol=scored - rendered, images=image_s))
+        timings.append(
+            FrameTiming(
+                frame.name,
+                frame.width,
+                frame.height,
+                len(frame.queries),
+                render=rendered - start,
+                protocol=scored - rendered,
+                images=image_s,
+            )
+        )
         frame_iou = np.mean([r.iou for r in frame_rows])
         camera_name = frame_cameras[frame.name]
         console.print(  # one line per frame: never wrapped by rich (the terminal may still fold it)
-            f"{frame.name}" + (f" ← {camera_name}" if camera_name != frame.name else "")
+            f"{frame.name}"
+            + (f" ← {camera_name}" if camera_name != frame.name else "")
             + f": mIoU {100 * frame_iou:.1f}, localized {sum(r.localized for r in frame_rows)}/{len(frame_rows)}, "
             f"{rendered - start:.2f} s + {scored - rendered:.2f} s",
-            highlight=False, soft_wrap=True,
+            highlight=False,
+            soft_wrap=True,
         )
 
     report = EvalReport(
@@ -214,8 +227,10 @@ def run_eval(config: EvalConfig, *, relevancy_fn: Optional[RelevancyFn] = None, 
     print_report(report, console)
     if out is not None:
         json_path, csv_path = write_report(report, out)
-        console.print(f"wrote {json_path} and {csv_path}" + (f" and images under {out / 'frames'}" if config.images else ""),
-                      highlight=False)
+        console.print(
+            f"wrote {json_path} and {csv_path}" + (f" and images under {out / 'frames'}" if config.images else ""),
+            highlight=False,
+        )
     return report
 
 
@@ -246,16 +261,18 @@ def score_frame(frame: LabelFrame, relevancy: np.ndarray, threshold: float = pro
     rows, details = [], []
     for k, query in enumerate(frame.queries):
         loc = protocol.localize_filtered(boxed[k], query.boxes)
-        rows.append(QueryRow(
-            frame=frame.name,
-            query=query.category,
-            iou=protocol.iou(masks[k], query.mask),
-            localized=loc.hit,
-            peaks=loc.peaks.tolist(),
-            pred_pixels=int(masks[k].sum()),
-            gt_pixels=int(query.mask.sum()),
-            level=query.level,
-        ))
+        rows.append(
+            QueryRow(
+                frame=frame.name,
+                query=query.category,
+                iou=protocol.iou(masks[k], query.mask),
+                localized=loc.hit,
+                peaks=loc.peaks.tolist(),
+                pred_pixels=int(masks[k].sum()),
+                gt_pixels=int(query.mask.sum()),
+                level=query.level,
+            )
+        )
         details.append((scores[k], masks[k], loc.peaks))
     return rows, details
 
@@ -294,7 +311,7 @@ def colmap_cameras(scene_dir: Path, centered: bool, note: Callable[[str], None] 
     return NamedCameras(sorted(cameras), cameras, f"COLMAP {scene.folder}")
 
 
-def find_cameras_json(field_path: Path) -> Optional[Path]:
+def find_cameras_json(field_path: Path) -> Path | None:
     """``cameras.json`` in the field directory or up to three folders above the field file
     (``output/<case>/point_cloud/iteration_N/point_cloud.ply`` -> ``output/<case>/cameras.json``)."""
     start = field_path if field_path.is_dir() else field_path.parent
@@ -320,8 +337,11 @@ def cameras_json(path: Path) -> NamedCameras:
         for key in ("img_name", "width", "height", "position", "rotation", "fx", "fy"):
             if key not in entry:
                 raise EvalError(f"{path}: [{index}] has no '{key}'")
-        stem = Path(str(entry["img_name"])).stem if Path(str(entry["img_name"])).suffix.lower() in (
-            ".jpg", ".jpeg", ".png") else str(entry["img_name"])
+        stem = (
+            Path(str(entry["img_name"])).stem
+            if Path(str(entry["img_name"])).suffix.lower() in (".jpg", ".jpeg", ".png")
+            else str(entry["img_name"])
+        )
         if stem in cameras:
             raise EvalError(f"{path}: [{index}] repeats img_name '{entry['img_name']}'")
         try:
@@ -331,8 +351,9 @@ def cameras_json(path: Path) -> NamedCameras:
     return NamedCameras(sorted(cameras), cameras, f"cameras.json {path}")
 
 
-def match_frames(frames: list[LabelFrame], cameras: NamedCameras,
-                 note: Callable[[str], None] = lambda text: None) -> tuple[dict[str, str], str]:
+def match_frames(
+    frames: list[LabelFrame], cameras: NamedCameras, note: Callable[[str], None] = lambda text: None
+) -> tuple[dict[str, str], str]:
     """Pair each label frame with a camera name: by name, else (no match at all) by the official rule.
 
     Returns:
@@ -351,11 +372,15 @@ def match_frames(frames: list[LabelFrame], cameras: NamedCameras,
     for frame in frames:
         number = frame.frame_number
         if number is None:
-            raise EvalError(f"{frame.path}: no camera named '{frame.name}' and no frame number in the name "
-                            f"for the official frame_XXXXX convention")
+            raise EvalError(
+                f"{frame.path}: no camera named '{frame.name}' and no frame number in the name "
+                f"for the official frame_XXXXX convention"
+            )
         if not 1 <= number <= len(cameras.names):
-            raise EvalError(f"{frame.path}: frame number {number} is outside the {len(cameras.names)} cameras "
-                            f"of {cameras.source} (official convention: frame_XXXXX -> camera XXXXX-1 in name order)")
+            raise EvalError(
+                f"{frame.path}: frame number {number} is outside the {len(cameras.names)} cameras "
+                f"of {cameras.source} (official convention: frame_XXXXX -> camera XXXXX-1 in name order)"
+            )
         mapping[frame.name] = cameras.names[number - 1]
     example = frames[0]
     note(
@@ -368,7 +393,9 @@ def match_frames(frames: list[LabelFrame], cameras: NamedCameras,
 # ------------------------------------------------------------------------------------------- engine
 
 
-def engine_relevancy_fn(config: EvalConfig, note: Callable[[str], None] = lambda text: None) -> tuple[RelevancyFn, dict]:
+def engine_relevancy_fn(
+    config: EvalConfig, note: Callable[[str], None] = lambda text: None
+) -> tuple[RelevancyFn, dict]:
     """Load the field and build a QueryEngine on it; return the per-frame relevancy function and the
     settings it used (CLIP model, negatives, device) for the report."""
     import torch
@@ -380,17 +407,28 @@ def engine_relevancy_fn(config: EvalConfig, note: Callable[[str], None] = lambda
 
     if config.device == "cuda" and not torch.cuda.is_available():
         raise EvalError("--device cuda asked for, but no CUDA GPU is available")
-    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if config.device == "auto" else config.device)
+    device = torch.device(
+        "cuda"
+        if config.device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if config.device == "auto"
+        else config.device
+    )
     field = load_field(config.field, iteration=config.iteration)
     if not field.has_language:
         raise EvalError(f"{config.field}: the field has no language features; it cannot be evaluated")
     field_dir = Path(config.field) if Path(config.field).is_dir() else Path(config.field).parent
     spec = resolve_clip_spec(
-        field.metadata.clip, base_dir=field_dir, model=config.clip_model, pretrained=config.clip_pretrained,
-        config_file=config.clip_config, checkpoint_file=config.clip_checkpoint,
+        field.metadata.clip,
+        base_dir=field_dir,
+        model=config.clip_model,
+        pretrained=config.clip_pretrained,
+        config_file=config.clip_config,
+        checkpoint_file=config.clip_checkpoint,
     )
-    engine = QueryEngine(field.to(device), shared_text_encoder(spec, device=device), neighbours=config.gaussian_neighbours)
+    engine = QueryEngine(
+        field.to(device), shared_text_encoder(spec, device=device), neighbours=config.gaussian_neighbours
+    )
     engine.text_encoder.load()  # a field whose text model cannot be built is refused before any frame
     negatives = engine.resolve_negatives(config.negatives)
 

@@ -54,9 +54,7 @@ def load_torch_state_dict(path: Path) -> StateDict:
         # weights_only=True has already refused any code, so what remains is a damaged or foreign
         # file: truncated zip (RuntimeError), empty file (EOFError), random bytes (KeyError), ...
         detail = str(error).splitlines()[0][:160] if str(error) else "unexpected end of data"
-        raise FormatError(
-            path, f"not a readable PyTorch checkpoint ({type(error).__name__}: {detail})"
-        ) from None
+        raise FormatError(path, f"not a readable PyTorch checkpoint ({type(error).__name__}: {detail})") from None
     if isinstance(payload, dict) and "module_state_dict" in payload:
         payload = payload["module_state_dict"]
     if not _is_state_dict(payload):
@@ -68,9 +66,7 @@ def load_torch_state_dict(path: Path) -> StateDict:
     return {key: value.detach().contiguous() for key, value in payload.items()}
 
 
-def check_decoder_state(
-    state: StateDict, layers: tuple[int, ...], path: Path, out_dim: int | None = None
-) -> None:
+def check_decoder_state(state: StateDict, layers: tuple[int, ...], path: Path, out_dim: int | None = None) -> None:
     """Check that ``state`` has exactly the keys ``decoder.<i>.{weight,bias}`` for ``i`` in ``layers``.
 
     Also checks that each weight is ``[out, in, 1, 1]`` or ``[out, in]``, each bias ``[out]``, each layer

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -33,9 +32,9 @@ class ClipSpec:
     """
 
     model: str = GAGS_CLIP_MODEL
-    pretrained: Optional[str] = GAGS_CLIP_PRETRAINED
-    config_file: Optional[str] = None
-    checkpoint_file: Optional[str] = None
+    pretrained: str | None = GAGS_CLIP_PRETRAINED
+    config_file: str | None = None
+    checkpoint_file: str | None = None
 
 
 @dataclass
@@ -46,9 +45,9 @@ class FieldMetadata:
     negatives: tuple[str, ...] = DEFAULT_NEGATIVES
     up: tuple[float, float, float] = (0.0, -1.0, 0.0)
     """World up direction (COLMAP scenes usually have -y up)."""
-    default_camera: Optional[dict] = None
+    default_camera: dict | None = None
     """Optional initial view: {"c2w": 4x4 list (OpenCV convention), "fov_y_deg": float}."""
-    decoder_kind: Optional[str] = None
+    decoder_kind: str | None = None
     """"gags" for the GAGS 16->512 residual decoder; None when the field has no decoder."""
     example_queries: tuple[str, ...] = ()
     source: str = ""
@@ -58,7 +57,7 @@ class FieldMetadata:
         return dataclasses.asdict(self)
 
     @staticmethod
-    def from_json(data: dict) -> "FieldMetadata":
+    def from_json(data: dict) -> FieldMetadata:
         """Build metadata from a parsed ``field.json``; unknown keys are a :class:`FieldError`."""
         if not isinstance(data, dict):
             raise FieldError("field metadata must be a JSON object")
@@ -123,9 +122,9 @@ class LanguageField:
     log_scales: Tensor
     opacity_logits: Tensor
     sh: Tensor
-    features: Optional[Tensor] = None
-    decoder: Optional[StateDict] = None
-    granularity_decoder: Optional[StateDict] = None
+    features: Tensor | None = None
+    decoder: StateDict | None = None
+    granularity_decoder: StateDict | None = None
     metadata: FieldMetadata = field(default_factory=FieldMetadata)
 
     @property
@@ -156,7 +155,7 @@ class LanguageField:
         """Normalised (w, x, y, z) quaternions. [N, 4]"""
         return torch.nn.functional.normalize(self.quats, dim=-1)
 
-    def to(self, device: torch.device | str) -> "LanguageField":
+    def to(self, device: torch.device | str) -> LanguageField:
         """A copy with every tensor on ``device``."""
 
         def move(value):
@@ -166,9 +165,7 @@ class LanguageField:
                 return {k: v.to(device) for k, v in value.items()}
             return value
 
-        return dataclasses.replace(
-            self, **{f.name: move(getattr(self, f.name)) for f in dataclasses.fields(self)}
-        )
+        return dataclasses.replace(self, **{f.name: move(getattr(self, f.name)) for f in dataclasses.fields(self)})
 
     def bounds(self) -> tuple[Tensor, Tensor]:
         """Robust axis-aligned bounds of the centres (1st and 99th percentile). ([3], [3])"""
@@ -179,7 +176,7 @@ class LanguageField:
         high = torch.quantile(sample.float(), 0.99, dim=0)
         return low, high
 
-    def validate(self) -> "LanguageField":
+    def validate(self) -> LanguageField:
         """Check shapes, dtypes and values; raise :class:`FieldError` naming the first problem.
 
         Returns the field itself so that loaders can ``return field.validate()``.

@@ -13,8 +13,8 @@ one-line message naming the path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
 
 from gags_viewer.errors import FieldError, FormatError
 from gags_viewer.field.language_field import LanguageField
@@ -29,7 +29,7 @@ EXPECTED = (
 )
 
 
-def load_field(path: str | Path, iteration: Optional[int] = None) -> LanguageField:
+def load_field(path: str | Path, iteration: int | None = None) -> LanguageField:
     """Read and validate the field at ``path`` (CPU tensors; see the module doc for accepted forms).
 
     ``iteration`` picks an iteration of a GAGS output directory (default: the highest) and is an error
@@ -43,20 +43,18 @@ def load_field(path: str | Path, iteration: Optional[int] = None) -> LanguageFie
         raise FormatError(path, f"cannot read ({error.strerror or error})") from None
 
 
-def _read(path: Path, iteration: Optional[int]) -> LanguageField:
+def _read(path: Path, iteration: int | None) -> LanguageField:
     """Pick the reader for ``path`` and run it (see :func:`load_field`)."""
     if not path.exists():
         raise FormatError(path, f"no such file or directory; expected {EXPECTED}")
     if path.is_dir():
         if is_native_dir(path):
-            reader = read_native
+            reader: Callable[[Path], LanguageField] = read_native
         elif is_official_dir(path):
             return read_official(path, iteration)
         else:
             hint = " (to load only its point_cloud.ply, pass that file)" if (path / "point_cloud.ply").is_file() else ""
-            raise FormatError(
-                path, f"has no {FIELD_JSON} and no point_cloud/iteration_<N>/{hint}; expected {EXPECTED}"
-            )
+            raise FormatError(path, f"has no {FIELD_JSON} and no point_cloud/iteration_<N>/{hint}; expected {EXPECTED}")
     else:
         suffix = path.suffix.lower()
         if suffix == ".ply":

@@ -91,7 +91,7 @@ def read_native(directory: str | Path) -> LanguageField:
             directory,
             f"field.json says decoder_kind {metadata.decoder_kind!r} but there is no clip decoder in {DECODERS}",
         )
-    if metadata.decoder_kind == "gags":
+    if metadata.decoder_kind == "gags" and field.decoder is not None:
         check_decoder_state(field.decoder, CLIP_DECODER_LAYERS, decoders_path)
     if field.granularity_decoder is not None:
         check_decoder_state(field.granularity_decoder, GRANULARITY_DECODER_LAYERS, decoders_path, GRANULARITY_CLASSES)
@@ -107,9 +107,7 @@ def read_metadata(path: Path) -> FieldMetadata:
     if version is None:
         raise FormatError(path, f"has no '{VERSION_KEY}'")
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
-        raise FormatError(
-            path, f"has {VERSION_KEY} {version!r}; this gags-viewer reads versions 1..{FORMAT_VERSION}"
-        )
+        raise FormatError(path, f"has {VERSION_KEY} {version!r}; this gags-viewer reads versions 1..{FORMAT_VERSION}")
     try:
         return FieldMetadata.from_json(data)
     except FieldError as error:

@@ -34,8 +34,10 @@ def nearest_neighbours(means: Tensor, k: int) -> tuple[Tensor, Tensor]:
     distances, indices = cKDTree(points).query(points, k=k, workers=-1)
     distances, indices = np.asarray(distances).reshape(len(points), k), np.asarray(indices).reshape(len(points), k)
     indices[:, 0], distances[:, 0] = np.arange(len(points)), 0.0
-    return (torch.from_numpy(distances).float().to(means.device),
-            torch.from_numpy(indices.astype(np.int64)).to(means.device))
+    return (
+        torch.from_numpy(distances).float().to(means.device),
+        torch.from_numpy(indices.astype(np.int64)).to(means.device),
+    )
 
 
 def neighbour_smoothed_features(

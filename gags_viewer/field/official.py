@@ -19,7 +19,6 @@ import logging
 import math
 import re
 from pathlib import Path
-from typing import Optional
 
 from gags_viewer.errors import FormatError
 from gags_viewer.field.checkpoint import (
@@ -62,7 +61,7 @@ def is_official_dir(directory: str | Path) -> bool:
     return root.is_dir() and any(_ITERATION_DIR.match(c.name) for c in root.iterdir())
 
 
-def read_official(directory: str | Path, iteration: Optional[int] = None) -> LanguageField:
+def read_official(directory: str | Path, iteration: int | None = None) -> LanguageField:
     """Read a GAGS output directory at ``iteration`` (default: the highest one). Not validated here."""
     directory = Path(directory)
     available = official_iterations(directory)
@@ -93,7 +92,7 @@ def read_official(directory: str | Path, iteration: Optional[int] = None) -> Lan
     return field
 
 
-def read_first_camera(path: Path) -> Optional[dict]:
+def read_first_camera(path: Path) -> dict | None:
     """The first camera of an Inria ``cameras.json`` as ``{"c2w": 4x4 list, "fov_y_deg": float}``.
 
     Inria stores each camera's centre as ``position`` and its camera-to-world rotation (OpenCV axes:

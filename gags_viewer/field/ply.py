@@ -184,9 +184,7 @@ def _numbered(names: set[str], prefix: str, path: Path) -> list[str]:
             by_index[index] = name
     if sorted(by_index) != list(range(len(by_index))):
         gap = min(set(range(max(by_index) + 1)) - set(by_index))
-        raise FormatError(
-            path, f"{prefix}* properties are not numbered 0..{len(by_index) - 1} (missing {prefix}{gap})"
-        )
+        raise FormatError(path, f"{prefix}* properties are not numbered 0..{len(by_index) - 1} (missing {prefix}{gap})")
     return [by_index[i] for i in range(len(by_index))]
 
 

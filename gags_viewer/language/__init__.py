@@ -23,7 +23,13 @@ from gags_viewer.language.decoders import (
     granularity_decoder_from_state_dict,
 )
 from gags_viewer.language.engine import MODES, QueryEngine, QueryResult
-from gags_viewer.language.relevancy import TEMPERATURE, normalize_scores, parse_queries, relevancy, relevancy_from_similarities
+from gags_viewer.language.relevancy import (
+    TEMPERATURE,
+    normalize_scores,
+    parse_queries,
+    relevancy,
+    relevancy_from_similarities,
+)
 
 __all__ = [
     "COLORMAPS",

@@ -18,9 +18,9 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,9 +37,8 @@ from gags_viewer.language.clip_weights import (  # noqa: F401 - ClipWeightsMissi
     resolve_clip_spec,
 )
 
-
 _config_lock = threading.Lock()
-_config_dir: Optional[str] = None
+_config_dir: str | None = None
 
 
 def register_config(path: str | os.PathLike) -> str:
@@ -103,8 +102,8 @@ class TextEncoder:
         self,
         spec: ClipSpec,
         *,
-        device: Optional[torch.device | str] = None,
-        cache_dir: Optional[str] = None,
+        device: torch.device | str | None = None,
+        cache_dir: str | None = None,
         probe_timeout: float = PROBE_TIMEOUT_S,
         allow_random_weights: bool = False,
     ):
@@ -115,12 +114,12 @@ class TextEncoder:
         self.probe_timeout = probe_timeout
         self._model = None
         self._tokenizer = None
-        self._embed_dim: Optional[int] = None
-        self._load_error: Optional[BaseException] = None
+        self._embed_dim: int | None = None
+        self._load_error: BaseException | None = None
         self._cache: dict[str, Tensor] = {}
         self._model_lock = threading.RLock()
         self._cache_lock = threading.Lock()
-        self._executor: Optional[ThreadPoolExecutor] = None
+        self._executor: ThreadPoolExecutor | None = None
 
     # -- loading ------------------------------------------------------------------------------------
 
@@ -135,7 +134,7 @@ class TextEncoder:
         assert self._embed_dim is not None
         return self._embed_dim
 
-    def checkpoint_path(self) -> tuple[str, Optional[str]]:
+    def checkpoint_path(self) -> tuple[str, str | None]:
         """(open_clip model name, local checkpoint file or tag to hand to open_clip), without loading.
 
         Raises :class:`ClipWeightsMissing` / :class:`ClipError` as :meth:`load` would, quickly.
@@ -150,7 +149,7 @@ class TextEncoder:
         )
         return name, weights
 
-    def load(self) -> "TextEncoder":
+    def load(self) -> TextEncoder:
         """Build the open_clip model and tokenizer (once). Raises :class:`ClipError` subclasses."""
         with self._model_lock:
             if self._model is not None:
@@ -194,6 +193,7 @@ class TextEncoder:
     # -- encoding -----------------------------------------------------------------------------------
 
     def _encode_batch(self, phrases: list[str]) -> Tensor:
+        assert self._tokenizer is not None and self._model is not None, "the model is loaded first"
         tokens = self._tokenizer(phrases).to(self.device)
         with torch.no_grad():
             embeds = self._model.encode_text(tokens)
@@ -203,7 +203,7 @@ class TextEncoder:
     def _key(phrase: str) -> str:
         return phrase.strip()
 
-    def cached(self, phrase: str) -> Optional[Tensor]:
+    def cached(self, phrase: str) -> Tensor | None:
         """The cached embedding of ``phrase`` [E] (float32, on ``device``), or None."""
         with self._cache_lock:
             return self._cache.get(self._key(phrase))
@@ -214,7 +214,9 @@ class TextEncoder:
         if embedding.ndim != 1:
             raise GagsError(f"an embedding must be one vector [E], got shape {list(embedding.shape)}")
         if self._embed_dim is not None and embedding.shape[0] != self._embed_dim:
-            raise GagsError(f"an embedding of size {embedding.shape[0]} does not fit this CLIP model ({self._embed_dim})")
+            raise GagsError(
+                f"an embedding of size {embedding.shape[0]} does not fit this CLIP model ({self._embed_dim})"
+            )
         with self._cache_lock:
             self._cache[self._key(phrase)] = F.normalize(embedding.detach().float(), dim=-1).to(self.device)
 
@@ -248,7 +250,7 @@ class TextEncoder:
                 return torch.zeros(0, self._embed_dim or 0, device=self.device)
             return torch.stack([self._cache[k] for k in keys])
 
-    def encode_async(self, phrases: Sequence[str] | str) -> "Future[Tensor]":
+    def encode_async(self, phrases: Sequence[str] | str) -> Future[Tensor]:
         """Encode on the background worker; the future resolves to ``encode(phrases)`` [K, E].
 
         Already-cached phrases give an already-completed future. Errors (e.g. missing weights) are set
@@ -279,7 +281,9 @@ _shared: dict[tuple, TextEncoder] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_text_encoder(spec: ClipSpec, *, device: Optional[torch.device | str] = None, cache_dir: Optional[str] = None) -> TextEncoder:
+def shared_text_encoder(
+    spec: ClipSpec, *, device: torch.device | str | None = None, cache_dir: str | None = None
+) -> TextEncoder:
     """One :class:`TextEncoder` per (spec, device, cache) in this process, so fields that share a CLIP
     model share its weights and embedding cache."""
     dev = torch.device(device) if device is not None else default_device()

@@ -25,7 +25,6 @@ import os
 import sys
 import types
 from pathlib import Path
-from typing import Optional
 
 from gags_viewer.errors import GagsError
 from gags_viewer.field.language_field import ClipSpec
@@ -43,7 +42,7 @@ BUNDLED_ROOT = Path(__file__).resolve().parents[2]
 """The directory bundled references are relative to (the one holding ``assets/``)."""
 
 
-def bundled_reference(path: str | os.PathLike) -> Optional[str]:
+def bundled_reference(path: str | os.PathLike) -> str | None:
     """``path`` as a bundled reference (:data:`BUNDLED_PREFIX`) if it lies under :data:`BUNDLED_ROOT`,
     else None."""
     try:
@@ -53,12 +52,12 @@ def bundled_reference(path: str | os.PathLike) -> Optional[str]:
     return BUNDLED_PREFIX + relative.as_posix()
 
 
-def resolve_reference(path: str | os.PathLike, base_dir: Optional[str | os.PathLike]) -> str:
+def resolve_reference(path: str | os.PathLike, base_dir: str | os.PathLike | None) -> str:
     """A config/checkpoint reference as a path: a bundled reference under :data:`BUNDLED_ROOT`, a
     relative path under ``base_dir`` (when given), ``~`` expanded."""
     text = str(path)
     if text.startswith(BUNDLED_PREFIX):
-        return str(BUNDLED_ROOT / text[len(BUNDLED_PREFIX):])
+        return str(BUNDLED_ROOT / text[len(BUNDLED_PREFIX) :])
     resolved = Path(text).expanduser()
     if not resolved.is_absolute() and base_dir is not None:
         resolved = Path(base_dir) / resolved
@@ -76,11 +75,11 @@ class ClipWeightsMissing(ClipError):
 def resolve_clip_spec(
     spec: ClipSpec,
     *,
-    base_dir: Optional[str | os.PathLike] = None,
-    model: Optional[str] = None,
-    pretrained: Optional[str] = None,
-    config_file: Optional[str | os.PathLike] = None,
-    checkpoint_file: Optional[str | os.PathLike] = None,
+    base_dir: str | os.PathLike | None = None,
+    model: str | None = None,
+    pretrained: str | None = None,
+    config_file: str | os.PathLike | None = None,
+    checkpoint_file: str | os.PathLike | None = None,
 ) -> ClipSpec:
     """The field's CLIP spec with relative paths resolved and command-line overrides applied.
 
@@ -124,7 +123,9 @@ def portable_clip_spec(spec: ClipSpec) -> ClipSpec:
             return None
         return bundled_reference(path) or str(Path(path).resolve())
 
-    return dataclasses.replace(spec, config_file=portable(spec.config_file), checkpoint_file=portable(spec.checkpoint_file))
+    return dataclasses.replace(
+        spec, config_file=portable(spec.config_file), checkpoint_file=portable(spec.checkpoint_file)
+    )
 
 
 def describe_spec(spec: ClipSpec) -> str:
@@ -146,7 +147,7 @@ def hf_cache_dir() -> str:
     return os.path.join(xdg, "huggingface", "hub")
 
 
-def _truthy(value: Optional[str]) -> bool:
+def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
@@ -166,11 +167,11 @@ def hub_offline() -> bool:
 class _TagLocation:
     """Where open_clip would fetch a pretrained tag from and where it caches it."""
 
-    hub_repo: Optional[str]  # e.g. laion/CLIP-ViT-B-16-laion2B-s34B-b88K
+    hub_repo: str | None  # e.g. laion/CLIP-ViT-B-16-laion2B-s34B-b88K
     filenames: list[str]  # candidate files, preferred first
-    url: Optional[str]
+    url: str | None
     cache_dir: str
-    local_file: Optional[str]  # found in the cache
+    local_file: str | None  # found in the cache
 
     def where(self) -> str:
         if self.hub_repo:
@@ -205,7 +206,7 @@ def _open_clip_pretrained():
         return pretrained
 
 
-def locate_pretrained(model: str, tag: str, cache_dir: Optional[str] = None) -> _TagLocation:
+def locate_pretrained(model: str, tag: str, cache_dir: str | None = None) -> _TagLocation:
     """Find the weights of an open_clip pretrained tag in the local caches, without any network access.
 
     Raises:
@@ -227,7 +228,9 @@ def locate_pretrained(model: str, tag: str, cache_dir: Optional[str] = None) -> 
         )
     hub = cfg.get("hf_hub", "")
     if cfg.get("file"):
-        return _TagLocation(None, [], cfg["file"], os.path.dirname(cfg["file"]), cfg["file"] if os.path.isfile(cfg["file"]) else None)
+        return _TagLocation(
+            None, [], cfg["file"], os.path.dirname(cfg["file"]), cfg["file"] if os.path.isfile(cfg["file"]) else None
+        )
     if hub:
         repo, filename = os.path.split(hub)
         filename = filename or oc_pretrained.HF_WEIGHTS_NAME
@@ -251,7 +254,7 @@ def locate_pretrained(model: str, tag: str, cache_dir: Optional[str] = None) -> 
     return _TagLocation(None, [], url, cache, target if os.path.isfile(target) else None)
 
 
-def _probe(location: _TagLocation, timeout: float) -> Optional[str]:
+def _probe(location: _TagLocation, timeout: float) -> str | None:
     """None if the download source answers within ``timeout`` seconds, else the reason it does not."""
     if location.hub_repo:
         try:
@@ -290,10 +293,10 @@ def _missing_message(spec: ClipSpec, location: _TagLocation, reason: str) -> str
 def locate_weights(
     spec: ClipSpec,
     *,
-    cache_dir: Optional[str] = None,
+    cache_dir: str | None = None,
     probe_timeout: float = PROBE_TIMEOUT_S,
     allow_random_weights: bool = False,
-) -> Optional[str]:
+) -> str | None:
     """The weights to hand to open_clip for ``spec``: a local file, or the tag itself when it has to be
     downloaded and the download source answers; None for a spec without weights when
     ``allow_random_weights`` (a randomly initialised model). Never loads anything.

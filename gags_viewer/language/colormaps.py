@@ -55,6 +55,6 @@ def query_colors(count: int, device: torch.device | str = "cpu") -> Tensor:
     """Distinct colours for ``count`` queries (matplotlib's tab10, cycled). [count, 3]"""
     import matplotlib
 
-    table = torch.tensor(matplotlib.colormaps["tab10"].colors, dtype=torch.float32)
+    table = torch.tensor(matplotlib.colormaps["tab10"](range(10))[:, :3], dtype=torch.float32)
     index = torch.arange(count) % table.shape[0]
     return table[index].to(device)

@@ -8,8 +8,8 @@ empty background, where the decoded feature of a zero vector gives an arbitrary 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -23,7 +23,7 @@ def _strength(relevancy: Tensor, threshold: float) -> Tensor:
     return ((relevancy - threshold) / span).clamp(0.0, 1.0)
 
 
-def _coverage(alpha: Optional[Tensor], like: Tensor) -> Tensor:
+def _coverage(alpha: Tensor | None, like: Tensor) -> Tensor:
     return torch.ones_like(like) if alpha is None else alpha.to(like).clamp(0.0, 1.0)
 
 
@@ -33,7 +33,7 @@ def heatmap_overlay(
     threshold: float = 0.5,
     colormap: str = "turbo",
     opacity: float = 0.75,
-    alpha: Optional[Tensor] = None,
+    alpha: Tensor | None = None,
 ) -> Tensor:
     """One query as a heat map over the RGB render, only where relevancy exceeds ``threshold``.
 
@@ -56,9 +56,9 @@ def multi_query_overlay(
     rgb: Tensor,
     relevancy: Tensor,
     threshold: float = 0.5,
-    colors: Optional[Tensor] = None,
+    colors: Tensor | None = None,
     opacity: float = 0.7,
-    alpha: Optional[Tensor] = None,
+    alpha: Tensor | None = None,
 ) -> Tensor:
     """K queries, each in its own colour, over the RGB render.
 
@@ -83,7 +83,9 @@ def multi_query_overlay(
     return (rgb * (1.0 - weight) + colors[index] * weight).clamp(0.0, 1.0)
 
 
-def binary_mask(relevancy: Tensor, threshold: float = 0.5, alpha: Optional[Tensor] = None, min_alpha: float = 0.5) -> Tensor:
+def binary_mask(
+    relevancy: Tensor, threshold: float = 0.5, alpha: Tensor | None = None, min_alpha: float = 0.5
+) -> Tensor:
     """Thresholded relevancy; with ``alpha``, pixels less opaque than ``min_alpha`` are excluded.
 
     [K, H, W] (or [H, W]) -> bool of the same shape.
@@ -94,7 +96,7 @@ def binary_mask(relevancy: Tensor, threshold: float = 0.5, alpha: Optional[Tenso
     return mask
 
 
-def mask_image(mask: Tensor, colors: Optional[Tensor] = None, rgb: Optional[Tensor] = None, opacity: float = 1.0) -> Tensor:
+def mask_image(mask: Tensor, colors: Tensor | None = None, rgb: Tensor | None = None, opacity: float = 1.0) -> Tensor:
     """Masks as an image: one query is white on black; K queries each in their own colour (later over
     earlier). With ``rgb``, masks are blended over it at ``opacity`` instead of over black.
 
@@ -120,10 +122,10 @@ def mask_image(mask: Tensor, colors: Optional[Tensor] = None, rgb: Optional[Tens
 
 def granularity_image(
     probabilities: Tensor,
-    rgb: Optional[Tensor] = None,
-    alpha: Optional[Tensor] = None,
+    rgb: Tensor | None = None,
+    alpha: Tensor | None = None,
     opacity: float = 0.6,
-    colors: Optional[Tensor] = None,
+    colors: Tensor | None = None,
 ) -> Tensor:
     """The granularity map: each pixel coloured by the argmax of (α_s, α_m, α_l).
 
@@ -162,7 +164,7 @@ class FeaturePCA:
     high: Tensor
 
     @staticmethod
-    def fit(features: Tensor, max_samples: int = 200_000, seed: int = 0) -> "FeaturePCA":
+    def fit(features: Tensor, max_samples: int = 200_000, seed: int = 0) -> FeaturePCA:
         """Fit on per-Gaussian features [N, D] (a deterministic subsample when N is large)."""
         x = features.detach().float()
         if x.shape[0] > max_samples:
@@ -180,8 +182,8 @@ class FeaturePCA:
         vectors = vectors * torch.where(signs == 0, torch.ones_like(signs), signs)
         vectors = vectors.to(x.device)
         projected = centred @ vectors
-        low = torch.quantile(projected[: 100_000].cpu(), 0.01, dim=0).to(x.device)
-        high = torch.quantile(projected[: 100_000].cpu(), 0.99, dim=0).to(x.device)
+        low = torch.quantile(projected[:100_000].cpu(), 0.01, dim=0).to(x.device)
+        high = torch.quantile(projected[:100_000].cpu(), 0.99, dim=0).to(x.device)
         high = torch.maximum(high, low + 1e-6)
         return FeaturePCA(mean, vectors, low, high)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +60,9 @@ def linear_layers(state: StateDict, name: str = "decoder") -> dict[int, tuple[Te
         if weight.ndim == 4 and tuple(weight.shape[2:]) == (1, 1):
             weight = weight[:, :, 0, 0]
         if weight.ndim != 2:
-            raise FieldError(f"{name}: weight decoder.{index} has shape {list(weights[index].shape)}; expected (out, in, 1, 1) or (out, in)")
+            raise FieldError(
+                f"{name}: weight decoder.{index} has shape {list(weights[index].shape)}; expected (out, in, 1, 1) or (out, in)"
+            )
         bias = biases.get(index)
         if bias is None:
             bias = torch.zeros(weight.shape[0], dtype=weight.dtype)
@@ -87,6 +89,13 @@ def _chunked(fn: Callable[[Tensor], Tensor], x: Tensor, chunk_size: int) -> Tens
 class _Decoder(nn.Module):
     in_dim: int
     out_dim: int
+
+    layers: nn.ModuleList
+
+    @property
+    def linears(self) -> list[nn.Linear]:
+        """The linear layers in order (``layers``, typed)."""
+        return [cast(nn.Linear, layer) for layer in self.layers]
 
     @torch.no_grad()
     def decode(self, features: Tensor, chunk_size: int | None = None) -> Tensor:
@@ -133,16 +142,16 @@ class GagsClipDecoder(_Decoder):
 
     def forward(self, x: Tensor) -> Tensor:
         """[..., D] -> [..., 512], L2-normalised."""
-        return F.normalize(self.layers[8](self.hidden(x)), dim=-1, eps=1e-12)
+        return F.normalize(self.linears[8](self.hidden(x)), dim=-1, eps=1e-12)
 
     @property
     def head(self) -> nn.Linear:
-        return self.layers[8]
+        return self.linears[8]
 
     def hidden(self, x: Tensor) -> Tensor:
         """Everything but the last layer: relu(L14(relu(L12(h3 + h4)))). [..., D] -> [..., width]"""
         self._check_input(x)
-        L = self.layers
+        L = self.linears
         h1 = F.relu(L[0](x))
         h2 = F.relu(L[2](F.relu(L[1](h1))))
         h3 = F.relu(L[3](h1 + h2))
@@ -161,7 +170,7 @@ class GagsClipDecoder(_Decoder):
         width = layers[0][0].shape[0]
         out_dim = layers[16][0].shape[0]
         module = GagsClipDecoder(in_dim, width, out_dim)
-        for linear, index in zip(module.layers, GAGS_CLIP_LAYERS):
+        for linear, index in zip(module.linears, GAGS_CLIP_LAYERS):
             weight, bias = layers[index]
             if tuple(weight.shape) != tuple(linear.weight.shape):
                 raise FieldError(
@@ -174,7 +183,7 @@ class GagsClipDecoder(_Decoder):
     def state_dict_official(self) -> StateDict:
         """The official key layout: ``decoder.{k}.weight`` (out, in, 1, 1) and ``decoder.{k}.bias``."""
         out = {}
-        for linear, index in zip(self.layers, GAGS_CLIP_LAYERS):
+        for linear, index in zip(self.linears, GAGS_CLIP_LAYERS):
             out[f"decoder.{index}.weight"] = linear.weight.detach().clone()[:, :, None, None]
             out[f"decoder.{index}.bias"] = linear.bias.detach().clone()
         return out
@@ -197,14 +206,14 @@ class MLPDecoder(_Decoder):
         self.in_dim, self.out_dim = dims[0], dims[-1]
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.layers[-1](self.hidden(x))
+        x = self.linears[-1](self.hidden(x))
         if self.output == "softmax":
             return torch.softmax(x, dim=-1)
         return F.normalize(x, dim=-1, eps=1e-12)
 
     @property
     def head(self) -> nn.Linear | None:
-        return self.layers[-1] if self.output == "l2" else None
+        return self.linears[-1] if self.output == "l2" else None
 
     def hidden(self, x: Tensor) -> Tensor:
         """Every layer but the last, each followed by ReLU (the input itself for one layer). [..., D] -> [..., width]"""
@@ -220,9 +229,11 @@ class MLPDecoder(_Decoder):
         dims = [weights[0][0].shape[1]] + [w.shape[0] for w, _ in weights]
         for (w_prev, _), (w, _), k in zip(weights[:-1], weights[1:], sorted(layers)[1:]):
             if w.shape[1] != w_prev.shape[0]:
-                raise FieldError(f"{name}: decoder.{k} takes {w.shape[1]} inputs but the previous layer gives {w_prev.shape[0]}")
+                raise FieldError(
+                    f"{name}: decoder.{k} takes {w.shape[1]} inputs but the previous layer gives {w_prev.shape[0]}"
+                )
         module = MLPDecoder(dims, output)
-        for linear, (weight, bias) in zip(module.layers, weights):
+        for linear, (weight, bias) in zip(module.linears, weights):
             linear.weight.data.copy_(weight.float())
             linear.bias.data.copy_(bias.float())
         return module.eval().requires_grad_(False)
@@ -253,7 +264,9 @@ def granularity_decoder_from_state_dict(state: StateDict) -> MLPDecoder:
     return module
 
 
-def random_gags_decoder_state(in_dim: int = 16, width: int = 256, out_dim: int = 512, seed: int = 0, bias: bool = True) -> StateDict:
+def random_gags_decoder_state(
+    in_dim: int = 16, width: int = 256, out_dim: int = 512, seed: int = 0, bias: bool = True
+) -> StateDict:
     """A random GAGS CLIP decoder in the official layout (tests, benchmarks, synthetic fields)."""
     generator = torch.Generator().manual_seed(seed)
     dims = [(in_dim, width)] + [(width, width)] * 7 + [(width, out_dim)]

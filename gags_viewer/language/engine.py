@@ -136,7 +136,9 @@ class QueryEngine:
         if not field.has_language:
             raise GagsError("this field has no language features (an RGB-only splat cannot be queried)")
         if neighbours < 1:
-            raise GagsError(f"gaussian-mode neighbours must be at least 1 (1: each Gaussian's own feature), got {neighbours}")
+            raise GagsError(
+                f"gaussian-mode neighbours must be at least 1 (1: each Gaussian's own feature), got {neighbours}"
+            )
         self.field = field
         self.device = field.means.device
         self._text_encoder = text_encoder
@@ -176,7 +178,9 @@ class QueryEngine:
             self._text_encoder = shared_text_encoder(self.field.metadata.clip)
         return self._text_encoder
 
-    def _decoder(self, name: str, state: StateDict | None, build: Callable[[StateDict], Module], missing: str) -> Module:
+    def _decoder(
+        self, name: str, state: StateDict | None, build: Callable[[StateDict], Module], missing: str
+    ) -> Module:
         """The decoder cached under ``name``, built from the field's ``state`` dict on first use and moved
         to the engine's device; GagsError(``missing``) when the field has no such decoder."""
         with self._lock:
@@ -200,7 +204,10 @@ class QueryEngine:
     def granularity_decoder(self):
         """The field's granularity decoder (D → softmax over s, m, l) on the engine's device."""
         return self._decoder(
-            "granularity", self.field.granularity_decoder, granularity_decoder_from_state_dict, "this field has no granularity decoder"
+            "granularity",
+            self.field.granularity_decoder,
+            granularity_decoder_from_state_dict,
+            "this field has no granularity decoder",
         )
 
     @property
@@ -236,10 +243,11 @@ class QueryEngine:
         with self._build_lock:
             if self._gaussian_features is None:
                 field = self.field
-                features = field.features.to(self.device)
+                features = _language_features(field).to(self.device)
                 sizes = field.scales().amax(dim=1).to(self.device)
-                self._gaussian_features = neighbour_smoothed_features(field.means.to(self.device), sizes, features,
-                                                                      self.neighbours)
+                self._gaussian_features = neighbour_smoothed_features(
+                    field.means.to(self.device), sizes, features, self.neighbours
+                )
             return self._gaussian_features
 
     def gaussian_clip_features(self) -> Tensor:
@@ -255,7 +263,9 @@ class QueryEngine:
                 dtype = torch.float32 if n * e * 4 <= (1 << 30) else torch.float16
                 out = torch.empty(n, e, dtype=dtype, device=self.device)
                 for i in range(0, n, self.chunk_size):
-                    out[i : i + self.chunk_size] = self.clip_decoder.decode(features[i : i + self.chunk_size], self.chunk_size)
+                    out[i : i + self.chunk_size] = self.clip_decoder.decode(
+                        features[i : i + self.chunk_size], self.chunk_size
+                    )
                 self._sync()
                 self._gaussian_clip = out
                 self.decode_gaussians_seconds = time.perf_counter() - start
@@ -336,10 +346,19 @@ class QueryEngine:
 
     # -- queries ------------------------------------------------------------------------------------
 
-    def render_features(self, camera: Camera, *, rgb: bool = True, background: Sequence[float] = (0.0, 0.0, 0.0)) -> RenderOutput:
+    def render_features(
+        self, camera: Camera, *, rgb: bool = True, background: Sequence[float] = (0.0, 0.0, 0.0)
+    ) -> RenderOutput:
         """One render pass with the D-channel language features (background 0). features: [H, W, D]"""
-        return render(self.field, camera, rgb=rgb, features=self.field.features, background=background,
-                      backend=self.backend, depth=False)
+        return render(
+            self.field,
+            camera,
+            rgb=rgb,
+            features=self.field.features,
+            background=background,
+            backend=self.backend,
+            depth=False,
+        )
 
     def query(
         self,
@@ -388,7 +407,9 @@ class QueryEngine:
         self._sync()
         timings["render"] = time.perf_counter() - start
 
-        relevancy = self.pixel_relevancy(out.features, out.alpha, queries, negatives, timings, min_decode_alpha)
+        relevancy = self.pixel_relevancy(
+            _rendered_features(out), out.alpha, queries, negatives, timings, min_decode_alpha
+        )
         return QueryResult(relevancy, None, out, tuple(queries), tuple(negatives), "pixel", timings)
 
     def pixel_relevancy(
@@ -433,23 +454,29 @@ class QueryEngine:
         timings["relevancy"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        out = render(self.field, camera, rgb=rgb, features=scores.T, background=background, backend=self.backend,
-                     depth=False)
+        out = render(
+            self.field, camera, rgb=rgb, features=scores.T, background=background, backend=self.backend, depth=False
+        )
         self._sync()
         timings["render"] = time.perf_counter() - start
 
         start = time.perf_counter()
         if self.alpha_normalize:
-            relevancy = alpha_normalize(out.features, out.alpha, self.min_alpha)
+            relevancy = alpha_normalize(_rendered_features(out), out.alpha, self.min_alpha)
         else:
-            relevancy = out.features.permute(2, 0, 1).contiguous()
+            relevancy = _rendered_features(out).permute(2, 0, 1).contiguous()
         timings["relevancy"] += time.perf_counter() - start
         return QueryResult(relevancy, scores, out, tuple(queries), tuple(negatives), "gaussian", timings)
 
     # -- granularity and feature colours -----------------------------------------------------------
 
     def granularity(
-        self, camera: Camera, mode: QueryMode = "pixel", *, rgb: bool = True, background: Sequence[float] = (0.0, 0.0, 0.0)
+        self,
+        camera: Camera,
+        mode: QueryMode = "pixel",
+        *,
+        rgb: bool = True,
+        background: Sequence[float] = (0.0, 0.0, 0.0),
     ) -> tuple[Tensor, RenderOutput]:
         """Granularity probabilities (α_s, α_m, α_l) per pixel and the render they came from.
 
@@ -468,16 +495,29 @@ class QueryEngine:
             if self._gaussian_granularity is None:
                 self._gaussian_granularity = decoder.decode(features, self.chunk_size)
             per_gaussian = self._gaussian_granularity
-        out = render(self.field, camera, rgb=rgb, features=per_gaussian, background=background, backend=self.backend,
-                     depth=False)
-        return alpha_normalize(out.features, out.alpha, self.min_alpha).permute(1, 2, 0), out
+        out = render(
+            self.field, camera, rgb=rgb, features=per_gaussian, background=background, backend=self.backend, depth=False
+        )
+        return alpha_normalize(_rendered_features(out), out.alpha, self.min_alpha).permute(1, 2, 0), out
 
     def feature_pca(self) -> FeaturePCA:
         """The field's fixed feature → RGB projection (fitted once on the per-Gaussian features)."""
         with self._lock:
             if self._pca is None:
-                self._pca = FeaturePCA.fit(self.field.features.to(self.device))
+                self._pca = FeaturePCA.fit(_language_features(self.field).to(self.device))
             return self._pca
+
+
+def _rendered_features(out: RenderOutput) -> Tensor:
+    """The feature channels of a render made with ``features=``. [H, W, C]"""
+    assert out.features is not None, "rendered without features"
+    return out.features
+
+
+def _language_features(field: LanguageField) -> Tensor:
+    """The field's per-Gaussian language features (the engine is only built on fields that have them). [N, D]"""
+    assert field.features is not None, "a QueryEngine needs a field with language features"
+    return field.features
 
 
 def _same_text(cached: Tensor | None, current: Tensor) -> bool:

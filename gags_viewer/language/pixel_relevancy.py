@@ -70,8 +70,9 @@ class FoldedRelevancy:
     _zero: Tensor | None = None
 
     @staticmethod
-    def build(decoder: _Decoder, text: Tensor, num_queries: int, temperature: float,
-              body: _Decoder | None = None) -> FoldedRelevancy:
+    def build(
+        decoder: _Decoder, text: Tensor, num_queries: int, temperature: float, body: _Decoder | None = None
+    ) -> FoldedRelevancy:
         """Fold ``decoder``'s last layer into ``text`` [K + M, E] (queries then negatives, unit rows).
 
         ``body``: the decoder in the precision to decode in (:func:`cast_decoder`); default ``decoder``.

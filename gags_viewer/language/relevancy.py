@@ -13,7 +13,7 @@ sigmoid is monotone, the minimum over negatives is the sigmoid of τ (s_q − ma
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -93,7 +93,7 @@ def alpha_normalize(accumulated: Tensor, alpha: Tensor, min_alpha: float = 1e-6)
     return out.permute(2, 0, 1).contiguous()
 
 
-def normalize_scores(scores: Tensor, dim: Optional[int] = None, eps: float = 1e-9) -> Tensor:
+def normalize_scores(scores: Tensor, dim: int | None = None, eps: float = 1e-9) -> Tensor:
     """GAGS' display/threshold normalisation: o = clip(2·minmax(r) − 1, 0, 1).
 
     Args:

@@ -216,7 +216,9 @@ class GaussianSelector:
                 for phrase, row in zip(missing, rel):
                     fresh[(phrase, negatives)] = row.contiguous()
                     self._remember(self._relevancy, (phrase, negatives), fresh[(phrase, negatives)])
-            return torch.stack([fresh.get((p, negatives), self._relevancy.get((p, negatives))) for p in phrases])
+            return torch.stack(
+                [fresh[(p, negatives)] if (p, negatives) in fresh else self._relevancy[(p, negatives)] for p in phrases]
+            )
 
     def term_masks(
         self,

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
-import torch
 from torch import Tensor
 
 from gags_viewer.field.language_field import ClipSpec
@@ -43,14 +42,15 @@ class Vocabulary:
 
     model: str
     phrases: tuple[str, ...]
-    _embeddings: Optional[Tensor] = field(default=None, repr=False)
+    _embeddings: Tensor | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def examples(self, count: int = 6) -> list[str]:
         return list(self.phrases[:count])
 
-    def far_phrases(self, phrases: Sequence[str], encode: Callable[[list[str]], Tensor],
-                    threshold: float = FAR_SIMILARITY) -> list[str]:
+    def far_phrases(
+        self, phrases: Sequence[str], encode: Callable[[list[str]], Tensor], threshold: float = FAR_SIMILARITY
+    ) -> list[str]:
         """The ``phrases`` whose embedding is far from every trained phrase.
 
         Args:
@@ -66,7 +66,7 @@ class Vocabulary:
         return [p for p, s in zip(phrases, best.tolist()) if s < threshold]
 
 
-def vocabulary_for(spec: ClipSpec) -> Optional[Vocabulary]:
+def vocabulary_for(spec: ClipSpec) -> Vocabulary | None:
     """The vocabulary file next to the (resolved) spec's model config, or None (a general CLIP)."""
     if not spec.config_file:
         return None
@@ -87,5 +87,7 @@ def far_phrase_note(vocabulary: Vocabulary, phrases: Sequence[str], encode: Call
         return ""
     names = ", ".join(f"'{p}'" for p in far)
     verb = "is" if len(far) == 1 else "are"
-    return (f"{names} {verb} far from every phrase {vocabulary.model} was trained on: "
-            "the highlight means little (try a phrase like those above)")
+    return (
+        f"{names} {verb} far from every phrase {vocabulary.model} was trained on: "
+        "the highlight means little (try a phrase like those above)"
+    )

@@ -167,7 +167,9 @@ class ClipImageEncoder:
             return torch.zeros(0, self.embed_dim)
         return torch.cat(out)
 
-    def encode_masks(self, image: np.ndarray | Tensor, masks: Sequence[np.ndarray], cache: dict | None = None) -> Tensor:
+    def encode_masks(
+        self, image: np.ndarray | Tensor, masks: Sequence[np.ndarray], cache: dict | None = None
+    ) -> Tensor:
         """Unit embeddings of the masks of one image. [M, E] float32
 
         Args:

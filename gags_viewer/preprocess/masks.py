@@ -102,7 +102,9 @@ class MaskSource(Protocol):
         ...
 
 
-def id_map_masks(ids: np.ndarray, min_pixels: int = 1, order: Sequence[int] | None = None) -> tuple[list[np.ndarray], list[int]]:
+def id_map_masks(
+    ids: np.ndarray, min_pixels: int = 1, order: Sequence[int] | None = None
+) -> tuple[list[np.ndarray], list[int]]:
     """Split an integer id map into one boolean mask per id (ids < 0 are "no mask").
 
     Args:
@@ -119,7 +121,9 @@ def id_map_masks(ids: np.ndarray, min_pixels: int = 1, order: Sequence[int] | No
     return [ids == i for i in sequence], sequence
 
 
-def ambiguous_levels(maps: Mapping[str, np.ndarray], probability: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def ambiguous_levels(
+    maps: Mapping[str, np.ndarray], probability: float, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Imitate SAM's view-dependent granularity on nested ground-truth id maps.
 
     SAM's three outputs for a prompt are not tied to fixed semantic levels: in one view the "whole"

@@ -174,7 +174,11 @@ def write_colmap_text(
                 len(colmap_cameras) + 1, "PINHOLE", camera.width, camera.height, np.array(key[2:], dtype=np.float64)
             )
         w2c = camera.world_to_camera.double().numpy()
-        images.append(ColmapImage(index + 1, name, rotation_to_quaternion(w2c[:3, :3]), w2c[:3, 3].copy(), colmap_cameras[key].camera_id))
+        images.append(
+            ColmapImage(
+                index + 1, name, rotation_to_quaternion(w2c[:3, :3]), w2c[:3, 3].copy(), colmap_cameras[key].camera_id
+            )
+        )
     write_cameras(sparse / "cameras.txt", list(colmap_cameras.values()))
     write_images(sparse / "images.txt", images)
     if points is None:
@@ -184,7 +188,9 @@ def write_colmap_text(
     write_points3d(
         sparse / "points3D.txt",
         ColmapPoints(
-            ids=np.arange(1, len(points) + 1), xyz=np.asarray(points, np.float64), rgb=rgb.astype(np.uint8),
+            ids=np.arange(1, len(points) + 1),
+            xyz=np.asarray(points, np.float64),
+            rgb=rgb.astype(np.uint8),
             error=np.zeros(len(points)),
         ),
     )
@@ -195,14 +201,17 @@ def rotation_to_quaternion(rotation: np.ndarray) -> np.ndarray:
     """Unit (w, x, y, z) quaternion of a rotation matrix, w >= 0. [3, 3] -> [4] float64"""
     m = np.asarray(rotation, dtype=np.float64)
     # Symmetric 4x4 matrix whose top eigenvector is the quaternion (Bar-Itzhack's method): robust for any rotation.
-    k = np.array(
-        [
-            [m[0, 0] - m[1, 1] - m[2, 2], 0.0, 0.0, 0.0],
-            [m[0, 1] + m[1, 0], m[1, 1] - m[0, 0] - m[2, 2], 0.0, 0.0],
-            [m[0, 2] + m[2, 0], m[1, 2] + m[2, 1], m[2, 2] - m[0, 0] - m[1, 1], 0.0],
-            [m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1], m[0, 0] + m[1, 1] + m[2, 2]],
-        ]
-    ) / 3.0
+    k = (
+        np.array(
+            [
+                [m[0, 0] - m[1, 1] - m[2, 2], 0.0, 0.0, 0.0],
+                [m[0, 1] + m[1, 0], m[1, 1] - m[0, 0] - m[2, 2], 0.0, 0.0],
+                [m[0, 2] + m[2, 0], m[1, 2] + m[2, 1], m[2, 2] - m[0, 0] - m[1, 1], 0.0],
+                [m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1], m[0, 0] + m[1, 1] + m[2, 2]],
+            ]
+        )
+        / 3.0
+    )
     values, vectors = np.linalg.eigh(k)
     x, y, z, w = vectors[:, np.argmax(values)]
     q = np.array([w, x, y, z])

@@ -8,7 +8,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 import torch
 from torch import Tensor
@@ -133,13 +133,12 @@ def render(
     colors = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
     num_features = 0 if features is None else features.shape[1]
-    bg = _background(tuple(float(v) for v in background)[: 3 if rgb else 0], num_features + int(depth),
-                     means.dtype, means.device)
+    bg = _background(
+        tuple(float(v) for v in background)[: 3 if rgb else 0], num_features + int(depth), means.dtype, means.device
+    )
     if backend == "auto":
-        needs_grad = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (means, quats, scales, opacities, colors)
-        )
-        backend = choose_backend(means.device, needs_grad)
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (means, quats, scales, opacities, colors))
+        backend = cast(BackendName, choose_backend(means.device, needs_grad))
     image, alpha = get_backend(backend).rasterize(means, quats, scales, opacities, colors, camera, bg)
 
     expected_depth = None

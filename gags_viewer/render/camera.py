@@ -48,7 +48,7 @@ class Camera:
         return -rotation.T @ self.world_to_camera[:3, 3]
 
     @staticmethod
-    def from_camera_to_world(c2w, K, width: int, height: int) -> "Camera":
+    def from_camera_to_world(c2w, K, width: int, height: int) -> Camera:
         """Camera from a camera-to-world matrix ([4,4] or [3,4], OpenCV axes) and intrinsics."""
         c2w = _as_tensor(c2w)
         if tuple(c2w.shape) == (3, 4):
@@ -56,18 +56,18 @@ class Camera:
         return Camera(torch.linalg.inv(c2w), _as_tensor(K), int(width), int(height))
 
     @staticmethod
-    def from_fov(c2w, fov_y_deg: float, width: int, height: int) -> "Camera":
+    def from_fov(c2w, fov_y_deg: float, width: int, height: int) -> Camera:
         """Camera with square pixels, a vertical field of view and the principal point at the centre."""
         focal = 0.5 * height / math.tan(math.radians(fov_y_deg) / 2)
         return Camera.from_camera_to_world(c2w, intrinsics(focal, focal, width, height), width, height)
 
     @staticmethod
-    def from_nerfview(camera_state, width: int, height: int) -> "Camera":
+    def from_nerfview(camera_state, width: int, height: int) -> Camera:
         """Camera from nerfview's ``CameraState`` (fields ``c2w`` and ``get_K((W, H))``)."""
         return Camera.from_camera_to_world(camera_state.c2w, camera_state.get_K((width, height)), width, height)
 
     @staticmethod
-    def from_colmap(qvec, tvec, fx: float, fy: float, cx: float, cy: float, width: int, height: int) -> "Camera":
+    def from_colmap(qvec, tvec, fx: float, fy: float, cx: float, cy: float, width: int, height: int) -> Camera:
         """Camera from a COLMAP image pose (world-to-camera quaternion wxyz and translation) and intrinsics."""
         rotation = quat_to_rotation(_as_tensor(qvec))
         w2c = torch.eye(4)
@@ -76,7 +76,7 @@ class Camera:
         return Camera(w2c, intrinsics(fx, fy, width, height, cx, cy), int(width), int(height))
 
     @staticmethod
-    def from_cameras_json(entry: dict) -> "Camera":
+    def from_cameras_json(entry: dict) -> Camera:
         """Camera from one entry of the Inria ``cameras.json`` (position, c2w rotation, fx, fy, size).
 
         Principal point at the image centre, as the Inria/GAGS renderer assumes.
@@ -88,10 +88,12 @@ class Camera:
             width, height = int(entry["width"]), int(entry["height"])
             K = intrinsics(float(entry["fx"]), float(entry["fy"]), width, height)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise RenderError(f"bad cameras.json entry {entry.get('img_name', '?') if isinstance(entry, dict) else ''}: {exc}") from None
+            raise RenderError(
+                f"bad cameras.json entry {entry.get('img_name', '?') if isinstance(entry, dict) else ''}: {exc}"
+            ) from None
         return Camera.from_camera_to_world(c2w, K, width, height)
 
-    def resized(self, width: int, height: int) -> "Camera":
+    def resized(self, width: int, height: int) -> Camera:
         """The same view at another image size (intrinsics scaled per axis)."""
         K = self.K.clone()
         K[0] *= width / self.width
@@ -100,7 +102,9 @@ class Camera:
         return Camera(self.world_to_camera, K, int(width), int(height))
 
 
-def intrinsics(fx: float, fy: float, width: int, height: int, cx: float | None = None, cy: float | None = None) -> Tensor:
+def intrinsics(
+    fx: float, fy: float, width: int, height: int, cx: float | None = None, cy: float | None = None
+) -> Tensor:
     """[3, 3] pinhole intrinsics; the principal point defaults to the image centre."""
     cx = width / 2 if cx is None else cx
     cy = height / 2 if cy is None else cy
@@ -111,9 +115,15 @@ def quat_to_rotation(quat: Tensor) -> Tensor:
     """Rotation matrices from (w, x, y, z) quaternions (normalised here). [..., 4] -> [..., 3, 3]"""
     w, x, y, z = torch.nn.functional.normalize(quat, dim=-1).unbind(-1)
     rows = [
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        1 - 2 * (y * y + z * z),
+        2 * (x * y - w * z),
+        2 * (x * z + w * y),
+        2 * (x * y + w * z),
+        1 - 2 * (x * x + z * z),
+        2 * (y * z - w * x),
+        2 * (x * z - w * y),
+        2 * (y * z + w * x),
+        1 - 2 * (x * x + y * y),
     ]
     return torch.stack(rows, dim=-1).reshape(quat.shape[:-1] + (3, 3))
 

@@ -12,7 +12,9 @@ class GsplatBackend:
 
     differentiable = True
 
-    def rasterize(self, means, unit_quats, scales, opacities, colors, camera: Camera, background) -> tuple[Tensor, Tensor]:
+    def rasterize(
+        self, means, unit_quats, scales, opacities, colors, camera: Camera, background
+    ) -> tuple[Tensor, Tensor]:
         """See :class:`gags_viewer.render.api.Backend`. Returns ([H, W, C], [H, W])."""
         from gsplat import rasterization
 

@@ -54,13 +54,17 @@ class NumbaBackend:
         """-> (means2d [N, 2], conics [N, 3], depths [N], radii [N, 2] int32) as numpy arrays."""
         if self.projection == "torch":
             with torch.no_grad():
-                proj = project_gaussians(
-                    *(t.detach().to(device="cpu", dtype=torch.float32) for t in (means, unit_quats, scales)), camera
-                )
-            return (_as_numpy(proj.means2d), _as_numpy(proj.conics), _as_numpy(proj.depths),
-                    _as_numpy(proj.radii, torch.int32))
-        threads = numba_kernels.threads_for(means.shape[0], numba_kernels.PARALLEL_MIN_GAUSSIANS,
-                                            numba.get_num_threads())
+                as_cpu = [t.detach().to(device="cpu", dtype=torch.float32) for t in (means, unit_quats, scales)]
+                proj = project_gaussians(as_cpu[0], as_cpu[1], as_cpu[2], camera)
+            return (
+                _as_numpy(proj.means2d),
+                _as_numpy(proj.conics),
+                _as_numpy(proj.depths),
+                _as_numpy(proj.radii, torch.int32),
+            )
+        threads = numba_kernels.threads_for(
+            means.shape[0], numba_kernels.PARALLEL_MIN_GAUSSIANS, numba.get_num_threads()
+        )
         with numba_kernels.using_threads(threads):
             return numba_kernels.project(
                 _as_numpy(means),

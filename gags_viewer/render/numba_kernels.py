@@ -485,8 +485,9 @@ def _runs(tile_start, num_runs):
 
 
 @numba.njit(inline="never")
-def _composite_tile(records, colors, tile_start, ids, tile, width, height, tiles_x, background, image,
-                    alpha_out, trans, done, acc):
+def _composite_tile(
+    records, colors, tile_start, ids, tile, width, height, tiles_x, background, image, alpha_out, trans, done, acc
+):
     """Composite one tile front to back (see ``_composite``), using the scratch buffers of its thread."""
     num_channels = colors.shape[1]
     half = np.float32(0.5)
@@ -582,8 +583,9 @@ def _composite_tile(records, colors, tile_start, ids, tile, width, height, tiles
 
 
 @_kernel(parallel=True)
-def _composite(records, colors, tile_start, ids, run_bounds, num_workers, width, height, tiles_x,
-               background, image, alpha_out):
+def _composite(
+    records, colors, tile_start, ids, run_bounds, num_workers, width, height, tiles_x, background, image, alpha_out
+):
     """Front-to-back compositing per tile into image [H, W, C] and alpha_out [H, W] (float32).
 
     Each of the ``num_workers`` threads repeatedly claims the next run of tiles (an atomic counter):
@@ -593,7 +595,7 @@ def _composite(records, colors, tile_start, ids, run_bounds, num_workers, width,
     num_runs = run_bounds.shape[0] - 1
     next_run = np.zeros(1, dtype=np.int64)
     tile_pixels = TILE_SIZE * TILE_SIZE
-    for w in prange(num_workers):
+    for _worker in prange(num_workers):
         trans = np.empty(tile_pixels, dtype=np.float32)
         done = np.empty(tile_pixels, dtype=np.uint8)
         acc = np.empty((tile_pixels, num_channels), dtype=np.float32)
@@ -602,12 +604,27 @@ def _composite(records, colors, tile_start, ids, run_bounds, num_workers, width,
             if run >= num_runs:
                 break
             for tile in range(run_bounds[run], run_bounds[run + 1]):
-                _composite_tile(records, colors, tile_start, ids, tile, width, height, tiles_x, background,
-                                image, alpha_out, trans, done, acc)
+                _composite_tile(
+                    records,
+                    colors,
+                    tile_start,
+                    ids,
+                    tile,
+                    width,
+                    height,
+                    tiles_x,
+                    background,
+                    image,
+                    alpha_out,
+                    trans,
+                    done,
+                    acc,
+                )
 
 
-def rasterize_projected(means2d, conics, depths, radii, opacities, colors, background, width, height,
-                        num_threads=None, timings=None):
+def rasterize_projected(
+    means2d, conics, depths, radii, opacities, colors, background, width, height, num_threads=None, timings=None
+):
     """Composite projected Gaussians (numpy in, numpy out).
 
     Args:
@@ -647,8 +664,20 @@ def rasterize_projected(means2d, conics, depths, radii, opacities, colors, backg
     image = np.empty((height, width, num_channels), dtype=np.float32)
     alpha = np.empty((height, width), dtype=np.float32)
     with using_threads(workers):
-        _composite(records, sorted_colors, tile_start, ids, run_bounds, workers, width, height, tiles_x,
-                   background, image, alpha)
+        _composite(
+            records,
+            sorted_colors,
+            tile_start,
+            ids,
+            run_bounds,
+            workers,
+            width,
+            height,
+            tiles_x,
+            background,
+            image,
+            alpha,
+        )
     clock.lap("composite")
     if timings is not None:
         timings["intersections"] = timings.get("intersections", 0) + int(ids.shape[0])

@@ -82,14 +82,17 @@ def bin_tiles(proj: Projected, opacities: Tensor, width: int, height: int) -> tu
     mu_x, mu_y, a, b, c, reach = torch.cat([centre, proj.conics[ids].detach(), reach[ids, None]], -1)[owner].unbind(-1)
     lo_x, lo_y = tile_x.to(dtype) * TILE + 0.5 - mu_x, tile_y.to(dtype) * TILE + 0.5 - mu_y  # offsets of the
     hi_x, hi_y = lo_x + (TILE - 1), lo_y + (TILE - 1)  # extreme pixel centres from the Gaussian's centre
-    min_sigma = None
+    edge_minima = []
     for fixed, low_free, high_free, (p, q, r) in (
-        (lo_x, lo_y, hi_y, (a, b, c)), (hi_x, lo_y, hi_y, (a, b, c)),  # edges at fixed x, free y
-        (lo_y, lo_x, hi_x, (c, b, a)), (hi_y, lo_x, hi_x, (c, b, a)),  # edges at fixed y, free x
+        (lo_x, lo_y, hi_y, (a, b, c)),
+        (hi_x, lo_y, hi_y, (a, b, c)),  # edges at fixed x, free y
+        (lo_y, lo_x, hi_x, (c, b, a)),
+        (hi_y, lo_x, hi_x, (c, b, a)),  # edges at fixed y, free x
     ):  # sigma = 0.5 (p fixed² + r free²) + q fixed free, minimised over free in [low_free, high_free]
         free = torch.clamp(-q * fixed / r, low_free, high_free)
         sigma = 0.5 * (p * fixed * fixed + r * free * free) + q * fixed * free
-        min_sigma = sigma if min_sigma is None else torch.minimum(min_sigma, sigma)
+        edge_minima.append(sigma)
+    min_sigma = torch.stack(edge_minima).amin(dim=0)
     inside = (lo_x <= 0) & (hi_x >= 0) & (lo_y <= 0) & (hi_y >= 0)
     keep = torch.nonzero(inside | (min_sigma <= reach)).squeeze(1)  # reach >= 0 for all of them
 
@@ -104,8 +107,17 @@ def _pixel_features(dtype: torch.dtype, device: torch.device) -> Tensor:
     return torch.stack([u * u, v * v, u * v, u, v, torch.ones_like(u)], dim=-1)
 
 
-def _sweep(features: Tensor, coeffs: Tensor, colors: Tensor, counts: Tensor, transmittance: Tensor, chunk: int,
-           grad_out: Tensor | None = None, out: Tensor | None = None, needs: tuple[bool, bool] = (True, True)):
+def _sweep(
+    features: Tensor,
+    coeffs: Tensor,
+    colors: Tensor,
+    counts: Tensor,
+    transmittance: Tensor,
+    chunk: int,
+    grad_out: Tensor | None = None,
+    out: Tensor | None = None,
+    needs: tuple[bool, bool] = (True, True),
+):
     """Front-to-back compositing of a batch of tiles, in chunks of ``chunk`` Gaussians along depth.
 
     Args:
@@ -128,6 +140,7 @@ def _sweep(features: Tensor, coeffs: Tensor, colors: Tensor, counts: Tensor, tra
     below_min = torch.nextafter(torch.tensor(ALPHA_MIN, dtype=dtype), torch.tensor(0.0, dtype=dtype)).item()
     backward, d_coeffs, d_colors = grad_out is not None, None, None
     if backward:
+        assert grad_out is not None and out is not None
         d_coeffs, d_colors = (torch.zeros_like(t) if need else None for t, need in zip((coeffs, colors), needs))
         rest = -(grad_out * out).sum(-1)  # [T, P] -sum_{j > i} w_j g_j, i the last Gaussian done so far
     else:
@@ -146,6 +159,7 @@ def _sweep(features: Tensor, coeffs: Tensor, colors: Tensor, counts: Tensor, tra
         if not backward:
             acc = weights @ chunk_colors if acc is None else torch.baddbmm(acc, weights, chunk_colors)
         elif d_coeffs is not None:
+            assert grad_out is not None
             g = grad_out @ chunk_colors.transpose(1, 2)  # [T', P, k]
             rest_i = torch.cumsum(weights * g, dim=-1) + rest[:, :, None]
             rest = rest_i[:, :, -1]
@@ -153,14 +167,17 @@ def _sweep(features: Tensor, coeffs: Tensor, colors: Tensor, counts: Tensor, tra
             d_exponent = (kept_t_after * g + rest_i) / one_minus * unclamped  # dL/dalpha * dalpha/dexp / ln 2
             d_coeffs[rows, :, start:stop] = (features.T @ d_exponent) * math.log(2.0)
         if d_colors is not None:
+            assert grad_out is not None
             d_colors[rows, start:stop] = weights.transpose(1, 2) @ grad_out
         transmittance, coeffs, colors = t_after[:, :, -1], coeffs[:, :, stop - start :], colors[:, stop - start :]
         alive = (transmittance.amax(dim=1) > T_MIN) & (counts > stop)
         if not bool(alive.all()):  # finished tiles leave the batch
             keep = alive.nonzero().squeeze(1)
             if backward:
+                assert grad_out is not None
                 grad_out, rest = grad_out[keep], rest[keep]
             else:
+                assert out is not None and acc is not None
                 out.index_copy_(0, rows[~alive], acc[~alive])
                 acc = acc[keep]
             rows, counts, transmittance = rows[keep], counts[keep], transmittance[keep]
@@ -169,7 +186,9 @@ def _sweep(features: Tensor, coeffs: Tensor, colors: Tensor, counts: Tensor, tra
                 break
     if backward:
         return d_coeffs, d_colors
+    assert out is not None
     if len(rows):
+        assert acc is not None
         out.index_copy_(0, rows, acc)
     return out
 
@@ -184,8 +203,14 @@ class _Plan:
     chunk: int
 
 
-def _composite_tiles(coeffs: Tensor, channels: Tensor, plan: _Plan, grad_out: Tensor | None = None,
-                     out: Tensor | None = None, needs: tuple[bool, bool] = (True, True)):
+def _composite_tiles(
+    coeffs: Tensor,
+    channels: Tensor,
+    plan: _Plan,
+    grad_out: Tensor | None = None,
+    out: Tensor | None = None,
+    needs: tuple[bool, bool] = (True, True),
+):
     """Run :func:`_sweep` over all batches of tiles.
 
     Args:
@@ -202,6 +227,7 @@ def _composite_tiles(coeffs: Tensor, channels: Tensor, plan: _Plan, grad_out: Te
             lists = coeffs[index].transpose(1, 2), channels[index]
             out[tiles] = _sweep(plan.features, *lists, counts, transmittance, plan.chunk)
         return out
+    assert out is not None, "the backward sweep needs the forward output"
     d_coeffs, d_channels = (torch.zeros_like(t) if need else None for t, need in zip((coeffs, channels), needs))
     for tiles, index, counts, transmittance in plan.batches:
         lists = coeffs[index].transpose(1, 2), channels[index]
@@ -247,8 +273,16 @@ class TorchBackend:
         self.depth_chunk = depth_chunk
         self.analytic_backward = analytic_backward
 
-    def rasterize(self, means: Tensor, unit_quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
-                  camera: Camera, background: Tensor) -> tuple[Tensor, Tensor]:
+    def rasterize(
+        self,
+        means: Tensor,
+        unit_quats: Tensor,
+        scales: Tensor,
+        opacities: Tensor,
+        colors: Tensor,
+        camera: Camera,
+        background: Tensor,
+    ) -> tuple[Tensor, Tensor]:
         """See :class:`gags_viewer.render.api.Backend`. Returns ([H, W, C], [H, W]), differentiable w.r.t.
         all Gaussian inputs."""
         height, width = camera.height, camera.width
@@ -276,8 +310,10 @@ class TorchBackend:
         busy = torch.nonzero(counts).squeeze(1)
         busy = busy[torch.argsort(counts[busy], descending=True)]
         pixel = torch.arange(TILE * TILE, device=device)  # row-major within a tile
-        inside = (((busy // tiles_x * TILE)[:, None] + pixel // TILE < height)  # T_0: 0 outside the image
-                  & ((busy % tiles_x * TILE)[:, None] + pixel % TILE < width)).to(dtype)
+        inside = (
+            ((busy // tiles_x * TILE)[:, None] + pixel // TILE < height)  # T_0: 0 outside the image
+            & ((busy % tiles_x * TILE)[:, None] + pixel % TILE < width)
+        ).to(dtype)
         plan, first = _Plan(_pixel_features(dtype, device), [], tiles_x * tiles_y, self.depth_chunk), 0
         while first < len(busy):
             size = max(1, min(self.tiles_per_batch, MAX_BATCH_ENTRIES // int(counts[busy[first]])))

@@ -95,15 +95,13 @@ def flatten_optimizer(name: str, optimizer: torch.optim.Optimizer) -> tuple[dict
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def restore_optimizer(
-    name: str, optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], json_part: dict
-) -> None:
+def restore_optimizer(name: str, optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], json_part: dict) -> None:
     """Load what :func:`flatten_optimizer` produced back into ``optimizer`` (same parameter layout)."""
     prefix = f"opt.{name}."
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith(prefix):
-            index, field = key[len(prefix):].split(".", 1)
+            index, field = key[len(prefix) :].split(".", 1)
             state.setdefault(int(index), {})[field] = value
     for index, entry in json_part.get("scalars", {}).items():
         state.setdefault(int(index), {}).update(entry)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from tyro.conf import Positional
 
@@ -38,7 +38,7 @@ class TrainConfig:
     variant: Literal["official", "paper"] = "official"
     """official: L1 to the α-mixed target + variance consistency on F16; paper: α-weighted per-level L2 +
     mean-deviation consistency (as summarised from the paper; not the released code)."""
-    single_scale: Optional[SingleScale] = None
+    single_scale: SingleScale | None = None
     """Ablation: replace the learned granularity α by one level (s, m, l) or equal thirds (mix)."""
     feature_dim: int = 16
     """Per-Gaussian feature dimension."""
@@ -81,7 +81,7 @@ class TrainConfig:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
 
     @staticmethod
-    def from_json(data: dict) -> "TrainConfig":
+    def from_json(data: dict) -> TrainConfig:
         known = {f.name: f for f in dataclasses.fields(TrainConfig)}
         values = {k: v for k, v in data.items() if k in known}
         for key in ("scene", "init", "out"):
@@ -108,8 +108,22 @@ class TrainConfig:
 
 
 RESUME_FIXED = (
-    "variant", "single_scale", "feature_dim", "decoder_width", "feature_lr", "feature_adam_eps", "decoder_lr", "entropy_weight",
-    "entropy_weight_late", "consistency_weight", "consistency_weight_late", "switch_iteration",
-    "region_smoothing", "resolution", "center_principal_point", "seed", "region_loss",
+    "variant",
+    "single_scale",
+    "feature_dim",
+    "decoder_width",
+    "feature_lr",
+    "feature_adam_eps",
+    "decoder_lr",
+    "entropy_weight",
+    "entropy_weight_late",
+    "consistency_weight",
+    "consistency_weight_late",
+    "switch_iteration",
+    "region_smoothing",
+    "resolution",
+    "center_principal_point",
+    "seed",
+    "region_loss",
 )
 """Settings a resumed run takes from its checkpoint (changing them would break the continuation)."""

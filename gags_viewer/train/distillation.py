@@ -7,8 +7,6 @@ and the two decoders, used by :class:`gags_viewer.train.trainer.Trainer` and ``b
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -34,7 +32,7 @@ def distillation_losses(
     granularity_decoder: torch.nn.Module,
     *,
     variant: str = "official",
-    single_scale: Optional[SingleScale] = None,
+    single_scale: SingleScale | None = None,
     smoothing: int = 5,
     region_loss: str = "vectorised",
 ) -> dict[str, Tensor]:
@@ -77,13 +75,17 @@ def distillation_losses(
     if region_loss == "loop":
         distill = L.loop_region_balanced_mean(error, region)
         consistency = (
-            L.loop_region_variance_loss(features, region) if variant == "official" else _loop_mean_deviation(features, region)
+            L.loop_region_variance_loss(features, region)
+            if variant == "official"
+            else _loop_mean_deviation(features, region)
         )
     else:
         regions = L.group_regions(region)
         distill = L.region_balanced_mean(error, regions)
         consistency = (
-            L.region_variance_loss(features, regions) if variant == "official" else L.region_mean_deviation_loss(features, regions)
+            L.region_variance_loss(features, regions)
+            if variant == "official"
+            else L.region_mean_deviation_loss(features, regions)
         )
     return {
         "distill": distill,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -40,9 +39,9 @@ def write_official(
     field: LanguageField,
     out: Path,
     iteration: int,
-    decoder_optimizer: Optional[dict] = None,
-    scale_decoder_optimizer: Optional[dict] = None,
-    source_path: Optional[Path] = None,
+    decoder_optimizer: dict | None = None,
+    scale_decoder_optimizer: dict | None = None,
+    source_path: Path | None = None,
     resolution: int = 2,
 ) -> dict[str, Path]:
     """Write ``field`` (features, ``decoder``, ``granularity_decoder`` in official keys) for ``iteration``.
@@ -73,7 +72,7 @@ def write_official(
     return paths
 
 
-def cfg_args(model_path: Path, sh_degree: int, source_path: Optional[Path], resolution: int) -> str:
+def cfg_args(model_path: Path, sh_degree: int, source_path: Path | None, resolution: int) -> str:
     """The ``cfg_args`` text (``str(argparse.Namespace(...))``) the official scripts merge their flags into.
 
     Only the model parameters the official readers need; the scripts fill the rest from their defaults.
@@ -85,7 +84,7 @@ def cfg_args(model_path: Path, sh_degree: int, source_path: Optional[Path], reso
     )
 
 
-def _torch_bytes(state: StateDict, optimizer: Optional[dict]) -> bytes:
+def _torch_bytes(state: StateDict, optimizer: dict | None) -> bytes:
     buffer = io.BytesIO()
     payload = {
         "module_state_dict": {k: v.detach().cpu().contiguous() for k, v in state.items()},

@@ -32,7 +32,9 @@ def check_output(config: TrainConfig) -> None:
             raise GagsError(f"--resume: {config.out} holds no checkpoint ({ckpt.STATE_DIR}/{ckpt.STATE_FILE})")
         return
     if state.is_file():
-        raise GagsError(f"{config.out} already holds a training run; pass --resume to continue it or choose another --out")
+        raise GagsError(
+            f"{config.out} already holds a training run; pass --resume to continue it or choose another --out"
+        )
     if out.exists() and (not out.is_dir() or any(p.name != "train_config.json" for p in out.iterdir())):
         raise GagsError(f"--out {config.out} exists and is not empty; choose a new output directory")
 
@@ -79,16 +81,20 @@ def run_training(config: TrainConfig) -> Trainer:
         The trainer after the last step (its field: ``trainer.snapshot()``).
     """
     trainer = start_trainer(config)
-    print(f"training {trainer.geometry.num_gaussians:,} Gaussians on {len(trainer.views)} views "
-          f"({trainer.views[0].width}x{trainer.views[0].height}) on {trainer.device}, "
-          f"iterations {trainer.iteration + 1}..{trainer.config.iterations}")
+    print(
+        f"training {trainer.geometry.num_gaussians:,} Gaussians on {len(trainer.views)} views "
+        f"({trainer.views[0].width}x{trainer.views[0].height}) on {trainer.device}, "
+        f"iterations {trainer.iteration + 1}..{trainer.config.iterations}"
+    )
 
     stop = threading.Event()
     previous_handler = None
     if threading.current_thread() is threading.main_thread():
+
         def interrupt(signum, frame):  # first Ctrl-C: finish the step, checkpoint, stop
             stop.set()
             signal.signal(signal.SIGINT, previous_handler or signal.default_int_handler)
+
         previous_handler = signal.signal(signal.SIGINT, interrupt)
 
     bar = TerminalProgress(trainer) if config.progress else None
@@ -114,14 +120,26 @@ class TerminalProgress:
         from tqdm import tqdm
 
         self.total = trainer.config.iterations
-        self.bar = tqdm(total=self.total, initial=trainer.iteration, unit="it", dynamic_ncols=True,
-                        desc="distilling", smoothing=0.1, mininterval=0.5)
+        self.bar = tqdm(
+            total=self.total,
+            initial=trainer.iteration,
+            unit="it",
+            dynamic_ncols=True,
+            desc="distilling",
+            smoothing=0.1,
+            mininterval=0.5,
+        )
 
     def update(self, record: dict) -> None:
         self.bar.update(1)
         if record["iteration"] % 10 == 0 or record["iteration"] == self.total:
-            self.bar.set_postfix(loss=f"{record['loss']:.4f}", distill=f"{record['distill']:.4f}",
-                                 ent=f"{record['entropy']:.3f}", cons=f"{record['consistency']:.4f}", refresh=False)
+            self.bar.set_postfix(
+                loss=f"{record['loss']:.4f}",
+                distill=f"{record['distill']:.4f}",
+                ent=f"{record['entropy']:.3f}",
+                cons=f"{record['consistency']:.4f}",
+                refresh=False,
+            )
 
     def close(self) -> None:
         self.bar.close()

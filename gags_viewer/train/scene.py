@@ -26,7 +26,6 @@ import os
 import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -181,13 +180,15 @@ def read_preprocessed_scene(
             f"{feature_root}: no registered image of {colmap.folder} has language features "
             f"({len(colmap.images)} images, {len(feature_stems)} _f.npy files; files are paired by name stem)"
         )
-    scene = PreprocessedScene(root=root, views=views, missing_features=missing, unused_features=unused, distorted=distorted)
+    scene = PreprocessedScene(
+        root=root, views=views, missing_features=missing, unused_features=unused, distorted=distorted
+    )
     for line in scene.report():  # run_training prints these; library callers read scene.report()
         log.info("%s", line)
     return scene
 
 
-def _feature_stem(name: str, stems: set[str]) -> Optional[str]:
+def _feature_stem(name: str, stems: set[str]) -> str | None:
     """The feature-file stem of an image name: ``Path(name).stem``, else the official ``split('.')[0]``."""
     base = Path(name).name
     for candidate in (Path(base).stem, base.split(".")[0]):
@@ -228,7 +229,9 @@ def _check_npy_size(path: Path) -> None:
         start = handle.tell()
         header_length = int.from_bytes(handle.read(2 if version == (1, 0) else 4), "little")
         if header_length > NPY_MAX_HEADER_BYTES:  # numpy would read (allocate) it all before checking
-            raise FormatError(path, f"declares a {header_length}-byte .npy header (numpy accepts {NPY_MAX_HEADER_BYTES})")
+            raise FormatError(
+                path, f"declares a {header_length}-byte .npy header (numpy accepts {NPY_MAX_HEADER_BYTES})"
+            )
         handle.seek(start)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, dtype = read_header(handle, max_header_size=NPY_MAX_HEADER_BYTES)
@@ -237,7 +240,9 @@ def _check_npy_size(path: Path) -> None:
         raise FormatError(path, "holds Python objects, not numbers; refusing to unpickle it")
     declared = dtype.itemsize * math.prod(shape)
     if declared > data_bytes:
-        raise FormatError(path, f"header declares shape {list(shape)} ({declared} bytes) but the file holds {data_bytes}")
+        raise FormatError(
+            path, f"header declares shape {list(shape)} ({declared} bytes) but the file holds {data_bytes}"
+        )
 
 
 def _read_embeddings(path: Path) -> Tensor:
@@ -246,7 +251,9 @@ def _read_embeddings(path: Path) -> Tensor:
     if array.ndim != 2:
         raise FormatError(path, f"must be a (M, {CLIP_DIM}) array of mask embeddings, got shape {list(array.shape)}")
     if array.shape[1] != CLIP_DIM:
-        raise FormatError(path, f"feature dimension is {array.shape[1]}, expected {CLIP_DIM} (CLIP ViT-B-16 embeddings)")
+        raise FormatError(
+            path, f"feature dimension is {array.shape[1]}, expected {CLIP_DIM} (CLIP ViT-B-16 embeddings)"
+        )
     if not np.issubdtype(array.dtype, np.floating):
         raise FormatError(path, f"must hold floating-point embeddings, got {array.dtype}")
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
@@ -266,7 +273,8 @@ def _read_segmentation(path: Path, num_rows: int, image_w: int, image_h: int, wi
     image_aspect, seg_aspect = image_w / image_h, seg_w / seg_h
     if abs(seg_aspect - image_aspect) > ASPECT_TOLERANCE * image_aspect:
         raise FormatError(
-            path, f"shape mismatch: segmentation is {seg_w}x{seg_h} but the image is {image_w}x{image_h} (aspect ratios differ)"
+            path,
+            f"shape mismatch: segmentation is {seg_w}x{seg_h} but the image is {image_w}x{image_h} (aspect ratios differ)",
         )
     levels = np.asarray(array[1:])
     if not (np.issubdtype(levels.dtype, np.integer) or np.issubdtype(levels.dtype, np.floating)):
@@ -280,9 +288,7 @@ def _read_segmentation(path: Path, num_rows: int, image_w: int, image_h: int, wi
     if low < -1:
         raise FormatError(path, f"has index {low}; indices must be -1 (no mask) or a row of the _f.npy file")
     if high >= num_rows:
-        raise FormatError(
-            path, f"index out of range: row {high} but the matching _f.npy has {num_rows} rows"
-        )
+        raise FormatError(path, f"index out of range: row {high} but the matching _f.npy has {num_rows} rows")
     dtype = torch.int16 if num_rows < 2**15 else torch.int32
     seg = torch.from_numpy(levels.astype(np.int32))
     if (seg_h, seg_w) != (height, width):
@@ -347,11 +353,16 @@ def _read_torch_checkpoint(path: Path) -> LanguageField:
                 names = ("xyz", "features_dc", "features_rest", "scaling", "rotation", "opacity")
                 xyz, dc, rest, scaling, rotation, opacity = map(_float_tensor, capture[1:7], names, [path] * 6)
                 return LanguageField(
-                    means=xyz, quats=rotation, log_scales=scaling, opacity_logits=opacity.reshape(-1),
+                    means=xyz,
+                    quats=rotation,
+                    log_scales=scaling,
+                    opacity_logits=opacity.reshape(-1),
                     sh=torch.cat([dc, rest], dim=1).contiguous(),
                 )
     except (RuntimeError, IndexError) as error:  # tensors whose shapes do not fit together (cat, reshape)
-        raise FormatError(path, f"checkpoint tensors do not fit together ({str(error).splitlines()[0][:120]})") from None
+        raise FormatError(
+            path, f"checkpoint tensors do not fit together ({str(error).splitlines()[0][:120]})"
+        ) from None
     raise FormatError(path, "neither a gsplat checkpoint ({'splats': ...}) nor an Inria chkpnt (tuple, iteration)")
 
 

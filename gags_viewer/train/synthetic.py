@@ -161,7 +161,14 @@ def write_synthetic_scene(scene: SyntheticScene, root: Path, init_name: str = "i
     """Write ``scene`` in the official preprocessed layout under ``root`` (see module doc). -> root"""
     from PIL import Image
 
-    from gags_viewer.dataset.colmap import ColmapCamera, ColmapImage, ColmapPoints, write_cameras, write_images, write_points3d
+    from gags_viewer.dataset.colmap import (
+        ColmapCamera,
+        ColmapImage,
+        ColmapPoints,
+        write_cameras,
+        write_images,
+        write_points3d,
+    )
     from gags_viewer.field.ply import write_ply
     from gags_viewer.render.api import render
 
@@ -172,7 +179,9 @@ def write_synthetic_scene(scene: SyntheticScene, root: Path, init_name: str = "i
         folder.mkdir(parents=True, exist_ok=True)
     first = scene.cameras[0]
     fx, fy, cx, cy = (float(v) for v in (first.K[0, 0], first.K[1, 1], first.K[0, 2], first.K[1, 2]))
-    write_cameras(sparse / "cameras.txt", [ColmapCamera(1, "PINHOLE", first.width, first.height, np.array([fx, fy, cx, cy]))])
+    write_cameras(
+        sparse / "cameras.txt", [ColmapCamera(1, "PINHOLE", first.width, first.height, np.array([fx, fy, cx, cy]))]
+    )
     images = []
     for index, (camera, name) in enumerate(zip(scene.cameras, scene.names)):
         w2c = camera.world_to_camera.double().numpy()
@@ -188,8 +197,12 @@ def write_synthetic_scene(scene: SyntheticScene, root: Path, init_name: str = "i
     points = scene.field.means.double().numpy()
     write_points3d(
         sparse / "points3D.txt",
-        ColmapPoints(ids=np.arange(1, len(points) + 1), xyz=points, rgb=np.full((len(points), 3), 128, np.uint8),
-                     error=np.zeros(len(points))),
+        ColmapPoints(
+            ids=np.arange(1, len(points) + 1),
+            xyz=points,
+            rgb=np.full((len(points), 3), 128, np.uint8),
+            error=np.zeros(len(points)),
+        ),
     )
     init = root / init_name
     init.parent.mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,8 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -81,8 +81,9 @@ class Trainer:
         geometry: preloaded frozen Gaussians (default: read ``config.init``).
     """
 
-    def __init__(self, config: TrainConfig, scene: Optional[PreprocessedScene] = None,
-                 geometry: Optional[LanguageField] = None):
+    def __init__(
+        self, config: TrainConfig, scene: PreprocessedScene | None = None, geometry: LanguageField | None = None
+    ):
         from gags_viewer.train.scene import load_geometry, read_preprocessed_scene
 
         config.check()
@@ -96,8 +97,12 @@ class Trainer:
         self.views: list[TrainView] = scene.views
         g = geometry.to(self.device)
         self.geometry = LanguageField(  # frozen: plain tensors that never require grad
-            means=g.means.detach(), quats=g.quats.detach(), log_scales=g.log_scales.detach(),
-            opacity_logits=g.opacity_logits.detach(), sh=g.sh.detach(), metadata=g.metadata,
+            means=g.means.detach(),
+            quats=g.quats.detach(),
+            log_scales=g.log_scales.detach(),
+            opacity_logits=g.opacity_logits.detach(),
+            sh=g.sh.detach(),
+            metadata=g.metadata,
         )
         n = self.geometry.num_gaussians
         self.features = torch.nn.Parameter(torch.zeros(n, config.feature_dim, device=self.device))
@@ -113,7 +118,7 @@ class Trainer:
         self.view_stack: list[int] = []
         self.iteration = 0
         self.history: list[dict] = []
-        self.last_checkpoint: Optional[int] = None
+        self.last_checkpoint: int | None = None
         self._lock = threading.RLock()
         self._unpaused = threading.Event()
         self._unpaused.set()
@@ -164,8 +169,9 @@ class Trainer:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             self.iteration = iteration
-            values = torch.stack([total.detach(), terms["distill"].detach(), terms["entropy"].detach(),
-                                  terms["consistency"].detach()]).tolist()
+            values = torch.stack(
+                [total.detach(), terms["distill"].detach(), terms["entropy"].detach(), terms["consistency"].detach()]
+            ).tolist()
             duration = time.perf_counter() - started
             self._durations = (self._durations + [duration])[-20:]
             record = {
@@ -211,8 +217,12 @@ class Trainer:
         self._stop.set()
         self._unpaused.set()
 
-    def run(self, stop_event: Optional[threading.Event] = None,
-            on_step: Optional[Callable[[dict], None]] = None, checkpoints: bool = True) -> None:
+    def run(
+        self,
+        stop_event: threading.Event | None = None,
+        on_step: Callable[[dict], None] | None = None,
+        checkpoints: bool = True,
+    ) -> None:
         """Train until ``config.iterations`` or until stopped; pausable. Safe to call from a thread.
 
         Args:
@@ -238,7 +248,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ field and checkpoints
 
-    def snapshot(self, device: Optional[torch.device | str] = None) -> LanguageField:
+    def snapshot(self, device: torch.device | str | None = None) -> LanguageField:
         """The current field as a :class:`LanguageField` (a consistent copy, taken under the lock).
 
         Geometry tensors are shared with the trainer (they are frozen); features and decoders are
@@ -246,8 +256,11 @@ class Trainer:
         """
         with self._lock:
             field = LanguageField(
-                means=self.geometry.means, quats=self.geometry.quats, log_scales=self.geometry.log_scales,
-                opacity_logits=self.geometry.opacity_logits, sh=self.geometry.sh,
+                means=self.geometry.means,
+                quats=self.geometry.quats,
+                log_scales=self.geometry.log_scales,
+                opacity_logits=self.geometry.opacity_logits,
+                sh=self.geometry.sh,
                 features=self.features.detach().clone(),
                 decoder=self.clip_decoder.state_dict_official(),
                 granularity_decoder=granularity_state_official(self.granularity_decoder),
@@ -291,13 +304,21 @@ class Trainer:
         if meta["views"] != views:
             raise FormatError(where, f"was trained on {len(meta['views'])} other views; the scene's views differ")
         if meta["num_gaussians"] != self.geometry.num_gaussians:
-            raise FormatError(where, f"has {meta['num_gaussians']} Gaussians but --init has {self.geometry.num_gaussians}")
+            raise FormatError(
+                where, f"has {meta['num_gaussians']} Gaussians but --init has {self.geometry.num_gaussians}"
+            )
         with self._lock, torch.no_grad():
             if tuple(tensors["features"].shape) != tuple(self.features.shape):
-                raise FormatError(where, f"features have shape {list(tensors['features'].shape)}, expected {list(self.features.shape)}")
+                raise FormatError(
+                    where,
+                    f"features have shape {list(tensors['features'].shape)}, expected {list(self.features.shape)}",
+                )
             self.features.copy_(tensors["features"])
-            for prefix, module in (("clip_decoder.", self.clip_decoder), ("granularity_decoder.", self.granularity_decoder)):
-                module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+            for prefix, module in (
+                ("clip_decoder.", self.clip_decoder),
+                ("granularity_decoder.", self.granularity_decoder),
+            ):
+                module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
             for name, optimizer in self.optimizers.items():
                 ckpt.restore_optimizer(name, optimizer, tensors, meta["optimizers"][name])
             torch.set_rng_state(tensors["rng.torch"])
@@ -320,27 +341,32 @@ class Trainer:
                 field = self.snapshot().validate()
                 write_native(field.to("cpu"), out / "field")
                 write_official(
-                    field.to("cpu"), out, self.iteration,
+                    field.to("cpu"),
+                    out,
+                    self.iteration,
                     decoder_optimizer=self.optimizers["clip_decoder"].state_dict(),
                     scale_decoder_optimizer=self.optimizers["granularity_decoder"].state_dict(),
-                    source_path=self.config.scene, resolution=self.config.resolution,
+                    source_path=self.config.scene,
+                    resolution=self.config.resolution,
                 )
             tensors, meta = self.state_tensors()
             ckpt.save_state(out, tensors, meta)  # last: a resumable state implies complete exports
             self.last_checkpoint = self.iteration
 
     @staticmethod
-    def from_checkpoint(config: TrainConfig, scene: Optional[PreprocessedScene] = None,
-                        geometry: Optional[LanguageField] = None) -> "Trainer":
+    def from_checkpoint(
+        config: TrainConfig, scene: PreprocessedScene | None = None, geometry: LanguageField | None = None
+    ) -> Trainer:
         """A trainer continuing the run in ``config.out``; settings in :data:`RESUME_FIXED` come from it."""
         tensors, meta = ckpt.load_state(config.out)
         saved = TrainConfig.from_json(meta["config"])
         changes = {key: getattr(saved, key) for key in RESUME_FIXED if getattr(saved, key) != getattr(config, key)}
         if changes:
-            log.warning("resuming with the checkpoint's settings: %s",
-                        ", ".join(f"{k}={v!r}" for k, v in sorted(changes.items())))
+            log.warning(
+                "resuming with the checkpoint's settings: %s",
+                ", ".join(f"{k}={v!r}" for k, v in sorted(changes.items())),
+            )
         merged = dataclasses.replace(config, **{key: getattr(saved, key) for key in RESUME_FIXED})
         trainer = Trainer(merged, scene=scene, geometry=geometry)
         trainer.load_state(tensors, meta)
         return trainer
-

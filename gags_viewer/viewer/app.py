@@ -89,10 +89,18 @@ class ViewerApp(FrameSource):
             could not be loaded); every browser's Query panel says so.
     """
 
-    def __init__(self, field: LanguageField, engine=None, *, output_dir: Path = Path("exports"),
-                 default_settings: ViewSettings | None = None, backend: str = "auto",
-                 field_dir: Path | None = None, sam_checkpoint: Path | None = None,
-                 queries_off: str | None = None):
+    def __init__(
+        self,
+        field: LanguageField,
+        engine=None,
+        *,
+        output_dir: Path = Path("exports"),
+        default_settings: ViewSettings | None = None,
+        backend: str = "auto",
+        field_dir: Path | None = None,
+        sam_checkpoint: Path | None = None,
+        queries_off: str | None = None,
+    ):
         super().__init__(field, engine, backend=backend)
         self.queries_off = queries_off
         self.clicks = ClickQueries(sam_checkpoint)
@@ -179,8 +187,9 @@ class GagsViewer(nerfview.Viewer):
             if panels is not None:
                 panels.show_status(error)
 
-        session = ClientSession(client, app.default_settings.copy(), app.compose_for, on_frame=on_frame,
-                                on_status=on_status)
+        session = ClientSession(
+            client, app.default_settings.copy(), app.compose_for, on_frame=on_frame, on_status=on_status
+        )
         view = _ClientView(self, session, session.settings.viewer_res)
         renderer = ClientRenderer(viewer=view, client=client, lock=view.lock)
         nv.set_target_fps(renderer, session.settings.moving_fps)
@@ -229,8 +238,9 @@ class GagsViewer(nerfview.Viewer):
         return session.camera_path.render_size() if session.camera_path is not None else (1280, 960)
 
 
-
-def start_viewer(app: ViewerApp, host: str = "127.0.0.1", port: int = 8080, verbose: bool = False) -> tuple[viser.ViserServer, GagsViewer]:
+def start_viewer(
+    app: ViewerApp, host: str = "127.0.0.1", port: int = 8080, verbose: bool = False
+) -> tuple[viser.ViserServer, GagsViewer]:
     """Start the viser server and the viewer on it (returns immediately; the server runs in threads)."""
     app.warm_up()
     server = viser.ViserServer(host=host, port=port, label="gags-viewer", verbose=verbose)

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -109,13 +109,15 @@ def path_matrix_to_c2w(matrix, scale_ratio: float = SCALE_RATIO) -> np.ndarray:
 
 def camera_from_fov(c2w: np.ndarray, fov_y_rad: float, width: int, height: int) -> Camera:
     """The camera nerfview renders: principal point at the centre, focal = H / 2 / tan(fov_y / 2)."""
-    return Camera.from_fov(torch.as_tensor(np.asarray(c2w), dtype=torch.float32), math.degrees(fov_y_rad), width, height)
+    return Camera.from_fov(
+        torch.as_tensor(np.asarray(c2w), dtype=torch.float32), math.degrees(fov_y_rad), width, height
+    )
 
 
 def parse_camera_path(
     data: dict,
-    width: Optional[int] = None,
-    height: Optional[int] = None,
+    width: int | None = None,
+    height: int | None = None,
     scale_ratio: float = SCALE_RATIO,
     source: str = "camera path",
 ) -> CameraPath:
@@ -197,7 +199,7 @@ def _one_line(error: Exception) -> str:
 
 
 def read_camera_path(
-    path: str | Path, width: Optional[int] = None, height: Optional[int] = None, scale_ratio: float = SCALE_RATIO
+    path: str | Path, width: int | None = None, height: int | None = None, scale_ratio: float = SCALE_RATIO
 ) -> CameraPath:
     """Read a camera-path JSON file (see :func:`parse_camera_path`)."""
     path = Path(path)
@@ -263,7 +265,7 @@ def camera_path_json(
     }
 
 
-def camera_path_from_nerfview(panel_path, width: int, height: int, fps: float) -> Optional[dict]:
+def camera_path_from_nerfview(panel_path, width: int, height: int, fps: float) -> dict | None:
     """The JSON nerfview's ``Save Trajectory`` would write for its camera-path panel object.
 
     ``panel_path`` is nerfview's ``render_panel.CameraPath`` (keyframes, splines, loop, default FOV).
@@ -360,8 +362,13 @@ def orbit_poses(
 
 
 def orbit_path(
-    field: LanguageField, num_frames: int = 60, width: int = 640, height: int = 480, fps: float = 30.0,
-    fov_y_deg: float = 50.0, elevation_deg: float = 25.0,
+    field: LanguageField,
+    num_frames: int = 60,
+    width: int = 640,
+    height: int = 480,
+    fps: float = 30.0,
+    fov_y_deg: float = 50.0,
+    elevation_deg: float = 25.0,
 ) -> CameraPath:
     """:func:`orbit_poses` as cameras of ``width`` x ``height``."""
     framings = orbit_poses(field, num_frames, fov_y_deg, width / height, elevation_deg)

@@ -53,7 +53,11 @@ def add_camera_path_panel(target, output_dir: Path, render_size: tuple[int, int]
     state = nv.RenderTabState()
     folder = target.gui.add_folder("Camera path", order=order, expand_by_default=False)
     handles, path = nv.populate_panel(
-        server=target, folder=folder, output_dir=Path(output_dir), render_tab_state=state, extra_handles={},
+        server=target,
+        folder=folder,
+        output_dir=Path(output_dir),
+        render_tab_state=state,
+        extra_handles={},
         scale_ratio=SCALE_RATIO,
     )
     handles["dump_video_button"].visible = False

@@ -13,10 +13,9 @@ import sys
 import time
 from dataclasses import astuple, dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal
 
 import torch
-from typing_extensions import Annotated
 from tyro.conf import OmitArgPrefixes, Positional, arg
 
 from gags_viewer.errors import GagsError
@@ -34,13 +33,13 @@ FieldPath = Positional[Annotated[Path, arg(metavar="FIELD")]]
 class ClipOverrides:
     """Command-line overrides of the field's CLIP text model (``--clip-*``, shared by ``view`` and ``render``)."""
 
-    clip_checkpoint: Optional[Path] = None
+    clip_checkpoint: Path | None = None
     """a local open_clip checkpoint for the text model (instead of the field's)."""
-    clip_model: Optional[str] = None
+    clip_model: str | None = None
     """open_clip model name override."""
-    clip_pretrained: Optional[str] = None
+    clip_pretrained: str | None = None
     """open_clip pretrained tag (or file) override."""
-    clip_config: Optional[Path] = None
+    clip_config: Path | None = None
     """a local open_clip model config JSON."""
 
 
@@ -64,7 +63,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_for_viewing(path: Path, iteration: Optional[int], device: torch.device) -> LanguageField:
+def load_for_viewing(path: Path, iteration: int | None, device: torch.device) -> LanguageField:
     from gags_viewer.field.load import load_field
 
     return load_field(path, iteration=iteration).to(device)
@@ -72,7 +71,7 @@ def load_for_viewing(path: Path, iteration: Optional[int], device: torch.device)
 
 def build_engine(
     field: LanguageField,
-    field_path: Optional[Path],
+    field_path: Path | None,
     device: torch.device,
     clip: ClipOverrides = ClipOverrides(),
 ):
@@ -80,7 +79,10 @@ def build_engine(
     field's directory and the command-line overrides applied. The text model loads lazily."""
     if not field.has_language:
         if any(v is not None for v in astuple(clip)):
-            print("gags-viewer: note: this field has no language features; the --clip-* options are ignored", file=sys.stderr)
+            print(
+                "gags-viewer: note: this field has no language features; the --clip-* options are ignored",
+                file=sys.stderr,
+            )
         return None
     from gags_viewer.language import QueryEngine, TextEncoder, resolve_clip_spec
 
@@ -88,13 +90,17 @@ def build_engine(
     if field_path is not None:
         base_dir = field_path if field_path.is_dir() else field_path.parent
     spec = resolve_clip_spec(
-        field.metadata.clip, base_dir=base_dir, model=clip.clip_model, pretrained=clip.clip_pretrained,
-        config_file=clip.clip_config, checkpoint_file=clip.clip_checkpoint,
+        field.metadata.clip,
+        base_dir=base_dir,
+        model=clip.clip_model,
+        pretrained=clip.clip_pretrained,
+        config_file=clip.clip_config,
+        checkpoint_file=clip.clip_checkpoint,
     )
     return QueryEngine(field, TextEncoder(spec, device=device))
 
 
-def check_text_model(engine, rgb_only: bool = False) -> Optional[str]:
+def check_text_model(engine, rgb_only: bool = False) -> str | None:
     """Build the engine's CLIP text model now, so that a field that cannot be queried is refused at load.
 
     Returns None when the model loads (or there is no engine). When it cannot be built, raises one
@@ -109,8 +115,10 @@ def check_text_model(engine, rgb_only: bool = False) -> Optional[str]:
     except GagsError as exc:
         if rgb_only:
             return str(exc)
-        raise GagsError(f"{exc} -- the field cannot be queried without its CLIP text model "
-                        "(fix the path or pass --clip-checkpoint; --rgb-only opens it without queries)") from None
+        raise GagsError(
+            f"{exc} -- the field cannot be queried without its CLIP text model "
+            "(fix the path or pass --clip-checkpoint; --rgb-only opens it without queries)"
+        ) from None
 
 
 def default_viewer_res(device: torch.device) -> int:
@@ -135,10 +143,10 @@ def serve(
     query: str = "",
     viewer_res: int = 640,
     block: bool = True,
-    field_dir: Optional[Path] = None,
-    sam_checkpoint: Optional[Path] = None,
-    queries_off: Optional[str] = None,
-    label: Optional[str] = None,
+    field_dir: Path | None = None,
+    sam_checkpoint: Path | None = None,
+    queries_off: str | None = None,
+    label: str | None = None,
 ):
     """Start the viewer on ``field``; with ``block`` serve until Ctrl-C, else return (server, viewer).
 
@@ -158,16 +166,29 @@ def serve(
         display="overlay" if queryable else "rgb",
         viewer_res=viewer_res,
     ).checked()
-    app = ViewerApp(field, engine, output_dir=output_dir, default_settings=settings, field_dir=field_dir,
-                    sam_checkpoint=sam_checkpoint, queries_off=queries_off)
+    app = ViewerApp(
+        field,
+        engine,
+        output_dir=output_dir,
+        default_settings=settings,
+        field_dir=field_dir,
+        sam_checkpoint=sam_checkpoint,
+        queries_off=queries_off,
+    )
     server, viewer = start_viewer(app, host=host, port=port)
     url_host = "localhost" if host in ("0.0.0.0", "::") else host
     url = f"http://{url_host}:{server.get_port()}"
     if server.get_port() != port:
-        print(f"gags-viewer: WARNING: port {port} is taken; serving on port {server.get_port()} instead: {url}",
-              file=sys.stderr, flush=True)
-    print(f"gags-viewer: serving {label or field.metadata.source or 'the field'} ({field.num_gaussians:,} Gaussians) "
-          f"at {url}  (Ctrl-C to stop)", flush=True)
+        print(
+            f"gags-viewer: WARNING: port {port} is taken; serving on port {server.get_port()} instead: {url}",
+            file=sys.stderr,
+            flush=True,
+        )
+    print(
+        f"gags-viewer: serving {label or field.metadata.source or 'the field'} ({field.num_gaussians:,} Gaussians) "
+        f"at {url}  (Ctrl-C to stop)",
+        flush=True,
+    )
     print(f"gags-viewer: exports are written to {Path(output_dir).resolve()}", flush=True)
     if engine is None and not field.has_language:
         print("gags-viewer: this field has no language features: RGB, depth and alpha views only", flush=True)
@@ -177,7 +198,10 @@ def serve(
         print(f"gags-viewer: queries are off: {queries_off}", flush=True)
     if share:
         url = server.request_share_url(verbose=False)
-        print(f"gags-viewer: share URL: {url}" if url else "gags-viewer: could not get a share URL (no network?)", flush=True)
+        print(
+            f"gags-viewer: share URL: {url}" if url else "gags-viewer: could not get a share URL (no network?)",
+            flush=True,
+        )
     if not block:
         return server, viewer
     try:
@@ -204,10 +228,10 @@ def view(
     device: Device = "auto",
     output_dir: Path = Path("exports"),
     query: str = "",
-    viewer_res: Optional[int] = None,
-    iteration: Optional[int] = None,
+    viewer_res: int | None = None,
+    iteration: int | None = None,
     clip: ClipOptions = ClipOverrides(),
-    sam_checkpoint: Optional[Path] = None,
+    sam_checkpoint: Path | None = None,
     rgb_only: bool = False,
 ) -> None:
     """Open a field in the browser viewer: typed queries, display modes, PNG and video export.
@@ -235,9 +259,20 @@ def view(
     loaded = load_for_viewing(field, iteration, dev)
     engine = build_engine(loaded, field, dev, clip)
     queries_off = check_text_model(engine, rgb_only)
-    serve(loaded, None if queries_off else engine, host=host, port=port, share=share, output_dir=output_dir,
-          query=query, viewer_res=viewer_res or default_viewer_res(dev), field_dir=field if field.is_dir() else field.parent,
-          sam_checkpoint=sam_checkpoint, queries_off=queries_off, label=str(field))
+    serve(
+        loaded,
+        None if queries_off else engine,
+        host=host,
+        port=port,
+        share=share,
+        output_dir=output_dir,
+        query=query,
+        viewer_res=viewer_res or default_viewer_res(dev),
+        field_dir=field if field.is_dir() else field.parent,
+        sam_checkpoint=sam_checkpoint,
+        queries_off=queries_off,
+        label=str(field),
+    )
 
 
 def train_view(
@@ -247,7 +282,7 @@ def train_view(
     share: bool = False,
     output_dir: Path = Path("exports"),
     query: str = "",
-    viewer_res: Optional[int] = None,
+    viewer_res: int | None = None,
     preview_every: float = 2.0,
     clip: ClipOptions = ClipOverrides(),
 ) -> None:
@@ -272,13 +307,25 @@ def train_view(
     dev = trainer.device
     field = trainer.snapshot(dev)
     engine = build_engine(field, None, dev, clip)
-    server, viewer = serve(field, engine, host=host, port=port, share=share, output_dir=output_dir, query=query,
-                           viewer_res=viewer_res or default_viewer_res(dev), block=False)
+    server, viewer = serve(
+        field,
+        engine,
+        host=host,
+        port=port,
+        share=share,
+        output_dir=output_dir,
+        query=query,
+        viewer_res=viewer_res or default_viewer_res(dev),
+        block=False,
+    )
     driver = TrainingDriver(trainer, viewer.app, preview_every=preview_every, busy=camera_moving(viewer))
     TrainPanel(server, driver)
     driver.start()
-    print(f"gags-viewer: training {trainer.geometry.num_gaussians:,} Gaussians on {len(trainer.views)} views on {dev}, "
-          f"iterations {trainer.iteration + 1}..{trainer.config.iterations}; checkpoints in {trainer.config.out}", flush=True)
+    print(
+        f"gags-viewer: training {trainer.geometry.num_gaussians:,} Gaussians on {len(trainer.views)} views on {dev}, "
+        f"iterations {trainer.iteration + 1}..{trainer.config.iterations}; checkpoints in {trainer.config.out}",
+        flush=True,
+    )
     try:
         wait_for_interrupt()
     finally:
@@ -317,9 +364,18 @@ def demo(
     engine = build_engine(loaded, path, dev)
     check_text_model(engine)
     query = "; ".join(loaded.metadata.example_queries[:2]) if loaded.has_language else ""
-    serve(loaded, engine, host=host, port=port, share=share, output_dir=output_dir, query=query,
-          viewer_res=default_viewer_res(dev), field_dir=path if path.is_dir() else path.parent,
-          label=f"the bundled demo ({path})")
+    serve(
+        loaded,
+        engine,
+        host=host,
+        port=port,
+        share=share,
+        output_dir=output_dir,
+        query=query,
+        viewer_res=default_viewer_res(dev),
+        field_dir=path if path.is_dir() else path.parent,
+        label=f"the bundled demo ({path})",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -349,17 +405,17 @@ def render_frames(
 def render(
     field: FieldPath,
     out: Path,
-    camera_path: Optional[Path] = None,
+    camera_path: Path | None = None,
     query: str = "",
-    negatives: Optional[str] = None,
-    mode: Optional[DisplayName] = None,
+    negatives: str | None = None,
+    mode: DisplayName | None = None,
     query_mode: Literal["gaussian", "pixel"] = "gaussian",
     threshold: float = 0.5,
     colormap: str = "turbo",
-    colors: Optional[str] = None,
+    colors: str | None = None,
     background: str = "0,0,0",
-    width: Optional[int] = None,
-    height: Optional[int] = None,
+    width: int | None = None,
+    height: int | None = None,
     frames: int = 60,
     fps: float = 30.0,
     fov: float = 50.0,
@@ -368,7 +424,7 @@ def render(
     legend: bool = True,
     scale_ratio: float = 10.0,
     device: Device = "auto",
-    iteration: Optional[int] = None,
+    iteration: int | None = None,
     clip: ClipOptions = ClipOverrides(),
 ) -> None:
     """Render frames without a browser: a PNG sequence and a video, as the viewer composes them.
@@ -408,10 +464,9 @@ def render(
     dev = resolve_device(device)
     loaded = load_for_viewing(field, iteration, dev)
     if (settings.queries or settings.display in LANGUAGE_DISPLAY_MODES) and not loaded.has_language:
-        what = f"--query \"{query}\"" if settings.queries else f"--mode {settings.display}"
+        what = f'--query "{query}"' if settings.queries else f"--mode {settings.display}"
         raise GagsError(
-            f"{field} has no language features (RGB only), so {what} cannot be rendered; "
-            "use --mode rgb, depth or alpha"
+            f"{field} has no language features (RGB only), so {what} cannot be rendered; use --mode rgb, depth or alpha"
         )
     if settings.display == "granularity" and loaded.granularity_decoder is None:
         raise GagsError(f"{field} has no granularity decoder, so --mode granularity cannot be rendered")
@@ -435,9 +490,18 @@ def render(
     for old in frames_dir.glob("frame_*.png"):
         old.unlink()
     if camera_path is None:
-        poses = [(c.camera_to_world.double().numpy(), 2 * math.atan(c.height / 2 / float(c.K[1, 1]))) for c in path.cameras]
-        data = cp.camera_path_json(poses, path.width, path.height, path.fps, keyframes=poses[:: max(1, len(poses) // 8)],
-                                   default_fov_deg=fov, scale_ratio=scale_ratio)
+        poses = [
+            (c.camera_to_world.double().numpy(), 2 * math.atan(c.height / 2 / float(c.K[1, 1]))) for c in path.cameras
+        ]
+        data = cp.camera_path_json(
+            poses,
+            path.width,
+            path.height,
+            path.fps,
+            keyframes=poses[:: max(1, len(poses) // 8)],
+            default_fov_deg=fov,
+            scale_ratio=scale_ratio,
+        )
         from gags_viewer.fsutil import atomic_write_text
 
         atomic_write_text(out_dir / "camera_path.json", json.dumps(data))
@@ -447,12 +511,16 @@ def render(
 
     def progress(done: int) -> None:
         elapsed = time.perf_counter() - start
-        print(f"\rgags-viewer: frame {done}/{total} ({elapsed / done:.2f} s/frame)", end="", file=sys.stderr, flush=True)
+        print(
+            f"\rgags-viewer: frame {done}/{total} ({elapsed / done:.2f} s/frame)", end="", file=sys.stderr, flush=True
+        )
 
     written: list = []
 
     def frames_and_pngs():
-        for i, image in enumerate(render_frames(loaded, engine, path.cameras, settings, legend=legend, progress=progress)):
+        for i, image in enumerate(
+            render_frames(loaded, engine, path.cameras, settings, legend=legend, progress=progress)
+        ):
             written.append(ex.write_png(frames_dir / f"frame_{i:05d}.png", image))
             yield image
 
@@ -463,5 +531,7 @@ def render(
     else:
         target = ex.write_video(out_dir / f"{name}.{video}", frames_and_pngs(), path.fps)
     print(file=sys.stderr)
-    print(f"gags-viewer: wrote {len(written)} frames ({path.width}x{path.height}) to {frames_dir}"
-          + (f" and {target}" if target else ""))
+    print(
+        f"gags-viewer: wrote {len(written)} frames ({path.width}x{path.height}) to {frames_dir}"
+        + (f" and {target}" if target else "")
+    )

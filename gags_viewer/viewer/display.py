@@ -127,14 +127,21 @@ def _timed(timings: dict, phase: str, fn: Callable):
 
 def run_rgb(view: View) -> Pass:
     timings: dict = {}
-    out = _timed(timings, "render", lambda: render(view.field, view.camera, rgb=True, background=view.background,
-                                                   backend=view.backend, depth=False))
+    out = _timed(
+        timings,
+        "render",
+        lambda: render(
+            view.field, view.camera, rgb=True, background=view.background, backend=view.backend, depth=False
+        ),
+    )
     return Pass(alpha=out.alpha, rgb=out.rgb, timings=timings)
 
 
 def _run_geometry(view: View) -> Pass:
     timings: dict = {}
-    out = _timed(timings, "render", lambda: render(view.field, view.camera, rgb=False, backend=view.backend, depth=True))
+    out = _timed(
+        timings, "render", lambda: render(view.field, view.camera, rgb=False, backend=view.backend, depth=True)
+    )
     return Pass(alpha=out.alpha, depth=out.depth, timings=timings)
 
 
@@ -146,16 +153,28 @@ def _run_pca(view: View) -> Pass:
 
 def _run_granularity(view: View) -> Pass:
     timings: dict = {}
-    probabilities, out = _timed(timings, "render", lambda: view.engine.granularity(
-        view.camera, view.settings.query_mode, rgb=True, background=view.background))
+    probabilities, out = _timed(
+        timings,
+        "render",
+        lambda: view.engine.granularity(view.camera, view.settings.query_mode, rgb=True, background=view.background),
+    )
     return Pass(alpha=out.alpha, rgb=out.rgb, probabilities=probabilities, timings=timings)
 
 
 def _run_query(view: View) -> Pass:
     s = view.settings
-    result = view.engine.query(view.camera, s.queries, s.negatives, s.query_mode, background=view.background,
-                               rgb=True, min_decode_alpha=MIN_DECODE_ALPHA)
-    return Pass(alpha=result.render.alpha, rgb=result.render.rgb, relevancy=result.relevancy, timings=dict(result.timings))
+    result = view.engine.query(
+        view.camera,
+        s.queries,
+        s.negatives,
+        s.query_mode,
+        background=view.background,
+        rgb=True,
+        min_decode_alpha=MIN_DECODE_ALPHA,
+    )
+    return Pass(
+        alpha=result.render.alpha, rgb=result.render.rgb, relevancy=result.relevancy, timings=dict(result.timings)
+    )
 
 
 # -- paint steps ------------------------------------------------------------------------------------
@@ -193,7 +212,10 @@ def _paint_pca(p: Pass, view: View) -> tuple[Tensor, Legend]:
 
 def _paint_granularity(p: Pass, view: View) -> tuple[Tensor, Legend]:
     image = granularity_image(p.probabilities, rgb=p.rgb, alpha=p.alpha)
-    swatches = [(name, tuple(int(round(float(c) * 255)) for c in rgb)) for name, rgb in zip(GRANULARITY_NAMES, GRANULARITY_COLORS)]
+    swatches = [
+        (name, tuple(int(round(float(c) * 255)) for c in rgb))
+        for name, rgb in zip(GRANULARITY_NAMES, GRANULARITY_COLORS)
+    ]
     return image, Legend(title=f"granularity ({view.settings.query_mode})", swatches=swatches)
 
 
@@ -230,7 +252,9 @@ def query_legend(settings: ViewSettings, mode: str) -> Legend:
     swatches = [(q, settings.color_of(i, q)) for i, q in enumerate(settings.queries)]
     phrases = "; ".join(settings.queries)
     if mode == "relevancy":
-        return Legend(title=f"relevancy ({settings.query_mode}): {phrases}", colorbar=colorbar(settings.colormap, "0", "1"))
+        return Legend(
+            title=f"relevancy ({settings.query_mode}): {phrases}", colorbar=colorbar(settings.colormap, "0", "1")
+        )
     if mode == "heatmap":
         return Legend(
             title=f"relevancy > {settings.threshold:.2f} ({settings.query_mode}): {phrases}",
@@ -253,7 +277,9 @@ DISPLAYS: dict[str, Display] = {
     "depth": Display(lambda s: ("geometry",), _run_geometry, _paint_depth),
     "alpha": Display(lambda s: ("geometry",), _run_geometry, _paint_alpha),
     "pca": Display(lambda s: ("pca",), _run_pca, _paint_pca),
-    "granularity": Display(lambda s: ("granularity", s.query_mode, tuple(s.background)), _run_granularity, _paint_granularity),
+    "granularity": Display(
+        lambda s: ("granularity", s.query_mode, tuple(s.background)), _run_granularity, _paint_granularity
+    ),
     "relevancy": Display(_query_key, _run_query, _paint_relevancy),
     "heatmap": Display(_query_key, _run_query, _paint_heatmap),
     "overlay": Display(_query_key, _run_query, _paint_overlay),

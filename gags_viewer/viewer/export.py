@@ -13,10 +13,10 @@ import os
 import re
 import time
 import unicodedata
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -109,7 +109,7 @@ class Legend:
 
     title: str = ""
     swatches: list[tuple[str, RGB]] = field(default_factory=list)
-    colorbar: Optional[tuple[np.ndarray, str, str]] = None
+    colorbar: tuple[np.ndarray, str, str] | None = None
     notes: list[str] = field(default_factory=list)
 
     def signature(self) -> tuple:
@@ -117,7 +117,12 @@ class Legend:
         bar = None
         if self.colorbar is not None:
             bar = (np.asarray(self.colorbar[0], dtype=np.uint8).tobytes(), self.colorbar[1], self.colorbar[2])
-        return (self.title, tuple((l, tuple(int(c) for c in rgb)) for l, rgb in self.swatches), bar, tuple(self.notes))
+        return (
+            self.title,
+            tuple((label, tuple(int(c) for c in rgb)) for label, rgb in self.swatches),
+            bar,
+            tuple(self.notes),
+        )
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Legend) and self.signature() == other.signature()
@@ -144,7 +149,9 @@ class Legend:
             )
         if self.colorbar is not None:
             colors, low, high = self.colorbar
-            stops = ",".join("#{:02x}{:02x}{:02x}".format(*colors[i]) for i in np.linspace(0, len(colors) - 1, 8).astype(int))
+            stops = ",".join(
+                "#{:02x}{:02x}{:02x}".format(*colors[i]) for i in np.linspace(0, len(colors) - 1, 8).astype(int)
+            )
             rows.append(
                 "<div style='display:flex;align-items:center;gap:4px'>"
                 f"<span>{_html.escape(low)}</span>"
@@ -168,7 +175,7 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def draw_legend(image: np.ndarray, legend: Optional[Legend]) -> np.ndarray:
+def draw_legend(image: np.ndarray, legend: Legend | None) -> np.ndarray:
     """``image`` [H, W, 3] uint8 with ``legend`` drawn in a translucent box in its bottom-left corner.
 
     The text size follows the image height (readable from 240 to 4K lines). Returns a new array.
@@ -181,7 +188,7 @@ def draw_legend(image: np.ndarray, legend: Optional[Legend]) -> np.ndarray:
     size = int(np.clip(round(height / 32), 9, 48))
     font = _font(size)
     pad, gap = size // 2, max(2, size // 4)
-    lines: list[tuple[str, Optional[RGB], bool]] = []  # (text, swatch colour, is colorbar)
+    lines: list[tuple[str, RGB | None, bool]] = []  # (text, swatch colour, is colorbar)
     if legend.title:
         lines.append((legend.title, None, False))
     lines += [(label, rgb, False) for label, rgb in legend.swatches]
@@ -232,7 +239,7 @@ def draw_legend(image: np.ndarray, legend: Optional[Legend]) -> np.ndarray:
     return np.asarray(Image.alpha_composite(canvas, overlay).convert("RGB"))
 
 
-def draw_error(message: str, width: int, height: int, previous: Optional[np.ndarray] = None) -> np.ndarray:
+def draw_error(message: str, width: int, height: int, previous: np.ndarray | None = None) -> np.ndarray:
     """The image shown when a frame fails: ``previous`` (if it has this size) darkened, or black, with
     "Render failed" and ``message`` in red, wrapped to the width. [height, width, 3] uint8"""
     import textwrap
@@ -307,7 +314,7 @@ def write_video(
     path: str | os.PathLike,
     frames: Iterable[np.ndarray],
     fps: float,
-    progress: Optional[Callable[[int], None]] = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Path:
     """Write frames ([H, W, 3] uint8) as an MP4 (H.264) or GIF, chosen by the suffix, atomically.
 
@@ -330,8 +337,14 @@ def write_video(
         with atomic_path(path) as tmp:
             if kind == "mp4":
                 writer = imageio.get_writer(
-                    tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=8,
-                    macro_block_size=1, pixelformat="yuv420p",
+                    tmp,
+                    format="FFMPEG",
+                    mode="I",
+                    fps=fps,
+                    codec="libx264",
+                    quality=8,
+                    macro_block_size=1,
+                    pixelformat="yuv420p",
                 )
                 try:
                     for frame in frames:
@@ -351,8 +364,14 @@ def write_video(
                     if progress is not None:
                         progress(count)
                 if images:
-                    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
-                                   duration=round(1000.0 * step / fps), loop=0)
+                    images[0].save(
+                        tmp,
+                        format="GIF",
+                        save_all=True,
+                        append_images=images[1:],
+                        duration=round(1000.0 * step / fps),
+                        loop=0,
+                    )
             if count == 0:
                 raise ExportError(f"{path}: no frames to write")
     except OSError as exc:
@@ -372,7 +391,9 @@ def zip_directory(directory: str | os.PathLike) -> bytes:
     return buffer.getvalue()
 
 
-def write_png_sequence(directory: str | os.PathLike, frames: Sequence[np.ndarray] | Iterable[np.ndarray], stem: str = "frame") -> list[Path]:
+def write_png_sequence(
+    directory: str | os.PathLike, frames: Sequence[np.ndarray] | Iterable[np.ndarray], stem: str = "frame"
+) -> list[Path]:
     """Write ``stem_00000.png``... into ``directory`` (each file atomically). Returns the paths."""
     directory = ensure_directory(directory)
     stem = sanitize_filename(stem, default="frame")

@@ -90,7 +90,12 @@ class PassCache:
     @staticmethod
     def _key(view: View, pass_key: tuple) -> tuple:
         cam = view.camera
-        camera_key = (cam.width, cam.height, tuple(cam.world_to_camera.reshape(-1).tolist()), tuple(cam.K.reshape(-1).tolist()))
+        camera_key = (
+            cam.width,
+            cam.height,
+            tuple(cam.world_to_camera.reshape(-1).tolist()),
+            tuple(cam.K.reshape(-1).tolist()),
+        )
         return (id(view.field), id(view.engine), view.backend, camera_key, pass_key)
 
     def get(self, view: View, pass_key: tuple) -> Pass | None:
@@ -165,7 +170,9 @@ def compose_frame(
         produced = _produce(view, ("rgb", tuple(settings.background)), run_rgb, lock, cache)
         missing = tuple(p for p in list(queries) + list(negatives) if engine.text_encoder.cached(p) is None)
         legend = query_legend(settings, mode)
-        legend.notes.append("encoding " + ", ".join(f"'{p}'" for p in missing[:3]) + ("…" if len(missing) > 3 else "") + "…")
+        legend.notes.append(
+            "encoding " + ", ".join(f"'{p}'" for p in missing[:3]) + ("…" if len(missing) > 3 else "") + "…"
+        )
         return _finish(produced.rgb, legend, missing, produced, start)
 
     display = DISPLAYS[mode]
@@ -201,7 +208,11 @@ def _finish(image: Tensor, legend: Legend, pending: Sequence[str], produced: Pas
 def preview_settings(settings: ViewSettings, moving: bool) -> ViewSettings:
     """What to show while the camera moves: pixel mode's frames take a second on a CPU, so a moving
     camera gets the gaussian-mode frame and the pixel-mode one is swapped in when it rests."""
-    if moving and settings.query_mode == "pixel" and (settings.display in QUERY_DISPLAY_MODES or settings.display == "granularity"):
+    if (
+        moving
+        and settings.query_mode == "pixel"
+        and (settings.display in QUERY_DISPLAY_MODES or settings.display == "granularity")
+    ):
         return settings.copy(query_mode="gaussian")
     return settings
 
@@ -281,7 +292,11 @@ class FrameSource:
 
     def compose(self, camera: Camera, settings: ViewSettings, *, wait_for_text: bool = True) -> Frame:
         """:func:`compose_frame` on this field; phrases that failed to encode raise their error."""
-        failed = [p for p in settings.queries + settings.negatives if p in self.text_errors] if settings.shows_queries else []
+        failed = (
+            [p for p in settings.queries + settings.negatives if p in self.text_errors]
+            if settings.shows_queries
+            else []
+        )
         if failed:
             raise GagsError(f"cannot encode '{failed[0]}': {self.text_errors[failed[0]]}")
         engine = self.engine  # one read: the engine's own field is the field it belongs to (edits swap both)
@@ -290,8 +305,16 @@ class FrameSource:
         if settings.shows_selection and engine is not None:
             view = self.selections.view(engine, settings, wait_for_text)  # the selection is shown by the field
             field, engine = view.field, view.engine
-        frame = compose_frame(field, camera, settings, engine, wait_for_text=wait_for_text, lock=self.raster_lock,
-                              backend=self.backend, cache=self.pass_cache)
+        frame = compose_frame(
+            field,
+            camera,
+            settings,
+            engine,
+            wait_for_text=wait_for_text,
+            lock=self.raster_lock,
+            backend=self.backend,
+            cache=self.pass_cache,
+        )
         if view is not None:
             frame.legend.notes.append(view.note)
             frame.pending = tuple(dict.fromkeys(frame.pending + view.pending))

@@ -59,7 +59,9 @@ class ClientPanels:
             elif not has_language:
                 gui.add_markdown("This field has no language features: **RGB, depth and alpha only**.")
             self.queries = gui.add_text(
-                "Queries", settings.queries_text, disabled=not has_language,
+                "Queries",
+                settings.queries_text,
+                disabled=not has_language,
                 hint="Phrases separated by ';' (e.g. mug; plant), each shown in its own colour. Enter applies.",
             )
             if has_language and self.app.vocabulary is not None:
@@ -72,24 +74,39 @@ class ClientPanels:
             self.vocabulary_note = gui.add_markdown("")
             """Which queries are far from the model's fixed vocabulary (when it has one)."""
             self.negatives = gui.add_text(
-                "Negatives", settings.negatives_text, disabled=not has_language,
+                "Negatives",
+                settings.negatives_text,
+                disabled=not has_language,
                 hint="Canonical phrases every query is compared against (LERF relevancy), separated by ';'.",
             )
             self.threshold = gui.add_slider(
-                "Threshold", 0.0, 1.0, 0.01, settings.threshold, disabled=not has_language,
+                "Threshold",
+                0.0,
+                1.0,
+                0.01,
+                settings.threshold,
+                disabled=not has_language,
                 hint="Relevancy above which a pixel is highlighted (overlay) or masked (mask).",
             )
             self.query_mode = gui.add_dropdown(
-                "Query mode", QUERY_MODES, initial_value=settings.query_mode, disabled=not has_language,
+                "Query mode",
+                QUERY_MODES,
+                initial_value=settings.query_mode,
+                disabled=not has_language,
                 hint="gaussian: relevancy per Gaussian, then rendered (fast). pixel: features rendered, "
                 "decoded per pixel (as GAGS evaluates; slower).",
             )
             sam = getattr(self.app, "clicks", None) is not None and self.app.clicks.uses_sam
             self.click_to_query = gui.add_checkbox(
-                "Click to query", False, disabled=not has_language,
-                hint="While on, a click on the view adds a query: " + (
-                    "SAM segments the clicked object and its CLIP image embedding becomes the query." if sam else
-                    "the feature decoded at the clicked pixel becomes the query (more like this)."),
+                "Click to query",
+                False,
+                disabled=not has_language,
+                hint="While on, a click on the view adds a query: "
+                + (
+                    "SAM segments the clicked object and its CLIP image embedding becomes the query."
+                    if sam
+                    else "the feature decoded at the clicked pixel becomes the query (more like this)."
+                ),
             )
             self.status = gui.add_markdown("")
             """The last render error, kept until the next good frame."""
@@ -105,19 +122,31 @@ class ClientPanels:
             session.update(rerender=False, display=display)
         with gui.add_folder("Display", order=2):
             self.display = gui.add_dropdown(
-                "Display", [DISPLAY_LABELS[m] for m in modes], initial_value=DISPLAY_LABELS[display],
+                "Display",
+                [DISPLAY_LABELS[m] for m in modes],
+                initial_value=DISPLAY_LABELS[display],
             )
             self.colormap = gui.add_dropdown(
-                "Colormap", COLORMAPS, initial_value=settings.colormap,
+                "Colormap",
+                COLORMAPS,
+                initial_value=settings.colormap,
                 hint="Colormap of the heat-map, depth and alpha views.",
             )
             self.background = gui.add_rgb("Background", settings.background)
             self.viewer_res = gui.add_slider(
-                "Viewer res", 64, 2048, 16, min(max(int(settings.viewer_res), 64), 2048),
+                "Viewer res",
+                64,
+                2048,
+                16,
+                min(max(int(settings.viewer_res), 64), 2048),
                 hint="Longest side of the streamed image while the camera rests.",
             )
             self.moving_fps = gui.add_slider(
-                "Moving FPS", 1, 30, 1, int(round(settings.moving_fps)),
+                "Moving FPS",
+                1,
+                30,
+                1,
+                int(round(settings.moving_fps)),
                 hint="Frame rate aimed for while the camera moves; the resolution drops to reach it.",
             )
             self.stats = gui.add_markdown("")
@@ -126,16 +155,20 @@ class ClientPanels:
         with gui.add_folder("Export", order=3):
             self.file_name = gui.add_text("File name", "", hint="Optional; default: the queries or display mode.")
             self.export_png_button = gui.add_button(
-                "Export PNG", icon=viser.Icon.PHOTO,
+                "Export PNG",
+                icon=viser.Icon.PHOTO,
                 hint="Render the current view server-side at the 'Render Res' height with a legend; download it.",
             )
             self.video_format = gui.add_dropdown("Video format", VIDEO_FORMATS, initial_value="mp4")
             self.export_video_button = gui.add_button(
-                "Render video", icon=viser.Icon.MOVIE,
+                "Render video",
+                icon=viser.Icon.MOVIE,
                 hint="Render the keyframe path of the 'Camera path' panel server-side with these queries.",
             )
             self.export_ply_button = gui.add_button(
-                "Export matches (field)", icon=viser.Icon.CUBE, visible=has_language,
+                "Export matches (field)",
+                icon=viser.Icon.CUBE,
+                visible=has_language,
                 hint="The Gaussians the selection selects (official GAGS 3D query, see 'Select & edit') as a "
                 "field directory (features, decoders, CLIP reference; gags-viewer view opens it), zipped.",
             )
@@ -206,13 +239,23 @@ class ClientPanels:
 
         @self.viewer_res.on_update
         def _(_) -> None:
-            if self._apply(self.viewer_res, self.session.settings.viewer_res, viewer_res=int(self.viewer_res.value)) and self.session.view is not None:
+            if (
+                self._apply(self.viewer_res, self.session.settings.viewer_res, viewer_res=int(self.viewer_res.value))
+                and self.session.view is not None
+            ):
                 self.session.view.render_tab_state.viewer_res = int(self.viewer_res.value)
 
         @self.moving_fps.on_update
         def _(_) -> None:
-            if self._apply(self.moving_fps, self.session.settings.moving_fps, rerender=False,
-                           moving_fps=float(self.moving_fps.value)) and self.session.renderer is not None:
+            if (
+                self._apply(
+                    self.moving_fps,
+                    self.session.settings.moving_fps,
+                    rerender=False,
+                    moving_fps=float(self.moving_fps.value),
+                )
+                and self.session.renderer is not None
+            ):
                 nv.set_target_fps(self.session.renderer, float(self.moving_fps.value))
 
         @self.export_png_button.on_click
@@ -228,7 +271,9 @@ class ClientPanels:
             self._run_export("ply")
 
     def _on_click(self, event) -> None:
-        threading.Thread(target=self._click_query, args=(tuple(event.screen_pos),), name="gags-click", daemon=True).start()
+        threading.Thread(
+            target=self._click_query, args=(tuple(event.screen_pos),), name="gags-click", daemon=True
+        ).start()
 
     def _click_query(self, screen_pos: tuple[float, float]) -> None:
         """Turn a click into a query phrase (feature or SAM, see :mod:`.click_query`) and add it to the box."""
@@ -339,12 +384,14 @@ class ClientPanels:
             elif kind == "ply":
                 path, count, rule = export_actions.export_selection(self.viewer, session, self.file_name.value.strip())
             else:
+
                 def progress(done: int, total: int) -> None:
                     if handle is not None and (done == total or done % 5 == 0):
                         handle.body = f"Frame {done} / {total}"
 
-                path = export_actions.export_video(self.viewer, session, self.video_format.value,
-                                                   self.file_name.value.strip(), progress)
+                path = export_actions.export_video(
+                    self.viewer, session, self.video_format.value, self.file_name.value.strip(), progress
+                )
             message, color = f"Saved {path}" + (f" ({count:,} Gaussians; {rule})" if kind == "ply" else ""), "green"
         except GagsError as exc:
             message, color = str(exc), "red"

@@ -54,9 +54,9 @@ def rebased_clip(field: LanguageField, field_dir: Path | None, out: Path) -> Lan
     """``field`` with the relative CLIP config / checkpoint paths of its metadata (relative to ``field_dir``)
     rewritten relative to ``out``, so the saved copy still finds its text model (bundled references,
     ``gags-viewer:...``, resolve anywhere and are kept)."""
-    from gags_viewer.language.clip_weights import BUNDLED_PREFIX
-
     import os
+
+    from gags_viewer.language.clip_weights import BUNDLED_PREFIX
 
     clip = field.metadata.clip
     if field_dir is None:

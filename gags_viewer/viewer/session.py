@@ -17,17 +17,16 @@ import threading
 import time
 import traceback
 from collections import deque
-from typing import TYPE_CHECKING, Callable, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gags_viewer.errors import GagsError
 from gags_viewer.render.camera import Camera
 from gags_viewer.viewer.export import Legend, draw_error
-from gags_viewer.viewer.settings import ViewSettings
-
 from gags_viewer.viewer.nerfview_adapter import InterruptRenderException  # must pass through render()
-
+from gags_viewer.viewer.settings import ViewSettings
 
 if TYPE_CHECKING:
     from gags_viewer.viewer.frame import Frame
@@ -75,20 +74,25 @@ class ClientSession:
         frame_times: recent (width, height, seconds) of rendered frames.
     """
 
-    def __init__(self, client, settings: ViewSettings, compose: ComposeFn,
-                 on_frame: Optional[Callable[["ClientSession", Legend, bool], None]] = None,
-                 on_status: Optional[Callable[[Optional[str]], None]] = None):
+    def __init__(
+        self,
+        client,
+        settings: ViewSettings,
+        compose: ComposeFn,
+        on_frame: Callable[[ClientSession, Legend, bool], None] | None = None,
+        on_status: Callable[[str | None], None] | None = None,
+    ):
         self.client = client
         self._settings = settings
         self._compose = compose
         self._on_frame = on_frame
         self._on_status = on_status
         self._lock = threading.Lock()
-        self.last_frame: Optional[np.ndarray] = None
+        self.last_frame: np.ndarray | None = None
         self.legend: Legend = Legend()
         self.frame_times: deque[tuple[int, int, float]] = deque(maxlen=100)
-        self.last_error: Optional[str] = None
-        self._notified_error: Optional[str] = None
+        self.last_error: str | None = None
+        self._notified_error: str | None = None
         self._unreachable = False
         self.errors = 0
         self._pending: frozenset[str] = frozenset()
@@ -168,7 +172,9 @@ class ClientSession:
                 log.warning("render failed for client %s:\n%s", self.client_id, traceback.format_exc())
             if message != self._notified_error:
                 self._notified_error = message
-                self._unreachable = self.client is not None and self.notify("Render failed", message, color="red") is None
+                self._unreachable = (
+                    self.client is not None and self.notify("Render failed", message, color="red") is None
+                )
                 self._status(message)
             if is_out_of_memory(exc) or self._unreachable:
                 # no full-size image now (out of memory), or nobody to show it to (browser gone): the last
@@ -187,7 +193,7 @@ class ClientSession:
         self._notified_error = None
         self._unreachable = False
 
-    def _status(self, error: Optional[str]) -> None:
+    def _status(self, error: str | None) -> None:
         if self._on_status is not None:
             try:
                 self._on_status(error)
@@ -209,21 +215,34 @@ class ClientSession:
 
     # -- messages to the browser ----------------------------------------------------------------------
 
-    def notify(self, title: str, body: str, *, color: Optional[str] = None, loading: bool = False,
-               auto_close_seconds: Optional[float] = 8.0):
+    def notify(
+        self,
+        title: str,
+        body: str,
+        *,
+        color: str | None = None,
+        loading: bool = False,
+        auto_close_seconds: float | None = 8.0,
+    ):
         """Show a notification on this browser; returns the handle (or None without a client)."""
         if self.client is None:
             return None
         try:
             return self.client.add_notification(
-                title, body, loading=loading, with_close_button=True,
-                auto_close_seconds=None if loading else auto_close_seconds, color=color,
+                title,
+                body,
+                loading=loading,
+                with_close_button=True,
+                auto_close_seconds=None if loading else auto_close_seconds,
+                color=color,
             )
         except Exception:  # noqa: BLE001 - a closed connection must not break rendering
             log.debug("notification failed", exc_info=True)
             return None
 
-    def mean_frame_ms(self, width: Optional[int] = None, height: Optional[int] = None) -> Optional[float]:
+    def mean_frame_ms(self, width: int | None = None, height: int | None = None) -> float | None:
         """Mean render time in ms of the recent frames (of that size if given)."""
-        times = [t for w, h, t in list(self.frame_times) if (width is None or w == width) and (height is None or h == height)]
+        times = [
+            t for w, h, t in list(self.frame_times) if (width is None or w == width) and (height is None or h == height)
+        ]
         return 1000.0 * sum(times) / len(times) if times else None

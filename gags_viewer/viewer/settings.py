@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 from gags_viewer.errors import GagsError
 from gags_viewer.language.colormaps import COLORMAPS, query_colors
@@ -19,7 +19,15 @@ DisplayMode = Literal["rgb", "relevancy", "heatmap", "overlay", "mask", "granula
 QueryMode = Literal["gaussian", "pixel"]
 
 DISPLAY_MODES: tuple[str, ...] = (
-    "rgb", "relevancy", "heatmap", "overlay", "mask", "granularity", "pca", "depth", "alpha",
+    "rgb",
+    "relevancy",
+    "heatmap",
+    "overlay",
+    "mask",
+    "granularity",
+    "pca",
+    "depth",
+    "alpha",
 )
 """Every display mode, in the order the viewer lists them."""
 
@@ -52,10 +60,12 @@ SELECTION_SHOWS: tuple[str, ...] = ("off", "tinted", "alone", "hidden")
 
 DEFAULT_NEGATIVES_TEXT = "object; things; stuff; texture"
 
+
 def default_query_color(index: int) -> tuple[int, int, int]:
     """Default colour of the ``index``-th query: the language layer's query palette, in 0-255."""
     rgb = query_colors(index + 1)[index]
     return tuple(int(round(float(c) * 255)) for c in rgb)  # type: ignore[return-value]
+
 
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 
@@ -166,14 +176,14 @@ class ViewSettings:
         """Whether the display mode shows relevancy (and so needs the query phrases encoded)."""
         return self.display in QUERY_DISPLAY_MODES and bool(self.queries)
 
-    def copy(self, **changes) -> "ViewSettings":
+    def copy(self, **changes) -> ViewSettings:
         """An independent copy (the colour table is copied too) with ``changes`` applied."""
         out = dataclasses.replace(self, colors=dict(self.colors))
         for key, value in changes.items():
             setattr(out, key, value)
         return out.checked()
 
-    def checked(self) -> "ViewSettings":
+    def checked(self) -> ViewSettings:
         """Validate every field; raise :class:`GagsError` naming the first bad one.
 
         Returns a normalised copy (colours parsed to RGB tuples). ``self`` is never modified: one settings
@@ -191,7 +201,9 @@ class ViewSettings:
         if not float(self.selection_radius) >= 0.0:
             raise GagsError(f"selection radius must be 0 or more, got {self.selection_radius}")
         if self.selection_show not in SELECTION_SHOWS:
-            raise GagsError(f"unknown selection display '{self.selection_show}'; choose one of {', '.join(SELECTION_SHOWS)}")
+            raise GagsError(
+                f"unknown selection display '{self.selection_show}'; choose one of {', '.join(SELECTION_SHOWS)}"
+            )
         background = parse_color(self.background)
         colors = {str(k): parse_color(v) for k, v in self.colors.items()}
         if not 16 <= int(self.viewer_res) <= 4096:
@@ -202,14 +214,14 @@ class ViewSettings:
 
 
 def settings_for_render(
-    queries: Optional[str],
-    mode: Optional[str],
-    negatives: Optional[str] = None,
+    queries: str | None,
+    mode: str | None,
+    negatives: str | None = None,
     threshold: float = 0.5,
     query_mode: str = "gaussian",
     colormap: str = "turbo",
     background: str = "0,0,0",
-    colors: Optional[str] = None,
+    colors: str | None = None,
 ) -> ViewSettings:
     """Settings from the ``render`` command's flags.
 

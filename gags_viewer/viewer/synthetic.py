@@ -12,14 +12,14 @@ negatives scores below 0.5 for every query.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from gags_viewer.field.language_field import ClipSpec, FieldMetadata, LanguageField, DEFAULT_NEGATIVES
+from gags_viewer.field.language_field import DEFAULT_NEGATIVES, ClipSpec, FieldMetadata, LanguageField
 from gags_viewer.language.decoders import GAGS_CLIP_LAYERS, random_granularity_decoder_state
 
 SH_C0 = 0.28209479177387814
@@ -31,12 +31,12 @@ DECODER_WIDTH = 256
 class BlobSpec:
     """One labelled object: a ball of Gaussians (or a flat slab when ``extent`` is given)."""
 
-    phrase: Optional[str]
+    phrase: str | None
     center: tuple[float, float, float]
     color: tuple[float, float, float]
     count: int = 600
     radius: float = 0.6
-    extent: Optional[tuple[float, float, float]] = None
+    extent: tuple[float, float, float] | None = None
     """Half-sizes of a box instead of a ball (for the floor)."""
 
 

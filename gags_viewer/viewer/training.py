@@ -21,8 +21,8 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -47,18 +47,29 @@ class TrainingStatus:
     running: bool
     preview_iteration: int
     last: dict
-    error: Optional[str] = None
+    error: str | None = None
 
     def summary(self) -> str:
         """Markdown lines for the panel."""
-        state = ("error" if self.error else "finished" if self.finished else "paused" if self.paused
-                 else "training" if self.running else "stopped")
+        state = (
+            "error"
+            if self.error
+            else "finished"
+            if self.finished
+            else "paused"
+            if self.paused
+            else "training"
+            if self.running
+            else "stopped"
+        )
         lines = [f"**{state}** · iteration {self.iteration:,} / {self.total:,}"]
         if self.its_per_s > 0 and not self.finished:
             lines.append(f"{self.its_per_s:.1f} it/s · ETA {format_duration(self.eta_s)}")
         if self.last:
-            lines.append(f"loss {self.last['loss']:.4f} · distill {self.last['distill']:.4f}  \n"
-                         f"entropy {self.last['entropy']:.3f} · consistency {self.last['consistency']:.4f}")
+            lines.append(
+                f"loss {self.last['loss']:.4f} · distill {self.last['distill']:.4f}  \n"
+                f"entropy {self.last['entropy']:.3f} · consistency {self.last['consistency']:.4f}"
+            )
         lines.append(f"preview: iteration {self.preview_iteration:,}")
         if self.error:
             lines.append(f"error: {self.error}")
@@ -108,8 +119,17 @@ class TrainingDriver:
         busy: returns True while the trainer should wait between steps (e.g. a camera is moving).
     """
 
-    def __init__(self, trainer, source=None, *, device=None, preview_every: float = 2.0, status_every: float = 1.0,
-                 checkpoints: bool = True, busy: Optional[Callable[[], bool]] = None):
+    def __init__(
+        self,
+        trainer,
+        source=None,
+        *,
+        device=None,
+        preview_every: float = 2.0,
+        status_every: float = 1.0,
+        checkpoints: bool = True,
+        busy: Callable[[], bool] | None = None,
+    ):
         self.trainer = trainer
         self.source = source
         self.device = device if device is not None else trainer.device
@@ -118,11 +138,11 @@ class TrainingDriver:
         self.checkpoints = checkpoints
         self.busy = busy
         self.preview_iteration = trainer.iteration
-        self.error: Optional[str] = None
+        self.error: str | None = None
         self.listeners: list[Callable[[TrainingStatus], None]] = []
         self._stop = threading.Event()
-        self._train_thread: Optional[threading.Thread] = None
-        self._monitor_thread: Optional[threading.Thread] = None
+        self._train_thread: threading.Thread | None = None
+        self._monitor_thread: threading.Thread | None = None
         self._terminal = None  # a tqdm bar in the terminal while training runs (config.progress)
         self._plot_lock = threading.Lock()
         self._plot_iteration = trainer.iteration
@@ -132,7 +152,7 @@ class TrainingDriver:
 
     # -- control ------------------------------------------------------------------------------------
 
-    def start(self) -> "TrainingDriver":
+    def start(self) -> TrainingDriver:
         self._train_thread = threading.Thread(target=self._train, name="gags-train", daemon=True)
         self._monitor_thread = threading.Thread(target=self._monitor, name="gags-train-monitor", daemon=True)
         self._train_thread.start()
@@ -151,7 +171,7 @@ class TrainingDriver:
     def running(self) -> bool:
         return self._train_thread is not None and self._train_thread.is_alive()
 
-    def stop(self, timeout: Optional[float] = 60.0, save: bool = False) -> bool:
+    def stop(self, timeout: float | None = 60.0, save: bool = False) -> bool:
         """Stop after the current step and end both threads; with ``save``, write a checkpoint of the
         last step unless one exists. Returns True if that checkpoint was written here."""
         self._stop.set()
@@ -176,9 +196,16 @@ class TrainingDriver:
         remaining = t.config.iterations - t.iteration
         last = t.history[-1] if t.history else {}
         return TrainingStatus(
-            iteration=t.iteration, total=t.config.iterations, its_per_s=rate,
-            eta_s=remaining / rate if rate > 0 else math.nan, paused=t.paused, finished=t.finished,
-            running=self.running, preview_iteration=self.preview_iteration, last=dict(last), error=self.error,
+            iteration=t.iteration,
+            total=t.config.iterations,
+            its_per_s=rate,
+            eta_s=remaining / rate if rate > 0 else math.nan,
+            paused=t.paused,
+            finished=t.finished,
+            running=self.running,
+            preview_iteration=self.preview_iteration,
+            last=dict(last),
+            error=self.error,
         )
 
     def loss_curve(self, max_points: int = PLOT_POINTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -333,13 +360,18 @@ class TrainPanel:
         try:
             self.driver.save_checkpoint()
             if client is not None:
-                client.add_notification("Checkpoint written", str(self.driver.trainer.config.out),
-                                        auto_close_seconds=4.0, with_close_button=True)
+                client.add_notification(
+                    "Checkpoint written",
+                    str(self.driver.trainer.config.out),
+                    auto_close_seconds=4.0,
+                    with_close_button=True,
+                )
         except Exception as exc:  # noqa: BLE001 - report, keep serving
             log.warning("checkpoint failed", exc_info=True)
             if client is not None:
-                client.add_notification("Checkpoint failed", str(exc), color="red",
-                                        auto_close_seconds=8.0, with_close_button=True)
+                client.add_notification(
+                    "Checkpoint failed", str(exc), color="red", auto_close_seconds=8.0, with_close_button=True
+                )
         finally:
             self.save_button.disabled = False
 
