@@ -94,6 +94,7 @@ class Tab:
         self.actions = 0
         self.errors: list[str] = []
         self.lost_actions: list[str] = []
+        self.disconnected = False
         self.query = ""
         page.on("pageerror", lambda error: self.errors.append(str(error)))
 
@@ -155,7 +156,12 @@ async def run_round(browser, url: str, clients: int, seconds: float, lost_after:
         rng = random.Random(seed * 1000 + tab.index)
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            await tab.act(rng, lost_after)
+            try:
+                await tab.act(rng, lost_after)
+            except Exception as error:  # noqa: BLE001 - a tab that lost its connection: count it, go on
+                tab.errors.append(f"action failed ({type(error).__name__}): {str(error).splitlines()[0][:160]}")
+                tab.disconnected = True
+                return
 
     await asyncio.gather(*(drive(tab) for tab in tabs))
     for tab in tabs:
@@ -194,8 +200,10 @@ async def main_async(args) -> int:
         url = f"http://127.0.0.1:{port}"
         memory = [("start", resident_mb(server.pid))]
         print(f"server pid {server.pid} on {url}; {args.clients} tabs x {args.seconds:.0f} s x {args.rounds} rounds")
-        print("| round | actions / tab | frames / tab | p50 latency | p95 latency | lost changes | page errors |")
-        print("|---|---|---|---|---|---|---|")
+        print(
+            "| round | actions / tab | frames / tab | p50 latency | p95 latency | lost changes | page errors | tabs disconnected |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             for round_index in range(args.rounds):
@@ -205,7 +213,8 @@ async def main_async(args) -> int:
                     f"| {round_index + 1} | {sum(t.actions for t in tabs) / len(tabs):.1f} "
                     f"| {sum(t.served for t in tabs) / len(tabs):.1f} "
                     f"| {1000 * percentile(latencies, 0.5):.0f} ms | {1000 * percentile(latencies, 0.95):.0f} ms "
-                    f"| {sum(t.lost for t in tabs)} | {sum(len(t.errors) for t in tabs)} |",
+                    f"| {sum(t.lost for t in tabs)} | {sum(len(t.errors) for t in tabs)} "
+                    f"| {sum(t.disconnected for t in tabs)} |",
                     flush=True,
                 )
                 for tab in tabs:

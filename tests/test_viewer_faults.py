@@ -70,3 +70,23 @@ def test_placeholder_keeps_the_aspect_ratio_small():
     assert placeholder_image(1920, 1080).shape == (36, 64, 3)
     assert placeholder_image(20, 10).shape == (10, 20, 3)
     assert placeholder_image(1, 100000).shape == (64, 1, 3)
+
+
+def test_an_abandon_signal_wrapped_by_numba_still_abandons_the_frame():
+    """nerfview's trace function may raise its interrupt inside numba's Python callbacks, which wrap it in
+    a SystemError: the frame is abandoned (no failure shown), not reported as a render failure."""
+    import pytest
+
+    from gags_viewer.viewer.nerfview_adapter import InterruptRenderException
+
+    def compose(camera, settings, session):
+        try:
+            raise InterruptRenderException
+        except InterruptRenderException as signal:
+            raise SystemError("<function _numba_unpickle> returned a result with an exception set") from signal
+
+    client = FakeClient()
+    session = ClientSession(client, ViewSettings(), compose)
+    with pytest.raises(InterruptRenderException):
+        session.render(_state(), _tab())
+    assert client.notifications == [] and session.errors == 0

@@ -53,6 +53,20 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or "out of memory" in text or "not enough memory" in text
 
 
+def interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is nerfview's abandon-this-frame signal, possibly wrapped: the signal is raised by a
+    trace function at any Python line, including inside numba's Python callbacks, which turn it into a
+    ``SystemError`` whose cause it is."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, InterruptRenderException):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def failure_message(exc: BaseException, width: int, height: int) -> str:
     """What to tell the browser whose frame failed: the user's error as it is, an out-of-memory with the
     size that caused it, anything else with its type."""
@@ -161,6 +175,8 @@ class ClientSession:
         except InterruptRenderException:
             raise
         except Exception as exc:  # noqa: BLE001 - nerfview would kill the process
+            if interrupted(exc):  # the abandon signal, wrapped by code it landed in (numba's callbacks)
+                raise InterruptRenderException from None
             return self._failed(exc, width, height)
 
     def _failed(self, exc: BaseException, width: int, height: int) -> np.ndarray:
