@@ -36,15 +36,6 @@ MODES = [
 ]
 
 
-def settle_frame(session, seconds: float) -> None:
-    """Wait (up to 2 min) for a new frame of ``session`` with nothing left to encode, then ``seconds`` more."""
-    count = len(session.frame_times)
-    deadline = time.time() + 120
-    while time.time() < deadline and (len(session.frame_times) == count or session.pending_phrases):
-        time.sleep(0.2)
-    time.sleep(seconds)
-
-
 def _small_png(data: bytes, path: Path, width: int) -> None:
     from PIL import Image
 
@@ -94,6 +85,13 @@ def main(argv=None) -> None:
     server, viewer = serve(field, engine, port=port, output_dir=Path(tempfile.mkdtemp()), block=False)
     viewer.default_render_size = (960, 720)
 
+    def settle(session, seconds: float) -> None:
+        count = len(session.frame_times)
+        deadline = time.time() + 120
+        while time.time() < deadline and (len(session.frame_times) == count or session.pending_phrases):
+            time.sleep(0.2)
+        time.sleep(seconds)
+
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
@@ -108,7 +106,7 @@ def main(argv=None) -> None:
                 except Exception:  # noqa: BLE001 - a toast that closed by itself
                     pass
             session = list(viewer.app.sessions.values())[0]
-            settle_frame(session, 2)
+            settle(session, 2)
 
             def shot(name: str) -> None:
                 page.mouse.move(400, 700)  # no tooltip in the picture
@@ -119,18 +117,18 @@ def main(argv=None) -> None:
             if field.has_language:
                 first_input.fill(queries)
                 first_input.press("Enter")
-                settle_frame(session, 6)
+                settle(session, 6)
             shot("viewer-overlay.png" if field.has_language else "viewer-rgb.png")
             for label, name in MODES if field.has_language else []:
                 page.locator(".mantine-Select-input >> visible=true").nth(1).click()
                 page.get_by_role("option", name=label, exact=True).click()
                 page.mouse.move(400, 700)
-                settle_frame(session, 6)
+                settle(session, 6)
                 shot(name)
             if field.has_language:
                 page.locator(".mantine-Select-input >> visible=true").nth(1).click()
                 page.get_by_role("option", name="Query colours over RGB", exact=True).click()
-                settle_frame(session, 4)
+                settle(session, 4)
             with page.expect_download(timeout=120_000) as info:
                 page.get_by_role("button", name="Export PNG").click()
             _small_png(Path(info.value.path()).read_bytes(), out / "viewer-export.png", 640)

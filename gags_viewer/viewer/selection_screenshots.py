@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gags_viewer.viewer.screenshots import CHROMIUM, FLAGS, _small_png, settle_frame
+from gags_viewer.viewer.screenshots import CHROMIUM, FLAGS, _small_png
 
 SHOTS = [
     ("Tinted", "viewer-selection-tinted.png"),
@@ -53,6 +53,13 @@ def main(argv=None) -> None:
         field_dir=path if path.is_dir() else path.parent,
     )
 
+    def settle(session, seconds: float) -> None:
+        count = len(session.frame_times)
+        deadline = time.time() + 120
+        while time.time() < deadline and (len(session.frame_times) == count or session.pending_phrases):
+            time.sleep(0.2)
+        time.sleep(seconds)
+
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
@@ -66,7 +73,7 @@ def main(argv=None) -> None:
                 except Exception:  # noqa: BLE001 - a toast that closed by itself
                     pass
             session = list(viewer.app.sessions.values())[0]
-            settle_frame(session, 3)
+            settle(session, 3)
             page.get_by_text("Select & edit", exact=True).click()
             page.get_by_text("Sel. threshold", exact=True).wait_for(timeout=30_000)
 
@@ -88,11 +95,11 @@ def main(argv=None) -> None:
             choose(3, "RGB")  # selects: Query mode, Show, Save as, Display, ...: the tint is the only marking
             for label, name in SHOTS:
                 choose(1, label)
-                settle_frame(session, 5)
+                settle(session, 5)
                 shot(name)
             choose(1, "Not marked")
             page.get_by_role("button", name="Delete selection").click()
-            settle_frame(session, 6)
+            settle(session, 6)
             shot("viewer-edit-deleted.png")
             browser.close()
     finally:
