@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from gags_viewer.viewer.screenshots import CHROMIUM, FLAGS  # noqa: E402 - the headless Chromium the tests use
+from gags_viewer.viewer.screenshots import CHROMIUM, FLAGS, labelled_input  # noqa: E402 - the headless Chromium the tests use
 
 VIEWPORT = {"width": 1200, "height": 800}
 OBJECTS = ("red cube", "green ball", "lamp", "cyan bowl", "mushroom cap")
@@ -105,7 +105,7 @@ def measure(tries: int, device: str, quiet: float) -> dict:
             browser = p.chromium.launch(executable_path=executable, args=FLAGS)
             page = browser.new_context(viewport=VIEWPORT).new_page()
             page.goto(url)
-            box = page.locator("input.mantine-TextInput-input >> visible=true").first
+            box = page.locator(labelled_input("Queries"))
             box.wait_for(timeout=120_000)
             canvas = Canvas(page)
             canvas.settle(quiet=2.0, timeout=120.0)

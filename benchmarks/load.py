@@ -28,7 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from gags_viewer.viewer.screenshots import CHROMIUM, FLAGS  # noqa: E402 - the headless Chromium the tests use
+from gags_viewer.viewer.screenshots import CHROMIUM, FLAGS, labelled_input  # noqa: E402 - the headless Chromium the tests use
 
 QUERIES = [
     "red cube",
@@ -61,7 +61,7 @@ FRAME_HOOK = """
   };
 })();
 """
-TEXT_INPUT = "input.mantine-TextInput-input >> visible=true"
+TEXT_INPUT = labelled_input("Queries")
 
 
 def free_port() -> int:
@@ -106,7 +106,7 @@ class Tab:
         if rng.random() < 0.3:
             action = "query"
             self.query = rng.choice([q for q in QUERIES if q != self.query])  # a change, not the same text
-            box = self.page.locator(TEXT_INPUT).first
+            box = self.page.locator(TEXT_INPUT)
             await box.fill(self.query)
             before = await self.page.evaluate("performance.now()")
             await box.press("Enter")
@@ -148,7 +148,7 @@ async def run_round(browser, url: str, clients: int, seconds: float, lost_after:
         await context.add_init_script(FRAME_HOOK)
         page = await context.new_page()
         await page.goto(url)
-        await page.locator(TEXT_INPUT).first.wait_for(timeout=120_000)
+        await page.locator(TEXT_INPUT).wait_for(timeout=120_000)
         tabs.append(Tab(page, i))
     await asyncio.gather(*(tab.settle(longest=20) for tab in tabs))
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from gags_viewer.viewer import nerfview_adapter as nv
-from gags_viewer.viewer.screenshots import CHROMIUM, FLAGS
+from gags_viewer.viewer.screenshots import CHROMIUM, FLAGS, labelled_input
 from tests.test_viewer_fixtures import scene  # noqa: F401 - fixture
 
 VIEWPORT = {"width": 1200, "height": 800}
@@ -78,7 +78,7 @@ class Page:
         self.page = self.context.new_page()
         self.page.goto(url)
         # viser's "Connected" badge only shows for a moment; the panel's inputs mean the socket is up.
-        self.page.locator("input.mantine-TextInput-input >> visible=true").first.wait_for(timeout=60_000)
+        self.page.locator(labelled_input("Queries")).wait_for(timeout=60_000)
         new = _wait(lambda: set(self.viewer.app.sessions) - before, what="the server session")
         self.session = self.viewer.app.sessions[new.pop()]
         res = self.session.settings.viewer_res
@@ -116,7 +116,7 @@ class Page:
         return Camera.from_nerfview(state, image.shape[1], image.shape[0])
 
     def type_queries(self, text: str):
-        box = self.page.locator("input.mantine-TextInput-input >> visible=true").first
+        box = self.page.locator(labelled_input("Queries"))
         box.fill(text)
         box.press("Enter")
         _wait(lambda: self.session.settings.queries_text == text, what=f"the query '{text}' on the server")
@@ -384,7 +384,7 @@ def test_a_rejected_setting_snaps_back_and_a_failed_render_says_so(page_a, scene
 
     good = page.stable_screenshot()
     right_of_notes = 330  # notifications stack in the top-left column meanwhile
-    negatives = page.page.locator("input.mantine-TextInput-input >> visible=true").nth(1)
+    negatives = page.page.locator(labelled_input("Negatives"))
     negatives.fill("")
     negatives.press("Enter")
     _wait(lambda: session.settings.negatives_text == "", what="the empty negatives on the server")

@@ -28,6 +28,17 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def labelled_input(label: str) -> str:
+    """A Playwright selector for the GUI's text input labelled ``label`` (e.g. "Queries").
+
+    Positional selectors ("the first visible text input") are not safe: viser keeps its own server-URL
+    input in a collapsing panel that can still count as visible (and is inert) while it animates.
+    """
+    return f"xpath=//label[normalize-space(.)='{label}']/ancestor::div[.//input][1]//input"
+
+
 MODES = [
     ("Solid masks over RGB", "viewer-mask.png"),
     ("Heat-map over RGB", "viewer-heatmap.png"),
@@ -97,7 +108,7 @@ def main(argv=None) -> None:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             page = browser.new_context(viewport={"width": 1280, "height": 760}, accept_downloads=True).new_page()
             page.goto(f"http://127.0.0.1:{port}")
-            first_input = page.locator("input.mantine-TextInput-input >> visible=true").first
+            first_input = page.locator(labelled_input("Queries"))
             first_input.wait_for(timeout=60_000)
             time.sleep(2)
             for button in page.locator(".mantine-Notification-root button").all():

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gags_viewer.viewer.screenshots import CHROMIUM, FLAGS, _small_png
+from gags_viewer.viewer.screenshots import CHROMIUM, FLAGS, _small_png, labelled_input
 
 SHOTS = [
     ("Tinted", "viewer-selection-tinted.png"),
@@ -65,7 +65,7 @@ def main(argv=None) -> None:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
             page.goto(f"http://127.0.0.1:{port}")
-            page.locator("input.mantine-TextInput-input >> visible=true").first.wait_for(timeout=60_000)
+            page.locator(labelled_input("Queries")).wait_for(timeout=60_000)
             time.sleep(2)
             for button in page.locator(".mantine-Notification-root button").all():
                 try:
