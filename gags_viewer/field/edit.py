@@ -15,15 +15,13 @@ import torch
 from torch import Tensor
 
 from gags_viewer.errors import GagsError
-from gags_viewer.field.language_field import LanguageField
+from gags_viewer.field.language_field import SH_C0, LanguageField
 
 PER_GAUSSIAN = ("means", "quats", "log_scales", "opacity_logits", "sh", "features")
 """LanguageField attributes with one row per Gaussian."""
 
 HIDDEN_OPACITY_LOGIT = -1e4
 """Opacity logit of a hidden Gaussian: sigmoid gives exactly 0 in float32."""
-
-SH_C0 = 0.28209479177387814
 
 
 def _check_mask(field: LanguageField, mask: Tensor) -> Tensor:

@@ -99,6 +99,10 @@ def _check_metadata_types(clip: dict, values: dict) -> None:
         raise FieldError("metadata 'source' must be a string")
 
 
+SH_C0 = 0.28209479177387814
+"""Degree-0 spherical-harmonic constant: colour = 0.5 + SH_C0 * DC coefficient."""
+
+
 @dataclass
 class LanguageField:
     """A 3D Gaussian splat whose Gaussians may carry language features.
@@ -150,6 +154,10 @@ class LanguageField:
     def opacities(self) -> Tensor:
         """Opacities in [0, 1]. [N]"""
         return torch.sigmoid(self.opacity_logits)
+
+    def base_colors(self) -> Tensor:
+        """View-independent colour of each Gaussian (its SH DC term), clipped to [0, 1]. [N, 3]"""
+        return (0.5 + SH_C0 * self.sh[:, 0, :]).clamp(0.0, 1.0)
 
     def unit_quats(self) -> Tensor:
         """Normalised (w, x, y, z) quaternions. [N, 4]"""

@@ -21,10 +21,9 @@ import numpy as np
 import torch
 
 from gags_viewer.errors import FormatError
-from gags_viewer.field.language_field import FieldMetadata, LanguageField
+from gags_viewer.field.language_field import SH_C0, FieldMetadata, LanguageField
 from gags_viewer.fsutil import atomic_write_bytes
 
-SH_C0 = 0.28209479177387814
 ALPHA_EPS = 1e-6
 SPLAT_DTYPE = np.dtype(
     [("position", "<f4", (3,)), ("scale", "<f4", (3,)), ("rgba", "u1", (4,)), ("rotation", "u1", (4,))]

@@ -51,10 +51,14 @@ def apply_colormap(values: Tensor, name: str = "turbo") -> Tensor:
     return lut[index]
 
 
+QUERY_PALETTE_SIZE = 10
+"""Colours in the query palette (matplotlib's tab10)."""
+
+
 def query_colors(count: int, device: torch.device | str = "cpu") -> Tensor:
     """Distinct colours for ``count`` queries (matplotlib's tab10, cycled). [count, 3]"""
     import matplotlib
 
-    table = torch.tensor(matplotlib.colormaps["tab10"](range(10))[:, :3], dtype=torch.float32)
+    table = torch.tensor(matplotlib.colormaps["tab10"](range(QUERY_PALETTE_SIZE))[:, :3], dtype=torch.float32)
     index = torch.arange(count) % table.shape[0]
     return table[index].to(device)

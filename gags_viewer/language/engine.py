@@ -43,7 +43,9 @@ from gags_viewer.errors import GagsError
 from gags_viewer.field.language_field import LanguageField
 from gags_viewer.field.neighbours import neighbour_smoothed_features
 from gags_viewer.language.clip_text import TextEncoder, shared_text_encoder
+from gags_viewer.language.colormaps import QUERY_PALETTE_SIZE, query_colors
 from gags_viewer.language.composite import FeaturePCA
+from gags_viewer.language.contrast import contrasting_choice, matched_colors
 from gags_viewer.language.decoders import (
     StateDict,
     clip_decoder_from_state_dict,
@@ -165,6 +167,7 @@ class QueryEngine:
         # Caches of what phrases give, each entry kept with the embedding(s) it was made from.
         self._similarities: OrderedDict[str, tuple[Tensor, Tensor]] = OrderedDict()  # phrase -> ([E], [N])
         self._scores: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()  # (queries, negatives) -> [K, N]
+        self._colors: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()  # -> (relevancy, [K, 3])
         self._folded: OrderedDict[tuple, tuple[Tensor, FoldedRelevancy]] = OrderedDict()  # ... -> pixel scorer
         self._pca: FeaturePCA | None = None
         self.decode_gaussians_seconds: float | None = None
@@ -316,6 +319,32 @@ class QueryEngine:
             while len(self._scores) > 4:
                 self._scores.popitem(last=False)
             return scores
+
+    @property
+    def gaussians_decoded(self) -> bool:
+        """Whether every Gaussian is decoded already (:meth:`gaussian_clip_features` returns at once)."""
+        return self._gaussian_clip is not None
+
+    def contrasting_colors(self, queries: Sequence[str], negatives: Sequence[str] | None = None) -> Tensor:
+        """Default colour of each query: the query palette's colour that stands out most against the
+        Gaussians the query matches (see :mod:`~gags_viewer.language.contrast`). [K, 3] in [0, 1]"""
+        key = (tuple(queries), self.resolve_negatives(negatives))
+        relevancy = self.gaussian_relevancy(list(queries), negatives)
+        with self._lock:
+            cached = self._colors.get(key)
+            if cached is not None and cached[0] is relevancy:  # scored from the same cached relevancy
+                return cached[1]
+        field = self.field
+        objects = matched_colors(
+            field.base_colors().to(relevancy.device), field.opacities().to(relevancy.device), relevancy
+        )
+        palette = query_colors(QUERY_PALETTE_SIZE)
+        colors = palette[contrasting_choice(objects, palette)]
+        with self._lock:
+            self._colors[key] = (relevancy, colors)
+            while len(self._colors) > 8:
+                self._colors.popitem(last=False)
+        return colors
 
     def prepare_field(self) -> None:
         """Build the once-per-field caches (neighbour search, every Gaussian decoded, the decoder in its

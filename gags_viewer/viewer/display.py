@@ -22,6 +22,7 @@ Modes (see :data:`~gags_viewer.viewer.settings.DISPLAY_MODES`):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -217,6 +218,25 @@ def _paint_granularity(p: Pass, view: View) -> tuple[Tensor, Legend]:
         for name, rgb in zip(GRANULARITY_NAMES, GRANULARITY_COLORS)
     ]
     return image, Legend(title=f"granularity ({view.settings.query_mode})", swatches=swatches)
+
+
+def with_contrasting_colors(settings: ViewSettings, engine, wait: bool = True) -> ViewSettings:
+    """``settings`` with a colour for every query: the one the user chose, else the palette colour that
+    stands out against what the query matches (:meth:`QueryEngine.contrasting_colors`). Unchanged when
+    the queries cannot be scored yet (no engine, no negatives, text still encoding, or, unless ``wait``,
+    the field's Gaussians not decoded yet); the viewer, its legend and colour pickers, and
+    ``gags-viewer render`` all colour queries through this function."""
+    queries, negatives = settings.queries, settings.negatives
+    missing = [q for q in queries if q not in settings.colors]
+    if engine is None or not missing or not negatives or not engine.field.has_language:
+        return settings
+    if not engine.ready(queries, negatives) or not (wait or engine.gaussians_decoded):
+        return settings
+    defaults = engine.contrasting_colors(queries, negatives)
+    colors = dict(settings.colors)
+    for phrase, rgb in zip(queries, defaults.tolist()):
+        colors.setdefault(phrase, tuple(int(round(c * 255)) for c in rgb))
+    return dataclasses.replace(settings, colors=colors)
 
 
 def _query_colors(settings: ViewSettings, device: torch.device) -> Tensor:

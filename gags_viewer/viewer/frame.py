@@ -31,7 +31,7 @@ from gags_viewer.errors import GagsError
 from gags_viewer.field.language_field import LanguageField
 from gags_viewer.render.api import render
 from gags_viewer.render.camera import Camera
-from gags_viewer.viewer.display import DISPLAYS, Pass, View, query_legend, run_rgb
+from gags_viewer.viewer.display import DISPLAYS, Pass, View, query_legend, run_rgb, with_contrasting_colors
 from gags_viewer.viewer.export import Legend
 from gags_viewer.viewer.selection_view import SelectionViews
 from gags_viewer.viewer.settings import LANGUAGE_DISPLAY_MODES, QUERY_DISPLAY_MODES, ViewSettings
@@ -175,6 +175,8 @@ def compose_frame(
         )
         return _finish(produced.rgb, legend, missing, produced, start)
 
+    if mode in QUERY_DISPLAY_MODES:
+        view.settings = settings = with_contrasting_colors(settings, engine, wait=wait_for_text)
     display = DISPLAYS[mode]
     produced = _produce(view, display.key(settings), display.run, lock, cache)
     t0 = time.perf_counter()
@@ -303,6 +305,8 @@ class FrameSource:
         field = self.field if engine is None else engine.field
         view = None
         if settings.shows_selection and engine is not None:
+            # Colours from the whole field, not from the copy that shows the selection.
+            settings = with_contrasting_colors(settings.checked(), engine, wait=wait_for_text)
             view = self.selections.view(engine, settings, wait_for_text)  # the selection is shown by the field
             field, engine = view.field, view.engine
         frame = compose_frame(

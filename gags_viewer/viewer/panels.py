@@ -340,7 +340,9 @@ class ClientPanels:
 
     def _wire_color(self, handle, phrase: str) -> None:
         @handle.on_update
-        def _(_) -> None:
+        def _(event) -> None:
+            if event.client is None:  # set by show_legend (the frame's colours), not by the user
+                return
             colors = dict(self.session.settings.colors)
             colors[phrase] = tuple(int(c) for c in handle.value)
             self._apply(colors=colors)
@@ -349,6 +351,10 @@ class ClientPanels:
 
     def show_legend(self, legend: Legend) -> None:
         self.legend.content = legend.html()
+        shown = dict(legend.swatches)
+        for handle, phrase in zip(self._color_handles, self.session.settings.queries):
+            if phrase in shown and tuple(handle.value) != tuple(shown[phrase]):
+                handle.value = tuple(int(c) for c in shown[phrase])  # the picker shows the colour on screen
 
     def show_status(self, error) -> None:
         """Show a render error until the next good frame (``error`` None clears it)."""
