@@ -167,9 +167,11 @@ def _highlight_check(page: Page, rgb: np.ndarray, phrase: str, other: str, scene
         ) from None
     image, changed = state["image"].astype(int), state["changed"]
     changed[:TOP_MARGIN] = False
-    # The highlight has the query's colour (first query: the palette's blue): bluer than before.
-    blue_shift = (image[changed][:, 2] - image[changed][:, 0]) - (rgb[changed][:, 2].astype(int) - rgb[changed][:, 0])
-    assert blue_shift.mean() > 20, blue_shift.mean()
+    # The highlight has the query's colour, the one the legend shows: pixels moved towards it.
+    color = np.array(dict(page.session.legend.swatches)[phrase])
+    towards = color - rgb[changed].astype(int)
+    moved = ((image[changed] - rgb[changed]) * towards).sum(-1) / np.maximum(np.linalg.norm(towards, axis=-1), 1)
+    assert moved.mean() > 20, (color, moved.mean())
     return state["image"]
 
 
@@ -244,7 +246,7 @@ def test_export_png(page_a, server, scene):
     mug[legend_rows.stop :], plant[legend_rows.stop :] = False, False
     assert changed[mug].mean() > 0.5 and changed[plant].mean() < 0.05
     corner = image[int(image.shape[0] * 0.75) :, : image.shape[1] // 2].reshape(-1, 3)
-    swatch = np.array([31, 119, 180])  # the first query colour, drawn in the legend
+    swatch = np.array(dict(page.session.legend.swatches)["mug"])  # the query's colour, drawn in the legend
     assert (np.abs(corner - swatch).sum(-1) < 12).sum() > 20
 
 

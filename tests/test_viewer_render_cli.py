@@ -51,10 +51,13 @@ def test_orbit_with_query_then_the_saved_path_renders_identically(scene, field_d
     assert (out / "orbit.mp4").stat().st_size > 0
     assert "wrote 3 frames" in capsys.readouterr().out
 
-    # The first frame is exactly the viewer's composition (legend included) for the orbit camera.
+    # The first frame is the viewer's composition (legend included) for the orbit camera. The shared test
+    # engine may have built its per-field caches under another thread count (another float32 summation
+    # order), so a value on a rounding edge may land one 8-bit level away, on a handful of pixels.
     camera = cp.orbit_path(scene.field, 3, 96, 72).cameras[0]
     frame = compose_frame(scene.field, camera, settings_for_render("mug", None), scene.engine)
-    np.testing.assert_array_equal(frames[0], draw_legend(frame.image, frame.legend))
+    diff = np.abs(frames[0].astype(int) - draw_legend(frame.image, frame.legend).astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
 
     # camera_path.json (nerfview format) reproduces the same frames.
     saved = json.loads((out / "camera_path.json").read_text())
