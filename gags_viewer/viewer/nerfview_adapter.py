@@ -109,12 +109,14 @@ def populate_panel(**kwargs) -> tuple[dict, CameraPath | None]:
     with _capture_lock:
         original = _render_panel.CameraPath
 
-        class _Captured(original):  # type: ignore[valid-type, misc]
-            def __init__(self, *args, **kw):
-                super().__init__(*args, **kw)
-                captured.append(self)
+        def capturing(*args, **kw) -> CameraPath:
+            # A function, not a subclass made per call: such a class outlived its browser (with the
+            # browser's panel, session and render thread) until the next browser built its panel.
+            path = original(*args, **kw)
+            captured.append(path)
+            return path
 
-        _render_panel.CameraPath = _Captured
+        _render_panel.CameraPath = capturing
         try:
             handles = _render_panel.populate_general_render_tab(**kwargs)
         finally:
