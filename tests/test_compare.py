@@ -188,7 +188,10 @@ def test_render_command_renders_both_fields(scene, pair, field_dirs, tmp_path, c
     camera = cp.orbit_path(scene.field, 2, WIDTH, HEIGHT).cameras[0]
     asked = settings_for_render("mug; plant", None).copy(compare_layout="split")
     expected = comparison.compose(first, camera, asked, legends=True)
-    np.testing.assert_array_equal(frames[0], expected.image)
+    # The command built its own engines: their per-field caches may come from another float32 summation
+    # order (thread count), so a value on a rounding edge may land one 8-bit level away on a few pixels.
+    diff = np.abs(frames[0].astype(int) - expected.image.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
     video = iio.imread(out / "orbit.mp4")
     assert video.shape[0] == 2 and video.shape[1:3] == (HEIGHT, WIDTH)
     # H.264 is lossy: the video's first frame is the PNG's up to compression noise
