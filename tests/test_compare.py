@@ -22,6 +22,7 @@ from gags_viewer.viewer.compare import (
     DIVIDER_WIDTH,
     Comparison,
     alignment_note,
+    clicked_view,
     comparison_labels,
     half_camera,
 )
@@ -158,6 +159,16 @@ def test_one_field_alone_and_an_rgb_only_second_field(scene, pair):
     np.testing.assert_array_equal(frame.image[:, DIVIDER_WIDTH:], rgb[:, DIVIDER_WIDTH:])
     legend = plain_b._side_frame(1, plain_b.second, camera, settings(), True)[1]
     assert legend.title == "B · splat" and "RGB only: no language features" in legend.notes
+
+
+def test_a_click_on_either_half_lands_on_the_same_point(scene):
+    camera = scene.camera(WIDTH, HEIGHT)
+    half = (WIDTH - DIVIDER_WIDTH) // 2
+    left_cam, left_x = clicked_view(camera, 10, settings())
+    right_cam, right_x = clicked_view(camera, WIDTH - half + 10, settings())
+    assert left_x == right_x == 10 and left_cam.width == right_cam.width == half
+    assert torch.equal(left_cam.K, half_camera(camera, half).K)
+    assert clicked_view(camera, 100, settings(compare_layout="split")) == (camera, 100)
 
 
 def test_alignment_note_and_labels(scene):

@@ -85,6 +85,17 @@ def half_camera(camera: Camera, width: int) -> Camera:
     return Camera(camera.world_to_camera, K, int(width), camera.height)
 
 
+def clicked_view(camera: Camera, x: int, settings: ViewSettings) -> tuple[Camera, int]:
+    """Where a click at column ``x`` of the comparison frame lands in one field's own view: side by side,
+    the shared half camera and the column within the clicked half (the halves show the same view); in
+    the other layouts the full camera and ``x`` itself."""
+    if settings.compare_layout != "side":
+        return camera, x
+    half = max(1, (camera.width - DIVIDER_WIDTH) // 2)
+    column = x if x < half else x - (camera.width - half)
+    return half_camera(camera, half), min(max(column, 0), half - 1)
+
+
 def side_legend(tag: str, side: Side, legend: Legend, note: str | None) -> Legend:
     """A side's legend: its tag and label first, then what its colours mean."""
     notes = ([legend.title] if legend.title else []) + ([note] if note else []) + list(legend.notes)
@@ -210,14 +221,18 @@ class Comparison:
 
     @staticmethod
     def _shared_colors(settings: ViewSettings, sides: tuple[Side, Side], wait: bool) -> ViewSettings:
-        """``settings`` with each query's colour fixed from the first side that can score queries."""
+        """``settings`` with each query's colour fixed: from the first side that can score queries, else
+        (its text or Gaussians not ready yet) the palette's, so that the sides never colour a phrase
+        differently."""
         if not settings.shows_queries:
             return settings
         for side in sides:
             engine = side.source.engine
             if engine is not None and side.source.field.has_language and not side.queries_off:
-                return with_contrasting_colors(settings, engine, wait=wait)
-        return settings
+                settings = with_contrasting_colors(settings, engine, wait=wait)
+                break
+        pinned = {q: settings.color_of(i, q) for i, q in enumerate(settings.queries)}
+        return settings.copy(colors=pinned)
 
     def _combined(self, frames: dict[int, Frame], image: np.ndarray, legends: bool) -> Frame:
         first = frames.get(0, frames.get(1))
