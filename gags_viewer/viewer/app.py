@@ -31,6 +31,8 @@ from gags_viewer.viewer import nerfview_adapter as nv
 from gags_viewer.viewer.camera_path import default_framing
 from gags_viewer.viewer.camera_path_panel import ClientAsServer, add_camera_path_panel
 from gags_viewer.viewer.click_query import ClickQueries
+from gags_viewer.viewer.compare import Comparison
+from gags_viewer.viewer.compare_panel import add_compare_panel
 from gags_viewer.viewer.editing import FieldEditor
 from gags_viewer.viewer.frame import Frame, FrameSource, preview_settings
 from gags_viewer.viewer.memory import return_freed_memory
@@ -87,6 +89,8 @@ class ViewerApp(FrameSource):
         sam_checkpoint: a segment-anything checkpoint for click-to-query (None: feature clicks).
         queries_off: why a field with language features is shown without queries (its text model
             could not be loaded); every browser's Query panel says so.
+        comparison: a second field shown beside this one under the same camera
+            (:mod:`gags_viewer.viewer.compare`), or None.
     """
 
     def __init__(
@@ -100,9 +104,13 @@ class ViewerApp(FrameSource):
         field_dir: Path | None = None,
         sam_checkpoint: Path | None = None,
         queries_off: str | None = None,
+        comparison: Comparison | None = None,
     ):
         super().__init__(field, engine, backend=backend)
         self.queries_off = queries_off
+        self.comparison = comparison
+        if comparison is not None:
+            comparison.on_second_text(self.rerender_all)
         self.clicks = ClickQueries(sam_checkpoint)
         """Clicks turned into queries (names and embeddings; SAM loaded on the first click)."""
         self.editor = FieldEditor(self, field_dir)
@@ -128,6 +136,23 @@ class ViewerApp(FrameSource):
     def all_sessions(self) -> list[ClientSession]:
         with self._sessions_lock:
             return list(self.sessions.values())
+
+    def rerender_all(self) -> None:
+        for session in self.all_sessions():
+            session.rerender()
+
+    # -- two fields: frames of both (see gags_viewer.viewer.compare) -----------------------------------
+
+    def warm_up(self) -> float:
+        seconds = super().warm_up()
+        if self.comparison is not None:
+            self.comparison.warm_up(self.raster_lock)
+        return seconds
+
+    def compose(self, camera: Camera, settings: ViewSettings, *, wait_for_text: bool = True) -> Frame:
+        if self.comparison is None:
+            return super().compose(camera, settings, wait_for_text=wait_for_text)
+        return self.comparison.compose(self, camera, settings, wait_for_text=wait_for_text)
 
     def compose_for(self, camera: Camera, settings: ViewSettings, session: ClientSession) -> Frame:
         # While the camera moves (nerfview's low-resolution states) pixel mode shows gaussian mode's
@@ -168,8 +193,7 @@ class GagsViewer(nerfview.Viewer):
         pass  # each browser gets its own camera-path panel (see _connect_client)
 
     def rerender(self, _=None):
-        for session in self.app.all_sessions():
-            session.rerender()
+        self.app.rerender_all()
 
     def _connect_client(self, client: viser.ClientHandle):  # nerfview hook
         app = self.app
@@ -206,6 +230,8 @@ class GagsViewer(nerfview.Viewer):
             app.sessions[client.client_id] = session
         nv.renderers(self)[client.client_id] = renderer
         panels_holder["panels"] = ClientPanels(client, session, self)
+        if app.comparison is not None:
+            add_compare_panel(client, session, app.comparison.labels)
 
         @client.camera.on_update
         def _(_: viser.CameraHandle) -> None:

@@ -27,6 +27,8 @@ DisplayName = Literal["rgb", "relevancy", "heatmap", "overlay", "mask", "granula
 VideoFormat = Literal["mp4", "gif", "none"]
 
 FieldPath = Positional[Annotated[Path, arg(metavar="FIELD")]]
+SecondFieldPath = Positional[Annotated[Path | None, arg(metavar="FIELD_B")]]
+CompareLayout = Literal["side", "split", "a", "b"]
 
 
 @dataclass(frozen=True)
@@ -147,13 +149,16 @@ def serve(
     sam_checkpoint: Path | None = None,
     queries_off: str | None = None,
     label: str | None = None,
+    comparison=None,
+    compare_layout: str = "side",
 ):
     """Start the viewer on ``field``; with ``block`` serve until Ctrl-C, else return (server, viewer).
 
     ``field_dir``: where the field was loaded from (a saved edit keeps finding its CLIP model).
     ``queries_off``: why a field with language features cannot be queried (its text model failed to
     load); the viewer then shows RGB and says why in its Query panel. ``label``: what the start line
-    calls the field (default: its path-less provenance).
+    calls the field (default: its path-less provenance). ``comparison``: a second field shown beside
+    this one (:class:`~gags_viewer.viewer.compare.Comparison`), first in ``compare_layout``.
     """
     from gags_viewer.viewer.app import ViewerApp, start_viewer
     from gags_viewer.viewer.exposure import exposure_warnings
@@ -165,6 +170,7 @@ def serve(
         negatives_text="; ".join(field.metadata.negatives),
         display="overlay" if queryable else "rgb",
         viewer_res=viewer_res,
+        compare_layout=compare_layout,
     ).checked()
     app = ViewerApp(
         field,
@@ -174,6 +180,7 @@ def serve(
         field_dir=field_dir,
         sam_checkpoint=sam_checkpoint,
         queries_off=queries_off,
+        comparison=comparison,
     )
     server, viewer = start_viewer(app, host=host, port=port)
     url_host = "localhost" if host in ("0.0.0.0", "::") else host
@@ -190,6 +197,13 @@ def serve(
         flush=True,
     )
     print(f"gags-viewer: exports are written to {Path(output_dir).resolve()}", flush=True)
+    if comparison is not None:
+        second = comparison.second.source.field
+        print(
+            f"gags-viewer: comparing A = {comparison.labels[0]} with B = {comparison.labels[1]} "
+            f"({second.num_gaussians:,} Gaussians) under one camera",
+            flush=True,
+        )
     if engine is None and not field.has_language:
         print("gags-viewer: this field has no language features: RGB, depth and alpha views only", flush=True)
     for line in exposure_warnings(host, server.get_port(), share):
@@ -222,6 +236,7 @@ def wait_for_interrupt() -> None:
 
 def view(
     field: FieldPath,
+    compare: SecondFieldPath = None,
     host: str = "127.0.0.1",
     port: int = 8080,
     share: bool = False,
@@ -233,12 +248,18 @@ def view(
     clip: ClipOptions = ClipOverrides(),
     sam_checkpoint: Path | None = None,
     rgb_only: bool = False,
+    layout: CompareLayout = "side",
 ) -> None:
-    """Open a field in the browser viewer: typed queries, display modes, PNG and video export.
+    """Open a field in the browser viewer: typed queries, display modes, PNG and video export. With a
+    second field (``view A B``), compare them: both under one camera with the same queries, side by side
+    or split-screen, each with its own legend; exports show both.
 
     Args:
         field: a field directory (native or official GAGS output), an Inria .ply or a .splat file
             (.ply/.splat without language features: RGB, depth and alpha only).
+        compare: a second field of the same scene (B) to show beside the first (A): e.g. GAGS against
+            another method, or two training runs. Selection and edits act on A; B is read at its latest
+            iteration.
         host: address to bind; 127.0.0.1 keeps the viewer on this machine (0.0.0.0 opens it to the network).
         port: port to serve on (the next free one if taken).
         share: also ask viser for a public share URL and print it.
@@ -252,6 +273,8 @@ def view(
             object with SAM and queries its CLIP image embedding (without it: the clicked pixel's feature).
         rgb_only: open the field even when its CLIP text model cannot be loaded (queries off; the
             viewer says why). Without it such a field is refused at once.
+        layout: with two fields, how they share the view at first: side (by side), split (screen),
+            a or b (one alone); the Compare panel changes it.
     """
     dev = resolve_device(device)
     if sam_checkpoint is not None and not sam_checkpoint.is_file():
@@ -259,6 +282,11 @@ def view(
     loaded = load_for_viewing(field, iteration, dev)
     engine = build_engine(loaded, field, dev, clip)
     queries_off = check_text_model(engine, rgb_only)
+    comparison = None
+    if compare is not None:
+        comparison = open_comparison(
+            field, loaded, None if queries_off else engine, compare, dev, clip, rgb_only, queries_off
+        )
     serve(
         loaded,
         None if queries_off else engine,
@@ -272,6 +300,49 @@ def view(
         sam_checkpoint=sam_checkpoint,
         queries_off=queries_off,
         label=str(field),
+        comparison=comparison,
+        compare_layout=layout,
+    )
+
+
+def open_comparison(
+    first_path: Path,
+    first: LanguageField,
+    first_engine,
+    second_path: Path,
+    device: torch.device,
+    clip: ClipOverrides = ClipOverrides(),
+    rgb_only: bool = False,
+    first_queries_off: str | None = None,
+):
+    """Field B of ``view A B`` / ``render A B`` beside A, loaded and queried as A is (the ``--clip-*``
+    overrides apply to both; B shares A's text model when both use the same one). Says in one line when
+    the two do not look like the same scene. Returns a :class:`~gags_viewer.viewer.compare.Comparison`."""
+    from gags_viewer.viewer.compare import Comparison, alignment_note, comparison_labels
+
+    second = load_for_viewing(second_path, None, device)
+    engine = build_engine(second, second_path, device, clip)
+    if engine is not None and first_engine is not None and engine.text_encoder.spec == first_engine.text_encoder.spec:
+        from gags_viewer.language import QueryEngine
+
+        engine = QueryEngine(second, first_engine.text_encoder)
+    queries_off = check_text_model(engine, rgb_only)
+    note = alignment_note(first, second)
+    if note:
+        print(f"gags-viewer: note: {note}", file=sys.stderr, flush=True)
+    if not first.has_language and second.has_language:
+        print(
+            "gags-viewer: note: A (the first field) has no language features, so the query box is off; "
+            "put the field with language features first",
+            file=sys.stderr,
+            flush=True,
+        )
+    return Comparison(
+        second,
+        None if queries_off else engine,
+        comparison_labels(first_path, second_path),
+        first_queries_off=first_queries_off,
+        second_queries_off=queries_off,
     )
 
 
@@ -390,14 +461,19 @@ def render_frames(
     *,
     legend: bool = True,
     progress=None,
+    comparison=None,
 ):
-    """Yield the frames ([H, W, 3] uint8) of ``cameras`` with ``settings`` (the viewer's compositing)."""
-    from gags_viewer.viewer.export import draw_legend
-    from gags_viewer.viewer.frame import compose_frame
+    """Yield the frames ([H, W, 3] uint8) of ``cameras`` with ``settings`` (the viewer's compositing);
+    with a :class:`~gags_viewer.viewer.compare.Comparison`, frames showing ``field`` and its second field."""
+    from gags_viewer.viewer.frame import FrameSource, compose_frame, with_legend
 
+    first = FrameSource(field, engine) if comparison is not None else None
     for i, camera in enumerate(cameras):
-        frame = compose_frame(field, camera, settings, engine, wait_for_text=True)
-        yield draw_legend(frame.image, frame.legend) if legend else frame.image
+        if comparison is None:
+            frame = compose_frame(field, camera, settings, engine, wait_for_text=True)
+        else:
+            frame = comparison.compose(first, camera, settings, wait_for_text=True, legends=legend)
+        yield with_legend(frame) if legend else frame.image
         if progress is not None:
             progress(i + 1)
 
@@ -405,6 +481,9 @@ def render_frames(
 def render(
     field: FieldPath,
     out: Path,
+    compare: SecondFieldPath = None,
+    layout: CompareLayout = "side",
+    split: float = 0.5,
     camera_path: Path | None = None,
     query: str = "",
     negatives: str | None = None,
@@ -432,6 +511,11 @@ def render(
     Args:
         field: a field directory, .ply or .splat file (the latter two may be RGB only: no queries).
         out: output directory: frames/frame_00000.png..., <name>.mp4 (or .gif) and camera_path.json.
+        compare: a second field of the same scene (B): every frame shows both fields under the same
+            camera with the same queries, each with its own legend (``render A B --out DIR``).
+        layout: with two fields: side (by side: each half the middle of the view), split (screen: A left of
+            the split, B right), a or b (one alone).
+        split: the split screen's dividing column, as a fraction of the width.
         camera_path: a camera-path JSON saved by the viewer (nerfview/nerfstudio format). Without it, a
             full orbit around the scene's bounds.
         query: queries separated by ';' (e.g. "mug; plant"); each gets its own colour.
@@ -461,18 +545,23 @@ def render(
     from gags_viewer.viewer.settings import LANGUAGE_DISPLAY_MODES, settings_for_render
 
     settings = settings_for_render(query, mode, negatives, threshold, query_mode, colormap, background, colors)
+    settings = settings.copy(compare_layout=layout, compare_split=split)
     dev = resolve_device(device)
     loaded = load_for_viewing(field, iteration, dev)
-    if (settings.queries or settings.display in LANGUAGE_DISPLAY_MODES) and not loaded.has_language:
+    engine = build_engine(loaded, field, dev, clip)
+    comparison = None if compare is None else open_comparison(field, loaded, engine, compare, dev, clip)
+    fields = [(field, loaded)] + ([] if comparison is None else [(compare, comparison.second.source.field)])
+    if (settings.queries or settings.display in LANGUAGE_DISPLAY_MODES) and not any(f.has_language for _, f in fields):
         what = f'--query "{query}"' if settings.queries else f"--mode {settings.display}"
         raise GagsError(
             f"{field} has no language features (RGB only), so {what} cannot be rendered; use --mode rgb, depth or alpha"
         )
-    if settings.display == "granularity" and loaded.granularity_decoder is None:
+    if settings.display == "granularity" and all(f.granularity_decoder is None for _, f in fields):
         raise GagsError(f"{field} has no granularity decoder, so --mode granularity cannot be rendered")
-    engine = build_engine(loaded, field, dev, clip)
-    if engine is not None and settings.queries:
-        engine.text_embeddings(settings.queries + settings.negatives)  # fail early on missing weights
+    engines = [engine] + ([] if comparison is None else [comparison.second.source.engine])
+    for each in engines:
+        if each is not None and settings.queries:
+            each.text_embeddings(settings.queries + settings.negatives)  # fail early on missing weights
 
     if camera_path is not None:
         path = cp.read_camera_path(camera_path, width, height, scale_ratio)
@@ -519,7 +608,9 @@ def render(
 
     def frames_and_pngs():
         for i, image in enumerate(
-            render_frames(loaded, engine, path.cameras, settings, legend=legend, progress=progress)
+            render_frames(
+                loaded, engine, path.cameras, settings, legend=legend, progress=progress, comparison=comparison
+            )
         ):
             written.append(ex.write_png(frames_dir / f"frame_{i:05d}.png", image))
             yield image

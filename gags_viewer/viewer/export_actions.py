@@ -18,6 +18,7 @@ from gags_viewer.fsutil import atomic_write_text
 from gags_viewer.render.camera import Camera
 from gags_viewer.viewer import export as ex
 from gags_viewer.viewer.camera_path import camera_path_from_nerfview, parse_camera_path
+from gags_viewer.viewer.frame import with_legend
 from gags_viewer.viewer.session import ClientSession
 
 
@@ -45,8 +46,7 @@ def export_png(viewer: ExportHost, session: ClientSession, name_hint: str = "") 
     width = max(1, int(round(height * float(camera_state.aspect))))
     camera = Camera.from_nerfview(camera_state, width, height)
     settings = session.settings
-    frame = viewer.app.compose(camera, settings, wait_for_text=True)
-    image = ex.draw_legend(frame.image, frame.legend)
+    image = with_legend(viewer.app.compose(camera, settings, wait_for_text=True))
     directory = ex.ensure_directory(viewer.output_dir / "images")
     hint = name_hint or ("_".join(settings.queries) if settings.shows_queries else settings.display)
     path = ex.write_png(ex.unique_path(directory, ex.export_stem("view", hint), ".png"), image)
@@ -136,8 +136,7 @@ def export_video(
 
     def frames():
         for i, camera in enumerate(cameras.cameras):
-            frame = viewer.app.compose(camera, settings, wait_for_text=True)
-            yield ex.draw_legend(frame.image, frame.legend)
+            yield with_legend(viewer.app.compose(camera, settings, wait_for_text=True))
             if progress is not None:
                 progress(i + 1, total)
 

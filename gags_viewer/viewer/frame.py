@@ -32,7 +32,7 @@ from gags_viewer.field.language_field import LanguageField
 from gags_viewer.render.api import render
 from gags_viewer.render.camera import Camera
 from gags_viewer.viewer.display import DISPLAYS, Pass, View, query_legend, run_rgb, with_contrasting_colors
-from gags_viewer.viewer.export import Legend
+from gags_viewer.viewer.export import Legend, draw_legend
 from gags_viewer.viewer.selection_view import SelectionViews
 from gags_viewer.viewer.settings import LANGUAGE_DISPLAY_MODES, QUERY_DISPLAY_MODES, ViewSettings
 
@@ -48,12 +48,20 @@ class Frame:
             shows the RGB render.
         timings: seconds per phase ("render", "decode", "relevancy", "composite", "total", ...);
             "reused" is 1.0 when the render pass came from a :class:`PassCache`.
+        legend_drawn: the image already shows its legends (a comparison draws each field's legend in
+            its part, :mod:`gags_viewer.viewer.compare`); ``legend`` is then only the panel's summary.
     """
 
     image: np.ndarray
     legend: Legend
     pending: tuple[str, ...] = ()
     timings: dict[str, float] = dc_field(default_factory=dict)
+    legend_drawn: bool = False
+
+
+def with_legend(frame: Frame) -> np.ndarray:
+    """The frame as exports show it: its image with its legend drawn on (once). [H, W, 3] uint8"""
+    return frame.image if frame.legend_drawn else draw_legend(frame.image, frame.legend)
 
 
 def to_uint8(image: Tensor) -> np.ndarray:

@@ -289,6 +289,10 @@ class ClientPanels:
             width, height = (res, max(1, round(res / aspect))) if aspect >= 1 else (max(1, round(res * aspect)), res)
             camera = Camera.from_nerfview(state, width, height)
             x, y = click_pixel(screen_pos, width, height)
+            if getattr(app, "comparison", None) is not None:  # a click on either half of a comparison
+                from gags_viewer.viewer.compare import clicked_view
+
+                camera, x = clicked_view(camera, x, session.settings)
             lock = app.raster_lock
             with contextlib.nullcontext() if lock is None else lock:
                 result = app.clicks.query(app.engine, camera, x, y)

@@ -57,6 +57,10 @@ QUERY_MODES: tuple[str, ...] = ("gaussian", "pixel")
 SELECTION_SHOWS: tuple[str, ...] = ("off", "tinted", "alone", "hidden")
 """How the selected Gaussians are shown: not marked, tinted in their query colour, alone, or hidden."""
 
+COMPARE_LAYOUTS: tuple[str, ...] = ("side", "split", "a", "b")
+"""How two compared fields share the image (:mod:`gags_viewer.viewer.compare`): side by side,
+split-screen, A alone or B alone."""
+
 
 DEFAULT_NEGATIVES_TEXT = "object; things; stuff; texture"
 
@@ -129,6 +133,8 @@ class ViewSettings:
         selection_radius: the official rule's neighbour-vote radius in world units (0.05 in GAGS, made for
             scenes at COLMAP scale; a field at another scale needs another radius).
         selection_show: how the selection is shown, see :data:`SELECTION_SHOWS` (every display mode).
+        compare_layout: with two fields, how they share the image, see :data:`COMPARE_LAYOUTS`.
+        compare_split: the split-screen's dividing column as a fraction of the width, in [0, 1].
     """
 
     queries_text: str = ""
@@ -145,6 +151,8 @@ class ViewSettings:
     selection_threshold: float = 0.4
     selection_radius: float = 0.05
     selection_show: str = "off"
+    compare_layout: str = "side"
+    compare_split: float = 0.5
 
     @property
     def queries(self) -> list[str]:
@@ -204,6 +212,12 @@ class ViewSettings:
             raise GagsError(
                 f"unknown selection display '{self.selection_show}'; choose one of {', '.join(SELECTION_SHOWS)}"
             )
+        if self.compare_layout not in COMPARE_LAYOUTS:
+            raise GagsError(
+                f"unknown comparison layout '{self.compare_layout}'; choose one of {', '.join(COMPARE_LAYOUTS)}"
+            )
+        if not 0.0 <= float(self.compare_split) <= 1.0:
+            raise GagsError(f"comparison split must be in [0, 1], got {self.compare_split}")
         background = parse_color(self.background)
         colors = {str(k): parse_color(v) for k, v in self.colors.items()}
         if not 16 <= int(self.viewer_res) <= 4096:
