@@ -12,7 +12,7 @@ import torch
 from gags_viewer.field.language_field import SH_C0
 from gags_viewer.language import QueryEngine
 from gags_viewer.language.colormaps import query_colors
-from gags_viewer.language.contrast import contrasting_choice, matched_colors, srgb_to_lab
+from gags_viewer.language.contrast import contrasting_choice, match_weights, palette_distances, srgb_to_lab
 from gags_viewer.viewer.frame import compose_frame
 from gags_viewer.viewer.settings import ViewSettings
 from tests.test_viewer_fixtures import scene  # noqa: F401 - fixture
@@ -28,27 +28,35 @@ def test_lab_of_the_primaries_is_the_published_one():
     torch.testing.assert_close(srgb_to_lab(rgb), published, atol=0.15, rtol=0.0)
 
 
-def test_matched_colour_is_the_opacity_weighted_mean_of_the_matched_gaussians():
-    colors = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
+def test_match_weights_are_opacities_of_the_matched_gaussians():
     opacities = torch.tensor([0.75, 0.25, 1.0, 1.0])
     relevancy = torch.tensor(
         [
-            [0.9, 0.6, 0.1, 0.2],  # matches the first two: 3/4 red + 1/4 green
-            [0.1, 0.2, 0.45, 0.3],  # matches none: its most relevant Gaussian (blue) stands in
+            [0.9, 0.6, 0.1, 0.2],  # matches the first two, weighted 3:1 by opacity
+            [0.1, 0.2, 0.45, 0.3],  # matches none: its most relevant Gaussian stands in
         ]
     )
-    out = matched_colors(colors, opacities, relevancy)
-    torch.testing.assert_close(out[0], torch.tensor([0.75, 0.25, 0.0]))
-    torch.testing.assert_close(out[1], torch.tensor([0.0, 0.0, 1.0]))
+    weights = match_weights(opacities, relevancy)
+    torch.testing.assert_close(weights, torch.tensor([[0.75, 0.25, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]))
+
+
+def test_distance_is_the_mean_over_the_gaussians_not_to_their_mean_colour():
+    palette = query_colors(10)
+    orange, grey = palette[1], torch.tensor([0.4, 0.38, 0.38])
+    colors = torch.stack([orange, grey])  # an orange shade on a grey base
+    weights = torch.tensor([[0.5, 0.5]])
+    distances = palette_distances(colors, weights, palette)
+    lab = srgb_to_lab(torch.cat([colors, palette]))
+    expected = 0.5 * (lab[2:] - lab[0]).norm(dim=1) + 0.5 * (lab[2:] - lab[1]).norm(dim=1)
+    torch.testing.assert_close(distances[0], expected)
+    assert contrasting_choice(distances) != [1]  # never the colour of one of its parts
 
 
 def test_choice_is_the_farthest_unused_palette_colour():
-    palette = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.8, 0.0], [0.0, 0.0, 1.0]])
-    reddish = torch.tensor([0.9, 0.1, 0.1])
-    # Red against red, green and blue: blue is the farthest in Lab (its a*/b* oppose red's), then green.
-    assert contrasting_choice(reddish[None], palette) == [2]
-    # A second reddish query cannot take blue again while green is free; a fourth reuses the farthest.
-    assert contrasting_choice(torch.stack([reddish] * 4), palette) == [2, 1, 0, 2]
+    distances = torch.tensor([[1.0, 5.0, 9.0], [1.0, 5.0, 9.0], [1.0, 5.0, 9.0], [1.0, 5.0, 9.0]])
+    assert contrasting_choice(distances[:1]) == [2]
+    # A second query cannot take the farthest again while others are free; a fourth reuses the farthest.
+    assert contrasting_choice(distances) == [2, 1, 0, 2]
 
 
 def _recoloured(scene, phrase: str, rgb: tuple[float, float, float]):

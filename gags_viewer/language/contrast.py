@@ -1,9 +1,9 @@
 """Default query colours that stand out against the object they paint.
 
 A highlight in the query palette's first colour (blue) over a blue object, or orange over an orange
-one, is hard to see. Each query's default colour is instead the palette colour farthest (CIELAB
-distance) from the colour of the Gaussians that query selects, each palette colour used once while
-there are unused ones. Colours the user picks are never changed: this only supplies defaults.
+one, is hard to see. Each query's default colour is instead the palette colour farthest, on average
+(CIELAB distance), from the colours of the Gaussians that query selects, each palette colour used once
+while there are unused ones. Colours the user picks are never changed: this only supplies defaults.
 """
 
 from __future__ import annotations
@@ -36,44 +36,62 @@ def srgb_to_lab(rgb: Tensor) -> Tensor:
     )
 
 
-def matched_colors(base_colors: Tensor, opacities: Tensor, relevancy: Tensor) -> Tensor:
-    """Opacity-weighted mean colour of the Gaussians each query matches.
+def match_weights(opacities: Tensor, relevancy: Tensor) -> Tensor:
+    """How much each Gaussian counts as "under" each query's mask: its opacity where its relevancy reaches
+    :data:`MATCH_RELEVANCY` (or, for a query that no Gaussian reaches, among its most relevant
+    :data:`FALLBACK_FRACTION`, at least one), else 0.
 
     Args:
-        base_colors: colour of each Gaussian in [0, 1]. [N, 3]
         opacities: opacity of each Gaussian in [0, 1]. [N]
         relevancy: relevancy of each Gaussian for each query. [K, N]
 
     Returns:
-        [K, 3] in [0, 1]. A query that no Gaussian reaches :data:`MATCH_RELEVANCY` for takes the mean
-        over its most relevant :data:`FALLBACK_FRACTION` of the Gaussians (at least one).
+        [K, N], each row summing to 1.
     """
     relevancy = torch.nan_to_num(relevancy.float(), nan=0.0)
     matched = relevancy >= MATCH_RELEVANCY
     top = max(1, int(round(FALLBACK_FRACTION * relevancy.shape[1])))
     fallback = torch.zeros_like(matched)
     fallback.scatter_(1, relevancy.topk(top, dim=1).indices, True)
-    chosen = torch.where(matched.any(dim=1, keepdim=True), matched, fallback)
-    weights = chosen.float() * opacities.float()[None, :] + 1e-12 * chosen.float()  # all-transparent: plain mean
-    return (weights @ base_colors.float()) / weights.sum(dim=1, keepdim=True)
+    chosen = torch.where(matched.any(dim=1, keepdim=True), matched, fallback).float()
+    weights = chosen * opacities.float()[None, :] + 1e-12 * chosen  # all transparent: equal weights
+    return weights / weights.sum(dim=1, keepdim=True)
 
 
-def contrasting_choice(object_colors: Tensor, palette: Tensor) -> list[int]:
-    """For each query in order, the palette entry farthest in CIELAB from its object's colour, taking
-    entries not yet used while any remain (then the farthest of all).
+def palette_distances(base_colors: Tensor, weights: Tensor, palette: Tensor) -> Tensor:
+    """Mean CIELAB distance from each palette colour to the Gaussians under each query's mask.
+
+    The mean of the distances, not the distance to the mean colour: an orange-and-grey lamp must not get
+    orange because the average of its parts is far from orange.
 
     Args:
-        object_colors: colour under each query's mask in [0, 1]. [K, 3]
+        base_colors: colour of each Gaussian in [0, 1]. [N, 3]
+        weights: :func:`match_weights`. [K, N]
         palette: candidate colours in [0, 1]. [P, 3]
+
+    Returns:
+        [K, P]
+    """
+    lab = srgb_to_lab(base_colors.cpu())  # [N, 3] float64
+    distance = torch.cdist(lab, srgb_to_lab(palette.cpu()))  # [N, P]
+    return weights.cpu().double() @ distance
+
+
+def contrasting_choice(distances: Tensor) -> list[int]:
+    """For each query in order, the palette entry with the largest distance to what it paints, taking
+    entries not yet used while any remain (then the largest of all).
+
+    Args:
+        distances: :func:`palette_distances`. [K, P]
 
     Returns:
         K palette indices.
     """
-    distance = torch.cdist(srgb_to_lab(object_colors.cpu()), srgb_to_lab(palette.cpu()))  # [K, P]
+    count = distances.shape[1]
     used: set[int] = set()
     choice = []
-    for row in distance:
-        free = [i for i in range(palette.shape[0]) if i not in used] or list(range(palette.shape[0]))
+    for row in distances:
+        free = [i for i in range(count) if i not in used] or list(range(count))
         best = max(free, key=lambda i: (float(row[i]), -i))
         used.add(best)
         choice.append(best)

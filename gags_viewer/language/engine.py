@@ -45,7 +45,7 @@ from gags_viewer.field.neighbours import neighbour_smoothed_features
 from gags_viewer.language.clip_text import TextEncoder, shared_text_encoder
 from gags_viewer.language.colormaps import QUERY_PALETTE_SIZE, query_colors
 from gags_viewer.language.composite import FeaturePCA
-from gags_viewer.language.contrast import contrasting_choice, matched_colors
+from gags_viewer.language.contrast import contrasting_choice, match_weights, palette_distances
 from gags_viewer.language.decoders import (
     StateDict,
     clip_decoder_from_state_dict,
@@ -335,11 +335,9 @@ class QueryEngine:
             if cached is not None and cached[0] is relevancy:  # scored from the same cached relevancy
                 return cached[1]
         field = self.field
-        objects = matched_colors(
-            field.base_colors().to(relevancy.device), field.opacities().to(relevancy.device), relevancy
-        )
+        weights = match_weights(field.opacities().to(relevancy.device), relevancy)
         palette = query_colors(QUERY_PALETTE_SIZE)
-        colors = palette[contrasting_choice(objects, palette)]
+        colors = palette[contrasting_choice(palette_distances(field.base_colors(), weights, palette))]
         with self._lock:
             self._colors[key] = (relevancy, colors)
             while len(self._colors) > 8:
