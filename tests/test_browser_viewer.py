@@ -447,3 +447,39 @@ def test_each_browser_has_its_own_camera_path(browser, server, page_a):
         assert len(nv.path_keyframes(page_b.session.camera_path.path)) == 0
     finally:
         page_b.close()
+
+
+def test_browsers_that_leave_leave_nothing_behind(browser, server):
+    """Per-browser state (session, render thread, panels, caches, client handle) is released when tabs
+    close: memory must not grow with every browser that ever connected. The most recently departed
+    browser's objects may stay referenced by the server's connection machinery until the next one leaves,
+    so of three browsers that came and left, all but the last must be gone."""
+    import gc
+    import weakref
+
+    _, viewer, _, _ = server
+    refs = []
+    for phrase in ("plant", "mug", "plant; mug"):
+        page = Page(browser, server)
+        page.type_queries(phrase)
+        _wait(lambda page=page: page.session.legend.swatches, what="the query rendered")
+        session, renderer = page.session, page.session.renderer
+        client_id = session.client.client_id
+        refs.append([weakref.ref(o) for o in (session, renderer, session.settings, session.client)])
+        page.session = session = None
+        page.close()
+        _wait(lambda client_id=client_id: client_id not in viewer.app.sessions, what="the session dropped")
+        renderer.join(timeout=30)
+        assert not renderer.is_alive()
+        renderer = None
+
+    def released():
+        gc.collect()
+        return all(ref() is None for group in refs[:-1] for ref in group)
+
+    _wait(
+        released,
+        timeout=30,
+        what="the departed browsers' objects garbage-collected",
+        state=lambda: [[ref() is None for ref in group] for group in refs],
+    )
