@@ -28,6 +28,7 @@ import viser
 from gags_viewer.field.language_field import LanguageField
 from gags_viewer.render.camera import Camera
 from gags_viewer.viewer import nerfview_adapter as nv
+from gags_viewer.viewer.browser_side import BrowserSplats
 from gags_viewer.viewer.camera_path import default_framing
 from gags_viewer.viewer.camera_path_panel import ClientAsServer, add_camera_path_panel
 from gags_viewer.viewer.click_query import ClickQueries
@@ -224,7 +225,8 @@ class GagsViewer(nerfview.Viewer):
             if nv.camera_ready(client) and renderer.running:
                 renderer.submit(nv.RenderTask("rerender", self.get_camera_state(client)))
 
-        session.rerender = rerender
+        session.browser_side = BrowserSplats(app, session, rerender)  # browser-side mode: pauses the renderer
+        session.rerender = session.browser_side.refresh
         session.camera_path = add_camera_path_panel(ClientAsServer(client), self.output_dir, self.default_render_size)
         with app._sessions_lock:
             app.sessions[client.client_id] = session
@@ -241,6 +243,7 @@ class GagsViewer(nerfview.Viewer):
                 renderer.submit(nv.RenderTask("move", self.get_camera_state(client)))
 
         renderer.start()
+        session.rerender()
 
     def _disconnect_client(self, client: viser.ClientHandle):  # nerfview hook
         renderer = nv.renderers(self).pop(client.client_id, None)

@@ -151,6 +151,7 @@ def serve(
     label: str | None = None,
     comparison=None,
     compare_layout: str = "side",
+    browser_side: bool = False,
 ):
     """Start the viewer on ``field``; with ``block`` serve until Ctrl-C, else return (server, viewer).
 
@@ -159,6 +160,7 @@ def serve(
     load); the viewer then shows RGB and says why in its Query panel. ``label``: what the start line
     calls the field (default: its path-less provenance). ``comparison``: a second field shown beside
     this one (:class:`~gags_viewer.viewer.compare.Comparison`), first in ``compare_layout``.
+    ``browser_side``: browsers start in browser-side rendering (the Gaussians are sent once and splatted by the browser; see :mod:`.browser_side`).
     """
     from gags_viewer.viewer.app import ViewerApp, start_viewer
     from gags_viewer.viewer.exposure import exposure_warnings
@@ -171,6 +173,7 @@ def serve(
         display="overlay" if queryable else "rgb",
         viewer_res=viewer_res,
         compare_layout=compare_layout,
+        rendering="browser" if browser_side else "server",
     ).checked()
     app = ViewerApp(
         field,
@@ -249,6 +252,7 @@ def view(
     sam_checkpoint: Path | None = None,
     rgb_only: bool = False,
     layout: CompareLayout = "side",
+    browser_side: bool = False,
 ) -> None:
     """Open a field in the browser viewer: typed queries, display modes, PNG and video export. With a
     second field (``view A B``), compare them: both under one camera with the same queries, side by side
@@ -275,6 +279,9 @@ def view(
             viewer says why). Without it such a field is refused at once.
         layout: with two fields, how they share the view at first: side (by side), split (screen),
             a or b (one alone); the Compare panel changes it.
+        browser_side: start every browser in browser-side rendering: the Gaussians are sent once and the
+            browser draws them (orbiting needs no server render; queries recolour them). The Rendering
+            panel switches back to server rendering (pixel mode, view-dependent colour).
     """
     dev = resolve_device(device)
     if sam_checkpoint is not None and not sam_checkpoint.is_file():
@@ -300,6 +307,7 @@ def view(
         sam_checkpoint=sam_checkpoint,
         queries_off=queries_off,
         label=str(field),
+        browser_side=browser_side,
         comparison=comparison,
         compare_layout=layout,
     )
@@ -419,6 +427,7 @@ def demo(
     share: bool = False,
     device: Device = "auto",
     output_dir: Path = Path("exports"),
+    browser_side: bool = False,
 ) -> None:
     """Open the bundled demo field in the browser viewer (offline, no GPU needed).
 
@@ -428,6 +437,7 @@ def demo(
         share: also ask viser for a public share URL.
         device: auto, cpu or cuda.
         output_dir: where exports are written.
+        browser_side: start in browser-side rendering (the browser draws the Gaussians; see ``view``).
     """
     path = demo_path()
     dev = resolve_device(device)
@@ -446,6 +456,7 @@ def demo(
         viewer_res=default_viewer_res(dev),
         field_dir=path if path.is_dir() else path.parent,
         label=f"the bundled demo ({path})",
+        browser_side=browser_side,
     )
 
 

@@ -50,15 +50,28 @@ class ClientRenderer(Renderer):
         self._task_lock = threading.Lock()
         self._rendering = False
         self.frames_sent = 0
+        self.paused = False
+        """While True (the browser splats the field itself) nothing is rendered or sent."""
 
     def _define_transitions(self) -> None:
         super()._define_transitions()
         self.transitions["low_move"]["static"] = "high"
 
+    def set_paused(self, paused: bool) -> None:
+        """Stop (or resume) rendering; once this returns while pausing, no frame is sent any more (a
+        frame being rendered is abandoned or dropped)."""
+        with self._task_lock:
+            self.paused = paused
+            if paused:
+                self._task = None
+                self._may_interrupt_render = self._rendering
+
     def submit(self, task: RenderTask) -> None:
         """Ask for a frame (the newest request wins); abandon a full-resolution frame being rendered if
-        the camera moved or the settings changed."""
+        the camera moved or the settings changed. Ignored while paused."""
         with self._task_lock:
+            if self.paused:
+                return
             self._task = task
             if self._rendering and self._state == "high" and task.action in INTERRUPTIBLE_ACTIONS:
                 self._may_interrupt_render = True
@@ -67,6 +80,9 @@ class ClientRenderer(Renderer):
     def _next_task(self, woke: bool):
         """The task to render now and move the state machine, or None when there is nothing to do."""
         with self._task_lock:
+            if self.paused:
+                self._render_event.clear()
+                return None
             if not woke and not self._render_event.is_set():
                 if self._state == "high":
                     return None  # at rest at full resolution: nothing to refine
@@ -118,7 +134,10 @@ class ClientRenderer(Renderer):
     def _send(self, image, task: RenderTask) -> None:
         quality = 70 if task.action in ("static", "update") else 40
         try:
-            self.client.scene.set_background_image(image, format="jpeg", jpeg_quality=quality)
-            self.frames_sent += 1
+            with self._task_lock:  # no frame after set_paused(True) returned
+                if self.paused:
+                    return
+                self.client.scene.set_background_image(image, format="jpeg", jpeg_quality=quality)
+                self.frames_sent += 1
         except Exception:  # noqa: BLE001 - the browser left while its frame was on the way
             log.debug("could not send a frame to client %s", getattr(self.client, "client_id", "?"), exc_info=True)

@@ -118,6 +118,8 @@ class ClientSession:
         """This browser's nerfview Renderer thread."""
         self.camera_path = None
         """This browser's camera-path panel (:class:`~gags_viewer.viewer.camera_path_panel.CameraPathPanel`)."""
+        self.browser_side = None
+        """This browser's browser-side rendering (:class:`~gags_viewer.viewer.browser_side.BrowserSplats`)."""
 
     @property
     def client_id(self) -> int:

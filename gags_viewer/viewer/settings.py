@@ -17,6 +17,7 @@ from gags_viewer.language.relevancy import parse_queries
 
 DisplayMode = Literal["rgb", "relevancy", "heatmap", "overlay", "mask", "granularity", "pca", "depth", "alpha"]
 QueryMode = Literal["gaussian", "pixel"]
+Rendering = Literal["server", "browser"]
 
 DISPLAY_MODES: tuple[str, ...] = (
     "rgb",
@@ -53,6 +54,10 @@ LANGUAGE_DISPLAY_MODES = QUERY_DISPLAY_MODES | {"granularity", "pca"}
 """Display modes that need a field with language features."""
 
 QUERY_MODES: tuple[str, ...] = ("gaussian", "pixel")
+
+RENDERINGS: tuple[str, ...] = ("server", "browser")
+"""Where a browser's view is drawn: streamed images rendered by the server, or the field's Gaussians sent
+once and splatted by the browser (:mod:`gags_viewer.viewer.browser_side`)."""
 
 SELECTION_SHOWS: tuple[str, ...] = ("off", "tinted", "alone", "hidden")
 """How the selected Gaussians are shown: not marked, tinted in their query colour, alone, or hidden."""
@@ -135,6 +140,8 @@ class ViewSettings:
         selection_show: how the selection is shown, see :data:`SELECTION_SHOWS` (every display mode).
         compare_layout: with two fields, how they share the image, see :data:`COMPARE_LAYOUTS`.
         compare_split: the split-screen's dividing column as a fraction of the width, in [0, 1].
+        rendering: "server" (streamed frames) or "browser" (the browser splats the Gaussians, recoloured
+            per query; see :mod:`gags_viewer.viewer.browser_side`).
     """
 
     queries_text: str = ""
@@ -153,6 +160,7 @@ class ViewSettings:
     selection_show: str = "off"
     compare_layout: str = "side"
     compare_split: float = 0.5
+    rendering: Rendering = "server"
 
     @property
     def queries(self) -> list[str]:
@@ -218,6 +226,8 @@ class ViewSettings:
             )
         if not 0.0 <= float(self.compare_split) <= 1.0:
             raise GagsError(f"comparison split must be in [0, 1], got {self.compare_split}")
+        if self.rendering not in RENDERINGS:
+            raise GagsError(f"unknown rendering '{self.rendering}'; choose server or browser")
         background = parse_color(self.background)
         colors = {str(k): parse_color(v) for k, v in self.colors.items()}
         if not 16 <= int(self.viewer_res) <= 4096:
