@@ -132,6 +132,8 @@ class BrowserSplats:
                     return
 
     def _apply(self, settings: ViewSettings) -> None:
+        if self.control.value != settings.rendering:
+            self.control.value = settings.rendering  # set elsewhere than this panel
         blocker = browser_side_blocker(settings) if settings.rendering == "browser" else None
         if settings.rendering != "browser" or blocker is not None:
             self._to_server(blocker)
@@ -154,8 +156,6 @@ class BrowserSplats:
             self._set_note(f"**Server-side** for now: {blocker}. Browser-side resumes when that is off.")
         else:
             self._set_note("**Server-side**: frames rendered here and streamed.")
-        if self.control.value != self.session.settings.rendering:
-            self.control.value = self.session.settings.rendering
         self._server_rerender()
 
     # -- browser mode ---------------------------------------------------------------------------------

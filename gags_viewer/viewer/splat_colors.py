@@ -27,9 +27,9 @@ from gags_viewer.viewer.settings import DISPLAY_LABELS, QUERY_DISPLAY_MODES, Vie
 BROWSER_DISPLAYS = ("rgb", "relevancy", "heatmap", "overlay", "mask")
 """Display modes the browser-side mode colours per Gaussian (the others are rendered on the server)."""
 
-MAX_CHUNKS = 64
+MAX_CHUNKS = 256
 """At most this many splat nodes per field (the browser merges them every time one changes)."""
-MIN_CHUNK = 2048
+MIN_CHUNK = 256
 """Fewest Gaussians in a chunk."""
 MORTON_BITS = 10
 """Grid cells per axis of the Morton order: 2**MORTON_BITS."""
