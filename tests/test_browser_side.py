@@ -271,7 +271,7 @@ def test_browser_mode_sends_the_field_once_then_only_the_query_s_chunks(browser_
     base = splat_colors.to_uint8(scene.field.base_colors())[geometry.order]
     recoloured = np.abs(colors.astype(int) - base.astype(int)).sum(1) > 0
     assert recoloured[mug].mean() > 0.9 and not recoloured[~mug].any()
-    (phrase, swatch), = session.legend.swatches  # the query's colour, as the legend shows it
+    ((phrase, swatch),) = session.legend.swatches  # the query's colour, as the legend shows it
     assert phrase == "mug"
     towards = np.abs(colors[recoloured].astype(int) - swatch).sum(1)
     before = np.abs(base[recoloured].astype(int) - swatch).sum(1)
@@ -316,9 +316,7 @@ def test_an_edited_field_replaces_the_nodes(browser_side, scene):
 
 def test_refresh_from_many_threads_ends_with_the_latest_settings(browser_side):
     client, session, splats, _ = browser_side
-    threads = [
-        threading.Thread(target=session.update, kwargs={"threshold": t}) for t in (0.3, 0.4, 0.6, 0.7, 0.9)
-    ]
+    threads = [threading.Thread(target=session.update, kwargs={"threshold": t}) for t in (0.3, 0.4, 0.6, 0.7, 0.9)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -334,3 +332,12 @@ def test_refresh_from_many_threads_ends_with_the_latest_settings(browser_side):
         )
     )[splats._geometry.order]
     assert np.array_equal(plant_colors, fresh)
+
+
+def test_a_comparison_of_two_fields_stays_server_side(browser_side):
+    client, session, splats, rerenders = browser_side
+    splats.app.comparison = object()  # a second field beside the first: one server frame shows both
+    session.rerender()
+    _settle(splats)
+    assert splats.mode == "server" and not session.renderer.paused and rerenders and not client.nodes
+    assert "compared" in splats.note.content

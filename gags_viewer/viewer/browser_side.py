@@ -4,8 +4,9 @@ colours of the chunks that changed (see :mod:`gags_viewer.viewer.splat_colors`).
 frame for that browser meanwhile (its :class:`~gags_viewer.viewer.renderer.ClientRenderer` is paused).
 
 What the browser cannot draw (pixel query mode, the granularity / PCA / depth / alpha displays, a shown
-3D selection) falls back to server rendering by itself, and the "Rendering" panel says which mode is
-on and why. View-dependent colour (SH degree > 0) and exports are server-side only.
+3D selection, a comparison of two fields) falls back to server rendering by itself, and the "Rendering"
+panel says which mode is on and why. View-dependent colour (SH degree > 0) and exports are server-side
+only.
 """
 
 from __future__ import annotations
@@ -134,7 +135,11 @@ class BrowserSplats:
     def _apply(self, settings: ViewSettings) -> None:
         if self.control.value != settings.rendering:
             self.control.value = settings.rendering  # set elsewhere than this panel
-        blocker = browser_side_blocker(settings) if settings.rendering == "browser" else None
+        blocker = None
+        if settings.rendering == "browser":
+            blocker = browser_side_blocker(settings)
+            if getattr(self.app, "comparison", None) is not None:
+                blocker = "two compared fields are drawn in one server frame"
         if settings.rendering != "browser" or blocker is not None:
             self._to_server(blocker)
             return

@@ -160,7 +160,8 @@ def serve(
     load); the viewer then shows RGB and says why in its Query panel. ``label``: what the start line
     calls the field (default: its path-less provenance). ``comparison``: a second field shown beside
     this one (:class:`~gags_viewer.viewer.compare.Comparison`), first in ``compare_layout``.
-    ``browser_side``: browsers start in browser-side rendering (the Gaussians are sent once and splatted by the browser; see :mod:`.browser_side`).
+    ``browser_side``: browsers start in browser-side rendering (the Gaussians are sent once and splatted
+    by the browser; see :mod:`.browser_side`).
     """
     from gags_viewer.viewer.app import ViewerApp, start_viewer
     from gags_viewer.viewer.exposure import exposure_warnings

@@ -156,4 +156,8 @@ def changed_chunks(previous: np.ndarray | None, current: np.ndarray, geometry: S
     when there is no previous one)."""
     if previous is None or previous.shape != current.shape:
         return list(range(geometry.num_chunks))
-    return [i for i in range(geometry.num_chunks) if not np.array_equal(previous[geometry.span(i)], current[geometry.span(i)])]
+    return [
+        i
+        for i in range(geometry.num_chunks)
+        if not np.array_equal(previous[geometry.span(i)], current[geometry.span(i)])
+    ]
