@@ -82,8 +82,11 @@ def test_orbit_with_query_then_the_saved_path_renders_identically(scene, field_d
         )
         == 0
     )
-    for a, b in zip(frames, _frames(again)):
-        np.testing.assert_array_equal(a, b)
+    again_frames = _frames(again)
+    assert len(again_frames) == len(frames)
+    for a, b in zip(frames, again_frames):  # same cameras; float32 rounding edges as above
+        diff = np.abs(a.astype(int) - b.astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
     assert (again / "camera_path.gif").exists()
 
 
