@@ -387,7 +387,6 @@ def test_render_cli_with_a_query(layout, tmp_path, capsys):
     assert "wrote 2 frames (64x48)" in capsys.readouterr().out
 
 
-
 @pytest.mark.parametrize("mode", ["pixel", "gaussian"])
 def test_eval_scores_each_query_at_langsplat_levels(layout, tmp_path, mode):
     from gags_viewer.eval.runner import EvalConfig, run_eval
@@ -421,3 +420,64 @@ def test_eval_scores_each_query_at_langsplat_levels(layout, tmp_path, mode):
     assert (by_query["mug"].localization_level, by_query["plant"].localization_level) == ("part", "whole")
     assert by_query["mug"].localized and by_query["plant"].localized
     assert by_query["mug"].iou > 0.3 and by_query["plant"].iou > 0.3
+
+
+# ------------------------------------------------------------------------------------------- viewer
+
+
+@pytest.mark.parametrize("query_mode", ["gaussian", "pixel"])
+def test_viewer_frames_overlay_the_object(layout, query_mode):
+    from gags_viewer.viewer.frame import compose_frame
+    from gags_viewer.viewer.settings import settings_for_render
+
+    field = load_field(layout.output)
+    engine, camera = layout.engine(field), layout.camera()
+    rgb = compose_frame(field, camera, settings_for_render("", "rgb"), engine).image.astype(int)
+    overlay = compose_frame(field, camera, settings_for_render("mug", None, query_mode=query_mode), engine).image
+    changed = np.abs(overlay.astype(int) - rgb).sum(axis=-1) > 30
+    mug, plant = layout.blob_mask(MUG, camera), layout.blob_mask(PLANT, camera)
+    assert changed[mug].mean() > 0.8 and changed[plant].mean() < 0.2
+
+
+def test_view_command_serves_a_langsplat_output(layout, tmp_path, monkeypatch, capsys):
+    from gags_viewer.viewer import commands
+
+    started = []
+    real_serve = commands.serve
+
+    def serve_and_stop(field, engine, **kwargs):
+        server, _ = real_serve(field, engine, **{**kwargs, "port": 0, "block": False})
+        started.append((field, engine))
+        server.stop()
+
+    monkeypatch.setattr(commands, "serve", serve_and_stop)
+    moved = tmp_path / "elsewhere.pth"
+    moved.write_bytes(layout.autoencoder.read_bytes())
+    args = ["view", str(layout.levels[3]), "--device", "cpu", "--autoencoder", str(moved), *layout.clip_args]
+    assert main([*args, "--output-dir", str(tmp_path / "exports")]) == 0
+    ((field, engine),) = started
+    assert field.metadata.levels == ("subpart", "part", "whole") and str(moved) in field.metadata.source
+    assert engine.query(layout.camera(), ["mug"], mode="gaussian").levels == (1,)
+    assert "serving" in capsys.readouterr().out
+
+
+def test_selection_keeps_each_phrase_at_its_level(layout):
+    from gags_viewer.language.selection import GaussianSelector, OfficialRule
+
+    field = load_field(layout.output)
+    selector = GaussianSelector(layout.engine(field))
+    rel = selector.relevancy(["mug", "plant"])
+    n_mug, n_plant = layout.blob_sizes[MUG], layout.blob_sizes[PLANT]
+    assert rel.shape == (2, field.num_gaussians)
+    assert (rel[0, :n_mug] > 0.75).all() and (rel[1, n_mug : n_mug + n_plant] > 0.75).all()
+    chosen = selector.select("mug", official=OfficialRule(radius=0.3)).mask
+    assert chosen[:n_mug].float().mean() > 0.95 and chosen[n_mug:].float().mean() < 0.05
+
+
+def test_feature_click_on_several_levels_is_one_line(layout):
+    from gags_viewer.errors import GagsError
+    from gags_viewer.viewer.click_query import feature_embedding
+
+    engine = layout.engine(load_field(layout.output))
+    with pytest.raises(GagsError, match="one per level \\(subpart, part, whole\\)"):
+        feature_embedding(engine, layout.camera(), W // 2, H // 2)
