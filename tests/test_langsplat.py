@@ -234,6 +234,24 @@ def test_level_rules_on_hand_made_maps():
     assert gaussian_levels(scores).tolist() == [0, 0]
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 40, 40), (1, 2, 16, 23), (1, 1, 15, 50), (3, 1, 97, 130)])
+def test_box_filter_on_a_tensor_device_equals_the_reference(shape):
+    from gags_viewer.language.smoothing import box_filter, box_filter_tensor
+
+    maps = torch.rand(shape, generator=torch.Generator().manual_seed(shape[-1]))
+    # float64 sums of at most 900 values in [0, 1] from an integral image of at most ~2e4 values in [0, 1]:
+    # each result is within a few 1e-12 of the reference
+    np.testing.assert_allclose(box_filter_tensor(maps).numpy(), box_filter(maps.numpy()), rtol=0, atol=1e-10)
+
+
+@pytest.mark.gpu
+def test_mask_levels_on_cuda_equal_the_reference():
+    maps = torch.rand(3, 4, 120, 160, generator=torch.Generator().manual_seed(0))
+    maps[1, :, 40:80, 60:100] += 0.5  # a clear winner per query, plus random ones
+    maps[2, 2, 10:50, 10:50] += 0.8
+    assert torch.equal(mask_levels(maps.cuda()), mask_levels(maps))
+
+
 def test_level_is_split_at_the_last_underscore():
     assert split_level("my_room_v2_3") == ("my_room_v2", 3)
     assert split_level("teatime_1") == ("teatime", 1)
@@ -311,6 +329,16 @@ def test_checkpoint_with_code_is_refused_before_it_runs(layout, tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "refusing to unpickle" in err
     assert not marker.exists()
+
+
+def test_an_rgb_only_checkpoint_is_named_as_such(layout, tmp_path):
+    folder = tmp_path / "output" / f"{SCENE}_1"
+    folder.mkdir(parents=True)
+    items = list(capture(layout.geometry, layout.features[1]))
+    del items[7]  # LangSplat's capture(include_feature=False): 12 items, no language feature
+    torch.save((tuple(items), 30000), folder / "chkpnt30000.pth")
+    with pytest.raises(FormatError, match=r"without language features \(12 items, not 13\)"):
+        load_field(folder, autoencoder=layout.autoencoder)
 
 
 def test_levels_with_different_gaussians_are_refused(layout, tmp_path):

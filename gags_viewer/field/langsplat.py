@@ -157,7 +157,11 @@ def load_capture(path: Path) -> tuple[tuple, int]:
         raise FormatError(path, "is not a LangSplat checkpoint (expected (capture, iteration))")
     capture, iteration = payload
     if len(capture) == CAPTURE_ITEMS - 1:
-        raise FormatError(path, "is a 3DGS checkpoint without language features (12 items, not 13)")
+        raise FormatError(
+            path,
+            "is a 3DGS checkpoint without language features (12 items, not 13); to open the RGB splat, pass "
+            "its point_cloud/iteration_<N>/point_cloud.ply",
+        )
     if len(capture) != CAPTURE_ITEMS:
         raise FormatError(path, f"holds a {len(capture)}-item capture; LangSplat writes {CAPTURE_ITEMS} items")
     return tuple(capture), int(iteration)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gags_viewer.language.smoothing import box_filter
+from gags_viewer.language.smoothing import box_filter, box_filter_tensor
 
 
 def split_levels(features: Tensor, levels: int) -> Tensor:
@@ -39,8 +39,12 @@ def mask_levels(relevancy: Tensor) -> Tensor:
     Returns:
         chosen level per query. [K] int64 (CPU)
     """
-    values = relevancy.detach().float().cpu().numpy()
-    return levels_by_peak(0.5 * (values + box_filter(values)))
+    if relevancy.device.type == "cpu":
+        values = relevancy.detach().double().numpy()
+        return levels_by_peak(0.5 * (values + box_filter(values)))
+    values = relevancy.detach().double()  # filtered where it is: a GPU viewer frame does this per query
+    smoothed = 0.5 * (values + box_filter_tensor(values))
+    return levels_by_peak(smoothed.amax(dim=(-2, -1), keepdim=True).cpu().numpy())
 
 
 def localization_levels(relevancy: Tensor) -> Tensor:
