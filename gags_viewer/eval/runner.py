@@ -175,7 +175,8 @@ def run_eval(
     if relevancy_fn is None:
         relevancy_fn, engine_settings = engine_relevancy_fn(config, note)
         settings.update(engine_settings)
-    level_names = tuple(settings.get("levels", ()))
+    levels = settings.get("levels")
+    level_names = tuple(map(str, levels)) if isinstance(levels, list) else ()
     if level_names:
         settings["rule"] = f"{settings['rule']}; {LEVEL_RULE}"
 

@@ -32,6 +32,7 @@ import io
 import pickle
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +50,11 @@ from gags_viewer.field.language_field import (
 )
 from gags_viewer.field.official import read_first_camera
 
+try:
+    from numpy._core.multiarray import scalar as _numpy_scalar  # numpy 2
+except ImportError:  # numpy 1.x
+    from numpy.core.multiarray import scalar as _numpy_scalar  # type: ignore[no-redef]
+
 LEVEL_NAMES = {1: "subpart", 2: "part", 3: "whole"}
 """LangSplat's ``--feature_level`` values and the SAM mask level each one is trained on."""
 CAPTURE_ITEMS = 13
@@ -59,11 +65,10 @@ AUTOENCODER_PATHS = ("autoencoder/ckpt/<scene>/best_ckpt.pth", "<dir>/<scene>/ae
 """Where LangSplat's trainer writes the autoencoder and where its evaluator reads it (for messages)."""
 
 _CHECKPOINT = re.compile(r"chkpnt(\d+)\.pth$")
-_NUMPY_SCALAR = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar  # numpy 2 / 1
-_SAFE_GLOBALS = [
-    _NUMPY_SCALAR,
-    (_NUMPY_SCALAR, "numpy.core.multiarray.scalar"),  # files pickled under numpy 1.x
-    (_NUMPY_SCALAR, "numpy._core.multiarray.scalar"),
+_SAFE_GLOBALS: list[Any] = [
+    _numpy_scalar,
+    (_numpy_scalar, "numpy.core.multiarray.scalar"),  # files pickled under numpy 1.x
+    (_numpy_scalar, "numpy._core.multiarray.scalar"),
     np.dtype,
     type(np.dtype(np.float64)),
 ]

@@ -42,8 +42,8 @@ def mask_levels(relevancy: Tensor) -> Tensor:
     if relevancy.device.type == "cpu":
         values = relevancy.detach().double().numpy()
         return levels_by_peak(0.5 * (values + box_filter(values)))
-    values = relevancy.detach().double()  # filtered where it is: a GPU viewer frame does this per query
-    smoothed = 0.5 * (values + box_filter_tensor(values))
+    maps = relevancy.detach().double()  # filtered where it is: a GPU viewer frame does this per query
+    smoothed = 0.5 * (maps + box_filter_tensor(maps))
     return levels_by_peak(smoothed.amax(dim=(-2, -1), keepdim=True).cpu().numpy())
 
 
