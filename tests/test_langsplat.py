@@ -502,6 +502,17 @@ def test_selection_keeps_each_phrase_at_its_level(layout):
     assert chosen[:n_mug].float().mean() > 0.95 and chosen[n_mug:].float().mean() < 0.05
 
 
+def test_select_command_saves_the_mug_with_its_levels(layout, tmp_path):
+    out = tmp_path / "mug"
+    args = ["select", str(layout.output), "--query", "mug", "--out", str(out), "--radius", "0.3", "--device", "cpu"]
+    assert main([*args, "--autoencoder", str(layout.autoencoder), *layout.clip_args]) == 0
+    kept = load_field(out)
+    assert kept.metadata.levels == ("subpart", "part", "whole") and kept.feature_dim == 9
+    n_mug = layout.blob_sizes[MUG]
+    is_mug = torch.cdist(kept.means, layout.geometry.means[:n_mug]).min(dim=1).values < 1e-6
+    assert is_mug.sum() > 0.95 * n_mug and (~is_mug).sum() < 0.02 * n_mug  # the vote moves a few at the edge
+
+
 def test_feature_click_on_several_levels_is_one_line(layout):
     from gags_viewer.errors import GagsError
     from gags_viewer.viewer.click_query import feature_embedding
