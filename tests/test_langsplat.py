@@ -461,6 +461,8 @@ def test_viewer_frames_overlay_the_object(layout, query_mode):
     field = load_field(layout.output)
     engine, camera = layout.engine(field), layout.camera()
     rgb = compose_frame(field, camera, settings_for_render("", "rgb"), engine).image.astype(int)
+    frame = compose_frame(field, camera, settings_for_render("mug; plant", None, query_mode=query_mode), engine)
+    assert "level kept (LangSplat rule): mug → part; plant → whole" in frame.legend.notes
     overlay = compose_frame(field, camera, settings_for_render("mug", None, query_mode=query_mode), engine).image
     changed = np.abs(overlay.astype(int) - rgb).sum(axis=-1) > 30
     mug, plant = layout.blob_mask(MUG, camera), layout.blob_mask(PLANT, camera)
