@@ -34,6 +34,7 @@ from rich.console import Console
 from gags_viewer.cli import main
 from gags_viewer.errors import FormatError
 from gags_viewer.field.langsplat import split_level
+from gags_viewer.field.language_field import FieldMetadata
 from gags_viewer.field.load import load_field, save_field
 from gags_viewer.language.langsplat import gaussian_levels, localization_levels, mask_levels
 from tests.test_viewer_fixtures import project_mask
@@ -284,6 +285,8 @@ def test_saved_as_native_it_queries_the_same(layout, tmp_path):
     field = load_field(layout.output)
     copy = load_field(save_field(field, tmp_path / "native"))
     assert copy.metadata.levels == field.metadata.levels and torch.equal(copy.features, field.features)
+    assert json.loads((tmp_path / "native" / "field.json").read_text())["levels"] == ["subpart", "part", "whole"]
+    assert "levels" not in FieldMetadata().to_json()  # single-level fields' files are as before
 
 
 def test_missing_autoencoder_is_one_line_naming_the_paths_and_the_flag(layout, tmp_path, capsys):

@@ -59,7 +59,11 @@ class FieldMetadata:
     """Provenance: where the field was read from or how it was built."""
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        """The metadata as JSON values; ``levels`` only when there are several (files stay as before)."""
+        data = dataclasses.asdict(self)
+        if not data["levels"]:
+            del data["levels"]
+        return data
 
     @staticmethod
     def from_json(data: dict) -> FieldMetadata:
