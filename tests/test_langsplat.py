@@ -526,3 +526,14 @@ def test_feature_click_on_several_levels_is_one_line(layout):
     engine = layout.engine(load_field(layout.output))
     with pytest.raises(GagsError, match="one per level \\(subpart, part, whole\\)"):
         feature_embedding(engine, layout.camera(), W // 2, H // 2)
+
+
+def test_compare_render_beside_a_langsplat_output(layout, tmp_path, capsys):
+    """``render A B`` with B a LangSplat output (its autoencoder found where LangSplat writes it)."""
+    native = save_field(load_field(layout.output), tmp_path / "native")
+    out = tmp_path / "compare"
+    args = ["render", str(native), str(layout.output), "--out", str(out), "--query", "mug", "--frames", "1"]
+    assert main([*args, "--width", "64", "--video", "none", "--device", "cpu", *layout.clip_args]) == 0
+    (frame,) = sorted((out / "frames").iterdir())
+    assert frame.name == "frame_00000.png"
+    assert "wrote 1 frames" in capsys.readouterr().out
