@@ -17,16 +17,17 @@ from gags_viewer.viewer.commands import demo, render, train_view, view
 from gags_viewer.viewer.select_command import select
 
 
-def info(field: Positional[Path], iteration: int | None = None) -> None:
+def info(field: Positional[Path], iteration: int | None = None, autoencoder: Path | None = None) -> None:
     """Print a summary of a field: Gaussians, SH degree, language features, decoders, CLIP model.
 
     Args:
-        field: a field directory (native or official GAGS output), an Inria .ply or a .splat file.
-        iteration: for an official GAGS output directory, the iteration to read (default: latest).
+        field: a field directory (native, official GAGS or LangSplat output), an Inria .ply or a .splat file.
+        iteration: for an official GAGS or LangSplat output directory, the iteration to read (default: latest).
+        autoencoder: for a LangSplat output, its autoencoder checkpoint (default: found where LangSplat writes it).
     """
     from gags_viewer.field.load import load_field
 
-    loaded = load_field(field, iteration=iteration)
+    loaded = load_field(field, iteration=iteration, autoencoder=autoencoder)
     low, high = loaded.bounds()
     meta = loaded.metadata
     print(f"field      {field}")
@@ -39,6 +40,11 @@ def info(field: Positional[Path], iteration: int | None = None) -> None:
             f"language   {loaded.feature_dim}-D features, decoder: {meta.decoder_kind or 'none'}, "
             f"granularity decoder: {'yes' if loaded.granularity_decoder else 'no'}"
         )
+        if loaded.level_count > 1:
+            print(
+                f"levels     {', '.join(meta.levels)} ({loaded.level_dim}-D each; "
+                "each query keeps one level per image, by LangSplat's rule)"
+            )
         print(f"clip       {clip}")
         print(f"negatives  {', '.join(meta.negatives)}")
     else:

@@ -14,10 +14,11 @@ mIoU, per (frame, query) pair::
 Localization, per (frame, query) pair: the argmax pixels (all ties) of box30(r) on the *unsmoothed*
 relevancy r; a hit when any of them lies in any GT box of the query (inclusive)   localize
 
-Numerics: box30 is summed in float64 (the official code gets float32 out of cv2.filter2D, which uses a
-DFT for kernels this large), so values agree to ~1e-7 and maps are never bit-identical. Two windows with
-the same contents sum to the same value here, so plateau ties in the localization argmax are kept as ties
-(the official DFT rounding breaks them arbitrarily).
+box30 and the ½ mixing live in :mod:`gags_viewer.language.smoothing` (LangSplat's level rule in the
+query engine uses them too). Numerics: box30 is summed in float64 (the official code gets float32 out of
+cv2.filter2D, which uses a DFT for kernels this large), so values agree to ~1e-7 and maps are never
+bit-identical. Two windows with the same contents sum to the same value here, so plateau ties in the
+localization argmax are kept as ties (the official DFT rounding breaks them arbitrarily).
 """
 
 from __future__ import annotations
@@ -25,44 +26,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
-BOX_SIZE = 30
-"""Side of the box filter (``scale = 30`` in the official code)."""
+from gags_viewer.language.smoothing import BOX_SIZE, box_filter, smooth_relevancy
+
 MASK_THRESHOLD = 0.4
 """Threshold on the clipped map (``--mask_thresh 0.4`` in ``eval.sh``): 0.7 on the min–max-normalised map."""
 MAJORITY_RADIUS = 3
 """Half-size of the majority window (``scale = 3`` in ``eval/utils.py::smooth``): 7×7."""
-
-
-def box_filter(relevancy: np.ndarray, size: int = BOX_SIZE) -> np.ndarray:
-    """Mean over a ``size``×``size`` window with ``cv2.filter2D``'s semantics.
-
-    The kernel is ``ones((size, size)) / size²`` at cv2's default anchor ``(size // 2, size // 2)``:
-    output pixel (i, j) averages rows ``i − size//2 … i + size − 1 − size//2`` and the same columns
-    (for 30: 15 before, 14 after). Pixels outside the image come from ``BORDER_REFLECT_101``
-    (``gfedcb|abcdefgh|gfedcba``), reflected as often as needed on images smaller than the kernel.
-
-    Args:
-        relevancy: maps on the last two axes. [..., H, W] float
-    Returns:
-        The filtered maps. [..., H, W] float64
-    """
-    values = np.asarray(relevancy, dtype=np.float64)
-    if values.ndim < 2:
-        raise ValueError(f"box_filter needs [..., H, W], got shape {values.shape}")
-    ones = np.ones(size, dtype=np.float64)
-    # scipy's "mirror" is reflect-101; with an even window and origin 0, scipy centres it at size // 2,
-    # which is cv2's default anchor. Summing the 1-D windows of ones keeps equal windows bit-equal.
-    rows = ndimage.correlate1d(values, ones, axis=-2, mode="mirror", origin=0)
-    sums = ndimage.correlate1d(rows, ones, axis=-1, mode="mirror", origin=0)
-    return sums / float(size * size)
-
-
-def smooth_relevancy(relevancy: np.ndarray, size: int = BOX_SIZE) -> np.ndarray:
-    """``½ (r + box30(r))``, the official smoothing before the mask threshold. [..., H, W] -> float64"""
-    values = np.asarray(relevancy, dtype=np.float64)
-    return 0.5 * (values + box_filter(values, size))
 
 
 def normalize_clip(smoothed: np.ndarray) -> np.ndarray:

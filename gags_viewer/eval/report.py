@@ -30,6 +30,8 @@ class QueryRow:
         peaks: Every box30 argmax pixel as [x, y].
         pred_pixels, gt_pixels: Mask sizes.
         level: The query's level from the labels ("object", "part", ...), or "" when they have none.
+        mask_level, localization_level: fields with several feature levels (LangSplat): the field level
+            LangSplat's rules kept for the mask and for the localization, else "".
     """
 
     frame: str
@@ -40,6 +42,8 @@ class QueryRow:
     pred_pixels: int
     gt_pixels: int
     level: str = ""
+    mask_level: str = ""
+    localization_level: str = ""
 
 
 @dataclass

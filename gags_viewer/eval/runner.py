@@ -45,6 +45,7 @@ from gags_viewer.eval.report import (
     write_png,
     write_report,
 )
+from gags_viewer.language.langsplat import levels_by_peak
 from gags_viewer.render.camera import Camera
 
 FRAME_CONVENTION = "frame-number convention"
@@ -55,6 +56,11 @@ EVAL_RULES = {
     "gaussian": "gaussian mode: per-Gaussian relevancy (neighbour-averaged features) rendered, then the 2D §4.3 "
     "protocol; not the 3D per-Gaussian query (§4.7)",
 }
+LEVEL_RULE = (
+    "LangSplat levels (gags-method.md §4.6): every level scored; per (frame, query) the mask uses the level whose "
+    "½(r + box30(r)) peaks highest, the localization the level whose box30(r) peaks highest"
+)
+"""Added to the rule for fields with several feature levels."""
 """Which relevancy rule each eval mode scores (reported with the results)."""
 
 
@@ -67,7 +73,7 @@ class EvalConfig:
     """Run the LERF-OVS evaluation protocol (mIoU and localization accuracy) on one scene."""
 
     field: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="FIELD")]
-    """The language field: a native field directory, a GAGS output directory or a .ply file."""
+    """The language field: a native field directory, a GAGS or LangSplat output directory or a .ply file."""
     labels: Path
     """Folder of LERF-OVS label files (frame_XXXXX.json, with the frame_XXXXX.jpg photos beside them)."""
     scene_data: Path | None = None
@@ -96,7 +102,9 @@ class EvalConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to render and decode: auto picks CUDA when present."""
     iteration: int | None = None
-    """For a GAGS output directory: the iteration to evaluate (default: the latest)."""
+    """For a GAGS or LangSplat output directory: the iteration to evaluate (default: the latest)."""
+    autoencoder: Path | None = None
+    """For a LangSplat output: its autoencoder checkpoint (default: found where LangSplat writes it)."""
     principal_point: Literal["center", "colmap"] = "center"
     """COLMAP cameras: principal point at the image centre (official renderer) or COLMAP's cx, cy."""
 
@@ -117,7 +125,8 @@ class NamedCameras:
 
 
 RelevancyFn = Callable[[Camera, list[str]], tuple[np.ndarray, np.ndarray | None]]
-"""(camera, queries) -> (relevancy [K, H, W] float, RGB render [H, W, 3] uint8 or None)."""
+"""(camera, queries) -> (relevancy [K, H, W] float, or [L, K, H, W] per level for fields with L feature
+levels, RGB render [H, W, 3] uint8 or None)."""
 
 
 def run_eval(
@@ -166,6 +175,10 @@ def run_eval(
     if relevancy_fn is None:
         relevancy_fn, engine_settings = engine_relevancy_fn(config, note)
         settings.update(engine_settings)
+    levels = settings.get("levels")
+    level_names = tuple(map(str, levels)) if isinstance(levels, list) else ()
+    if level_names:
+        settings["rule"] = f"{settings['rule']}; {LEVEL_RULE}"
 
     rows: list[QueryRow] = []
     timings: list[FrameTiming] = []
@@ -176,10 +189,10 @@ def run_eval(
         relevancy, rgb = relevancy_fn(camera, frame.categories)
         relevancy = np.asarray(relevancy, dtype=np.float32)
         rendered = time.perf_counter()
-        expected = (len(frame.queries), frame.height, frame.width)
+        expected = ((len(level_names),) if level_names else ()) + (len(frame.queries), frame.height, frame.width)
         if relevancy.shape != expected:
             raise EvalError(f"relevancy has shape {list(relevancy.shape)}, expected {list(expected)} for {frame.path}")
-        frame_rows, details = score_frame(frame, relevancy, config.threshold)
+        frame_rows, details = score_frame(frame, relevancy, config.threshold, level_names)
         scored = time.perf_counter()
         rows += frame_rows
         image_s = 0.0
@@ -243,21 +256,36 @@ def scene_name(labels: Path) -> str:
     return folder.name
 
 
-def score_frame(frame: LabelFrame, relevancy: np.ndarray, threshold: float = protocol.MASK_THRESHOLD):
+def score_frame(
+    frame: LabelFrame,
+    relevancy: np.ndarray,
+    threshold: float = protocol.MASK_THRESHOLD,
+    level_names: tuple[str, ...] = (),
+):
     """Apply the protocol to every query of a frame.
 
     Args:
         frame: labels of the frame (K queries).
-        relevancy: raw relevancy, one map per query in ``frame.queries`` order. [K, H, W]
+        relevancy: raw relevancy, one map per query in ``frame.queries`` order. [K, H, W]; with
+            ``level_names``, one map per field level and query [L, K, H, W], each query scored at the
+            levels LangSplat's rules keep (:mod:`gags_viewer.language.langsplat`).
         threshold: mask threshold on the clipped map.
+        level_names: the field's level names (LangSplat), or () for a single level.
     Returns:
         (rows: K :class:`QueryRow`, details: K tuples (clipped score [H, W], predicted mask [H, W] bool,
         peaks [P, 2]) for the images)
     """
     relevancy = np.asarray(relevancy, dtype=np.float64)
+    if not level_names:
+        relevancy = relevancy[None]
     boxed = protocol.box_filter(relevancy)  # box30(r), shared by the smoothing and the localization
-    scores = protocol.normalize_clip(0.5 * (relevancy + boxed))  # [K, H, W]
+    smoothed = 0.5 * (relevancy + boxed)  # [L, K, H, W]
+    queries = np.arange(relevancy.shape[1])
+    mask_level = levels_by_peak(smoothed).numpy() if level_names else np.zeros_like(queries)
+    loc_level = levels_by_peak(boxed).numpy() if level_names else np.zeros_like(queries)
+    scores = protocol.normalize_clip(smoothed[mask_level, queries])  # [K, H, W]
     masks = protocol.majority_filter(scores > threshold)
+    boxed = boxed[loc_level, queries]
     rows, details = [], []
     for k, query in enumerate(frame.queries):
         loc = protocol.localize_filtered(boxed[k], query.boxes)
@@ -271,6 +299,8 @@ def score_frame(frame: LabelFrame, relevancy: np.ndarray, threshold: float = pro
                 pred_pixels=int(masks[k].sum()),
                 gt_pixels=int(query.mask.sum()),
                 level=query.level,
+                mask_level=level_names[mask_level[k]] if level_names else "",
+                localization_level=level_names[loc_level[k]] if level_names else "",
             )
         )
         details.append((scores[k], masks[k], loc.peaks))
@@ -313,7 +343,12 @@ def colmap_cameras(scene_dir: Path, centered: bool, note: Callable[[str], None] 
 
 def find_cameras_json(field_path: Path) -> Path | None:
     """``cameras.json`` in the field directory or up to three folders above the field file
-    (``output/<case>/point_cloud/iteration_N/point_cloud.ply`` -> ``output/<case>/cameras.json``)."""
+    (``output/<case>/point_cloud/iteration_N/point_cloud.ply`` -> ``output/<case>/cameras.json``); for a
+    LangSplat output, the one in its first level folder."""
+    from gags_viewer.field.langsplat import cameras_json_path, is_langsplat_dir
+
+    if is_langsplat_dir(field_path):
+        return cameras_json_path(field_path)
     start = field_path if field_path.is_dir() else field_path.parent
     for folder in [start, *list(start.parents)[:3]]:
         candidate = folder / "cameras.json"
@@ -414,7 +449,7 @@ def engine_relevancy_fn(
         if config.device == "auto"
         else config.device
     )
-    field = load_field(config.field, iteration=config.iteration)
+    field = load_field(config.field, iteration=config.iteration, autoencoder=config.autoencoder)
     if not field.has_language:
         raise EvalError(f"{config.field}: the field has no language features; it cannot be evaluated")
     field_dir = Path(config.field) if Path(config.field).is_dir() else Path(config.field).parent
@@ -436,7 +471,8 @@ def engine_relevancy_fn(
         result = engine.query(camera, queries, negatives, mode=config.mode, rgb=True)
         rgb = result.render.rgb
         rgb = None if rgb is None else (rgb.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-        return result.relevancy.float().cpu().numpy(), rgb
+        relevancy = result.relevancy if result.level_relevancy is None else result.level_relevancy
+        return relevancy.float().cpu().numpy(), rgb
 
     settings = {
         "clip": describe_spec(spec),
@@ -446,4 +482,6 @@ def engine_relevancy_fn(
     }
     if config.mode == "gaussian":
         settings["gaussian_neighbours"] = config.gaussian_neighbours
+    if field.level_count > 1:
+        settings["levels"] = list(field.metadata.levels)
     return relevancy_fn, settings

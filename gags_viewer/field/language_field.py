@@ -48,13 +48,22 @@ class FieldMetadata:
     default_camera: dict | None = None
     """Optional initial view: {"c2w": 4x4 list (OpenCV convention), "fov_y_deg": float}."""
     decoder_kind: str | None = None
-    """"gags" for the GAGS 16->512 residual decoder; None when the field has no decoder."""
+    """"gags" for the GAGS 16->512 residual decoder, "langsplat" for LangSplat's autoencoder decoder
+    (3 -> ... -> 512); None when the field has no decoder."""
+    levels: tuple[str, ...] = ()
+    """Names of the feature levels when the features are several equal blocks, one per level, each decoded
+    by the same decoder (LangSplat: ("subpart", "part", "whole"), features [N, 3 x 3]); queries score every
+    level and keep one per query (gags_viewer.language.langsplat). Empty: one block."""
     example_queries: tuple[str, ...] = ()
     source: str = ""
     """Provenance: where the field was read from or how it was built."""
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        """The metadata as JSON values; ``levels`` only when there are several (files stay as before)."""
+        data = dataclasses.asdict(self)
+        if not data["levels"]:
+            del data["levels"]
+        return data
 
     @staticmethod
     def from_json(data: dict) -> FieldMetadata:
@@ -70,7 +79,7 @@ class FieldMetadata:
         clip_known = {f.name for f in dataclasses.fields(ClipSpec)}
         if not isinstance(clip, dict) or set(clip) - clip_known:
             raise FieldError(f"metadata 'clip' must be an object with keys {sorted(clip_known)}")
-        for key in ("negatives", "example_queries", "up"):
+        for key in ("negatives", "example_queries", "up", "levels"):
             if key in values:
                 if not isinstance(values[key], (list, tuple)):
                     raise FieldError(f"metadata '{key}' must be a list")
@@ -86,7 +95,7 @@ def _check_metadata_types(clip: dict, values: dict) -> None:
     for key in set(clip) - {"model"}:
         if clip[key] is not None and not isinstance(clip[key], str):
             raise FieldError(f"metadata 'clip.{key}' must be a string or null")
-    for key in ("negatives", "example_queries"):
+    for key in ("negatives", "example_queries", "levels"):
         if not all(isinstance(item, str) for item in values.get(key, ())):
             raise FieldError(f"metadata '{key}' must be a list of strings")
     up = values.get("up", (0.0, 1.0, 0.0))
@@ -142,6 +151,16 @@ class LanguageField:
     @property
     def feature_dim(self) -> int:
         return 0 if self.features is None else int(self.features.shape[1])
+
+    @property
+    def level_count(self) -> int:
+        """How many feature levels the features hold (1 unless ``metadata.levels`` names several)."""
+        return max(1, len(self.metadata.levels))
+
+    @property
+    def level_dim(self) -> int:
+        """Width of one level's block of the features (the decoder's input width). [N, level_dim] per level"""
+        return self.feature_dim // self.level_count
 
     @property
     def has_language(self) -> bool:
@@ -211,6 +230,11 @@ class LanguageField:
             if self.features.ndim != 2 or self.features.shape[0] != n:
                 raise FieldError(f"features must have shape [N={n}, D], got {list(self.features.shape)}")
             _check_tensor("features", self.features, tuple(self.features.shape))
+            if self.feature_dim % self.level_count:
+                raise FieldError(
+                    f"{self.feature_dim}-D features cannot be split into the {self.level_count} levels "
+                    f"{', '.join(self.metadata.levels)}"
+                )
         for name in ("decoder", "granularity_decoder"):
             state = getattr(self, name)
             if state is None:
@@ -221,9 +245,11 @@ class LanguageField:
                 if not torch.isfinite(value).all():
                     raise FieldError(f"{name} weight '{key}' contains NaN or Inf")
             in_dim = decoder_input_dim(state)
-            if in_dim != self.feature_dim:
+            if in_dim * self.level_count != self.feature_dim:
+                per_level = f" ({self.level_count} levels of {in_dim})" if self.level_count > 1 else ""
                 raise FieldError(
-                    f"feature dimension {self.feature_dim} does not match the {name} input dimension {in_dim}"
+                    f"feature dimension {self.feature_dim} does not match the {name} input dimension "
+                    f"{in_dim}{per_level}"
                 )
         return self
 

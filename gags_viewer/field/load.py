@@ -3,6 +3,7 @@
 ``load_field(path)`` accepts:
 
 - a native field directory (has ``field.json``)                       -> :mod:`.native`
+- a LangSplat output: a ``<scene>_<level>`` folder or the folder holding them -> :mod:`.langsplat`
 - an official GAGS / Inria output directory (``point_cloud/iteration_*``) -> :mod:`.official`
 - an Inria 3DGS ``.ply`` file (with or without ``semantic_*``)          -> :mod:`.ply`
 - an antimatter15 ``.splat`` file                                      -> :mod:`.splat`
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gags_viewer.errors import FieldError, FormatError
+from gags_viewer.field.langsplat import is_langsplat_dir, read_langsplat
 from gags_viewer.field.language_field import LanguageField
 from gags_viewer.field.native import FIELD_JSON, is_native_dir, read_native, write_native
 from gags_viewer.field.official import is_official_dir, read_official
@@ -25,19 +27,24 @@ from gags_viewer.field.splat import read_splat
 
 EXPECTED = (
     "a native field directory (with field.json), a GAGS output directory (with point_cloud/iteration_<N>/), "
-    "a .ply file or a .splat file"
+    "a LangSplat output (<scene>_<level>/chkpnt<N>.pth), a .ply file or a .splat file"
 )
 
 
-def load_field(path: str | Path, iteration: int | None = None) -> LanguageField:
+def load_field(path: str | Path, iteration: int | None = None, autoencoder: str | Path | None = None) -> LanguageField:
     """Read and validate the field at ``path`` (CPU tensors; see the module doc for accepted forms).
 
-    ``iteration`` picks an iteration of a GAGS output directory (default: the highest) and is an error
-    for every other form. Validation problems (NaN values, mismatched shapes) come back as a
-    :class:`FormatError` naming ``path``.
+    ``iteration`` picks an iteration of a GAGS or LangSplat output directory (default: the highest) and is
+    an error for every other form. ``autoencoder`` is a LangSplat output's autoencoder checkpoint (default:
+    found where LangSplat writes it) and is an error for every other form. Validation problems (NaN values,
+    mismatched shapes) come back as a :class:`FormatError` naming ``path``.
     """
     path = Path(path)
     try:
+        if path.is_dir() and not is_native_dir(path) and is_langsplat_dir(path):
+            return _validated(read_langsplat(path, autoencoder, iteration), path)
+        if autoencoder is not None:
+            raise FormatError(path, "--autoencoder only applies to LangSplat outputs (<scene>_<level> folders)")
         return _validated(_read(path, iteration), path)
     except OSError as error:  # e.g. a directory we may not list; readers convert their own file errors
         raise FormatError(path, f"cannot read ({error.strerror or error})") from None

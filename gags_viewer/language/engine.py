@@ -22,6 +22,10 @@ Shared by the viewer, the render CLI and the evaluation. Two modes (DESIGN.md, "
 
 The two modes are not identical in general: decoding is non-linear, so decode(Σ w_i f_i) differs from
 Σ w_i decode(f_i) where Gaussians blend (gags-method.md §4.7).
+
+Fields with several feature levels (LangSplat: ``metadata.levels``, one 3-D block per level) are scored
+at every level in both modes, and each query keeps one level per image by LangSplat's own rule
+(:mod:`gags_viewer.language.langsplat`); ``QueryResult.levels`` says which.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from gags_viewer.language.decoders import (
     default_chunk_size,
     granularity_decoder_from_state_dict,
 )
+from gags_viewer.language.langsplat import gaussian_levels, mask_levels, pick_levels, split_levels
 from gags_viewer.language.pixel_relevancy import (
     DecodePrecision,
     FoldedRelevancy,
@@ -87,6 +92,10 @@ class QueryResult:
         queries, negatives: the phrases used.
         mode: "pixel" or "gaussian".
         timings: seconds spent per phase: "encode" (text), "render", "decode", "relevancy".
+        levels: fields with several feature levels (LangSplat): the level each query kept (index into
+            ``metadata.levels``), else None.
+        level_relevancy: fields with several feature levels: the relevancy at every level, before the
+            choice (raw in pixel mode, alpha-normalised in gaussian mode). [L, K, H, W], else None
     """
 
     relevancy: Tensor
@@ -96,6 +105,8 @@ class QueryResult:
     negatives: tuple[str, ...]
     mode: str
     timings: dict[str, float] = dc_field(default_factory=dict)
+    levels: tuple[int, ...] | None = None
+    level_relevancy: Tensor | None = None
 
 
 class QueryEngine:
@@ -153,6 +164,8 @@ class QueryEngine:
         self.profile = profile
         self.decode_dtype = decode_dtype(decode_precision, self.device)
         self.negatives: tuple[str, ...] = tuple(field.metadata.negatives)
+        self.levels = field.level_count
+        """Feature levels each query is scored at (1 except for LangSplat fields)."""
         self._similarity_capacity = similarity_cache
         self._lock = threading.RLock()
         """Guards the small caches; never held across slow work (text encoding, the per-field builds)."""
@@ -166,7 +179,8 @@ class QueryEngine:
         self._zero_clip: Tensor | None = None
         # Caches of what phrases give, each entry kept with the embedding(s) it was made from.
         self._similarities: OrderedDict[str, tuple[Tensor, Tensor]] = OrderedDict()  # phrase -> ([E], [N])
-        self._scores: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()  # (queries, negatives) -> [K, N]
+        # (queries, negatives) -> (text, scores per level [L, K, N], scores at each query's level [K, N])
+        self._scores: OrderedDict[tuple, tuple[Tensor, Tensor, Tensor]] = OrderedDict()
         self._colors: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()  # -> (relevancy, [K, 3])
         self._folded: OrderedDict[tuple, tuple[Tensor, FoldedRelevancy]] = OrderedDict()  # ... -> pixel scorer
         self._pca: FeaturePCA | None = None
@@ -242,19 +256,19 @@ class QueryEngine:
 
     def gaussian_features(self) -> Tensor:
         """The per-Gaussian features gaussian mode decodes (neighbour-averaged unless ``neighbours`` <= 1),
-        on the engine's device, once per field. [N, D]"""
+        on the engine's device, once per field. [N, D]; with L feature levels, level-major rows of one
+        level's width: row l·N + i is Gaussian i at level l. [L·N, D / L]"""
         with self._build_lock:
             if self._gaussian_features is None:
                 field = self.field
                 features = _language_features(field).to(self.device)
                 sizes = field.scales().amax(dim=1).to(self.device)
-                self._gaussian_features = neighbour_smoothed_features(
-                    field.means.to(self.device), sizes, features, self.neighbours
-                )
+                smoothed = neighbour_smoothed_features(field.means.to(self.device), sizes, features, self.neighbours)
+                self._gaussian_features = split_levels(smoothed, self.levels).reshape(-1, field.level_dim)
             return self._gaussian_features
 
     def gaussian_clip_features(self) -> Tensor:
-        """Every Gaussian decoded to CLIP space, once per field. [N, E]
+        """Every Gaussian decoded to CLIP space, once per field. [N, E] ([L·N, E] with L feature levels)
 
         Kept in float32 up to 1 GB, in float16 beyond (1M Gaussians × 512 would be 2 GB).
         """
@@ -276,7 +290,8 @@ class QueryEngine:
 
     def gaussian_similarities(self, phrases: Sequence[str]) -> Tensor:
         """Cosine similarity of every Gaussian's decoded feature to each phrase (cached per phrase and
-        embedding: a phrase given a new embedding, e.g. a re-used click name, is computed again). [P, N]"""
+        embedding: a phrase given a new embedding, e.g. a re-used click name, is computed again). [P, N]
+        ([P, L·N] with L feature levels)"""
         phrases = [p.strip() for p in phrases]
         embeddings = dict(zip(phrases, self.text_embeddings(phrases)))  # slow work first, outside the lock
         clip = self.gaussian_clip_features()
@@ -299,7 +314,19 @@ class QueryEngine:
 
     def gaussian_relevancy(self, queries: Sequence[str] | str, negatives: Sequence[str] | None = None) -> Tensor:
         """LERF relevancy of each Gaussian for each query (3D selection, PLY export), cached per
-        (queries, negatives) and their embeddings. [K, N]"""
+        (queries, negatives) and their embeddings. [K, N]
+
+        With several feature levels, each query's scores at the level where they peak highest
+        (:func:`~gags_viewer.language.langsplat.gaussian_levels`)."""
+        return self._gaussian_scores(queries, negatives)[1]
+
+    def gaussian_level_relevancy(self, queries: Sequence[str] | str, negatives: Sequence[str] | None = None) -> Tensor:
+        """LERF relevancy of each Gaussian for each query at every feature level (cached as
+        :meth:`gaussian_relevancy`). [L, K, N]"""
+        return self._gaussian_scores(queries, negatives)[0]
+
+    def _gaussian_scores(self, queries: Sequence[str] | str, negatives: Sequence[str] | None) -> tuple[Tensor, Tensor]:
+        """(scores per level [L, K, N], scores at each query's level [K, N]), cached."""
         queries = parse_queries(queries) if isinstance(queries, str) else [q.strip() for q in queries]
         negatives = self.resolve_negatives(negatives)
         check_phrases(queries, negatives)
@@ -309,16 +336,18 @@ class QueryEngine:
             cached = self._scores.get(key)
             if cached is not None and _same_text(cached[0], text):
                 self._scores.move_to_end(key)
-                return cached[1]
+                return cached[1], cached[2]
         sims = self.gaussian_similarities(list(queries) + list(negatives))
         k = len(queries)
         scores = relevancy_from_similarities(sims[:k].T, sims[k:].T, self.temperature).T.contiguous()
+        per_level = scores.reshape(k, self.levels, -1).transpose(0, 1)  # [L, K, N]
+        picked = scores if self.levels == 1 else pick_levels(per_level, gaussian_levels(per_level)).contiguous()
         with self._lock:
-            self._scores[key] = (text, scores)
+            self._scores[key] = (text, per_level, picked)
             self._scores.move_to_end(key)
             while len(self._scores) > 4:
                 self._scores.popitem(last=False)
-            return scores
+            return per_level, picked
 
     @property
     def gaussians_decoded(self) -> bool:
@@ -434,10 +463,37 @@ class QueryEngine:
         self._sync()
         timings["render"] = time.perf_counter() - start
 
-        relevancy = self.pixel_relevancy(
-            _rendered_features(out), out.alpha, queries, negatives, timings, min_decode_alpha
+        feature_map = _rendered_features(out)
+        if self.levels == 1:
+            relevancy = self.pixel_relevancy(feature_map, out.alpha, queries, negatives, timings, min_decode_alpha)
+            return QueryResult(relevancy, None, out, tuple(queries), tuple(negatives), "pixel", timings)
+        per_level = torch.stack(
+            [
+                self.pixel_relevancy(block, out.alpha, queries, negatives, timings, min_decode_alpha)
+                for block in split_levels(feature_map, self.levels)
+            ]
+        )  # [L, K, H, W]
+        return self._level_result(per_level, None, out, queries, negatives, "pixel", timings)
+
+    def _level_result(self, per_level, gaussian_scores, out, queries, negatives, mode, timings) -> QueryResult:
+        """The result of a multi-level query: each query's map at the level LangSplat's rule keeps.
+        per_level [L, K, H, W], gaussian_scores [L, K, N] or None."""
+        start = time.perf_counter()
+        levels = mask_levels(per_level)
+        relevancy = pick_levels(per_level, levels).contiguous()
+        scores = None if gaussian_scores is None else pick_levels(gaussian_scores, levels).contiguous()
+        timings["relevancy"] = timings.get("relevancy", 0.0) + time.perf_counter() - start
+        return QueryResult(
+            relevancy,
+            scores,
+            out,
+            tuple(queries),
+            tuple(negatives),
+            mode,
+            timings,
+            levels=tuple(int(level) for level in levels),
+            level_relevancy=per_level,
         )
-        return QueryResult(relevancy, None, out, tuple(queries), tuple(negatives), "pixel", timings)
 
     def pixel_relevancy(
         self,
@@ -476,7 +532,8 @@ class QueryEngine:
             timings["decode_once"] = timings["decode"]
 
         start = time.perf_counter()
-        scores = self.gaussian_relevancy(queries, negatives)  # [K, N]
+        level_scores = self.gaussian_level_relevancy(queries, negatives)  # [L, K, N]
+        scores = level_scores.reshape(-1, level_scores.shape[-1])  # [L·K, N]
         self._sync()
         timings["relevancy"] = time.perf_counter() - start
 
@@ -493,6 +550,9 @@ class QueryEngine:
         else:
             relevancy = _rendered_features(out).permute(2, 0, 1).contiguous()
         timings["relevancy"] += time.perf_counter() - start
+        if self.levels > 1:
+            per_level = relevancy.reshape(self.levels, len(queries), *relevancy.shape[1:])
+            return self._level_result(per_level, level_scores, out, queries, negatives, "gaussian", timings)
         return QueryResult(relevancy, scores, out, tuple(queries), tuple(negatives), "gaussian", timings)
 
     # -- granularity and feature colours -----------------------------------------------------------

@@ -14,6 +14,9 @@ The "viewer" rule is the display rule: raw relevancy (not normalised) of the eng
 a threshold, no vote. It exists for comparison (``gags-viewer select --rule viewer``); selection, the
 matches export and editing use the official rule.
 
+On a field with several feature levels (LangSplat) each phrase keeps, per Gaussian, its relevancy at the
+level where that relevancy peaks highest over all Gaussians (:func:`~gags_viewer.language.langsplat.gaussian_levels`).
+
 Several phrases combine: ``"table; -mug"`` selects what "table" selects minus what "mug" selects (union
 of the plain phrases, minus the union of the ``-`` phrases).
 """
@@ -31,6 +34,7 @@ import torch
 from torch import Tensor
 
 from gags_viewer.errors import GagsError
+from gags_viewer.language.langsplat import gaussian_levels, pick_levels, split_levels
 from gags_viewer.language.relevancy import check_phrases, normalize_scores, relevancy_from_similarities
 
 RuleName = Literal["official", "viewer"]
@@ -193,10 +197,12 @@ class GaussianSelector:
         self._capacity = mask_cache
 
     def clip_features(self) -> Tensor:
-        """Every Gaussian's own feature decoded to CLIP space (once per field). [N, E]"""
+        """Every Gaussian's own feature decoded to CLIP space (once per field). [N, E]; with L feature
+        levels, level-major (row l·N + i: Gaussian i at level l). [L·N, E]"""
         with self._lock:
             if self._clip is None:
-                features = self.field.features.to(self.engine.device)
+                levels = split_levels(self.field.features.to(self.engine.device), self.field.level_count)
+                features = levels.reshape(-1, self.field.level_dim)
                 self._clip = self.engine.clip_decoder.decode(features, self.engine.chunk_size)
             return self._clip
 
@@ -213,6 +219,9 @@ class GaussianSelector:
                 sims = (clip @ text.T).float()  # [N, K' + M]
                 k = len(missing)
                 rel = relevancy_from_similarities(sims[:, :k], sims[:, k:], self.engine.temperature).T
+                if self.field.level_count > 1:  # [K', L·N] -> each phrase at its level [K', N]
+                    per_level = rel.reshape(k, self.field.level_count, -1).transpose(0, 1)
+                    rel = pick_levels(per_level, gaussian_levels(per_level))
                 for phrase, row in zip(missing, rel):
                     fresh[(phrase, negatives)] = row.contiguous()
                     self._remember(self._relevancy, (phrase, negatives), fresh[(phrase, negatives)])

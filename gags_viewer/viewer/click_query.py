@@ -38,8 +38,14 @@ def click_pixel(screen_pos: tuple[float, float], width: int, height: int) -> tup
 def feature_embedding(engine, camera: Camera, x: int, y: int) -> Tensor:
     """The decoded CLIP-space vector of the rendered feature at pixel (x, y). [E], unit length.
 
-    Raises GagsError when nothing of the field was rendered there.
+    Raises GagsError when nothing of the field was rendered there, or when the field has several feature
+    levels (LangSplat: the pixel decodes to one vector per level, and no rule picks one for a click).
     """
+    if engine.field.level_count > 1:
+        raise GagsError(
+            "a feature click needs one feature per pixel, but this field has one per level "
+            f"({', '.join(engine.field.metadata.levels)}); type the query, or click with --sam-checkpoint"
+        )
     with torch.no_grad():
         out = engine.render_features(camera, rgb=False)
         if float(out.alpha[y, x]) <= 1e-3:

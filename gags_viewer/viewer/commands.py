@@ -65,10 +65,12 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_for_viewing(path: Path, iteration: int | None, device: torch.device) -> LanguageField:
+def load_for_viewing(
+    path: Path, iteration: int | None, device: torch.device, autoencoder: Path | None = None
+) -> LanguageField:
     from gags_viewer.field.load import load_field
 
-    return load_field(path, iteration=iteration).to(device)
+    return load_field(path, iteration=iteration, autoencoder=autoencoder).to(device)
 
 
 def build_engine(
@@ -254,6 +256,7 @@ def view(
     rgb_only: bool = False,
     layout: CompareLayout = "side",
     browser_side: bool = False,
+    autoencoder: Path | None = None,
 ) -> None:
     """Open a field in the browser viewer: typed queries, display modes, PNG and video export. With a
     second field (``view A B``), compare them: both under one camera with the same queries, side by side
@@ -283,11 +286,13 @@ def view(
         browser_side: start every browser in browser-side rendering: the Gaussians are sent once and the
             browser draws them (orbiting needs no server render; queries recolour them). The Rendering
             panel switches back to server rendering (pixel mode, view-dependent colour).
+        autoencoder: for a LangSplat output, its autoencoder checkpoint (default: found where LangSplat
+            writes it).
     """
     dev = resolve_device(device)
     if sam_checkpoint is not None and not sam_checkpoint.is_file():
         raise GagsError(f"--sam-checkpoint {sam_checkpoint}: no such file")
-    loaded = load_for_viewing(field, iteration, dev)
+    loaded = load_for_viewing(field, iteration, dev, autoencoder)
     engine = build_engine(loaded, field, dev, clip)
     queries_off = check_text_model(engine, rgb_only)
     comparison = None
@@ -517,6 +522,7 @@ def render(
     device: Device = "auto",
     iteration: int | None = None,
     clip: ClipOptions = ClipOverrides(),
+    autoencoder: Path | None = None,
 ) -> None:
     """Render frames without a browser: a PNG sequence and a video, as the viewer composes them.
 
@@ -549,8 +555,10 @@ def render(
         scale_ratio: camera-path positions are multiplied by this (nerfview saves them divided by 10;
             use 1 for paths in world units).
         device: auto, cpu or cuda.
-        iteration: for an official GAGS output directory, the iteration to read.
+        iteration: for an official GAGS or LangSplat output directory, the iteration to read.
         clip: the ``--clip-*`` overrides of the field's text model (:class:`ClipOverrides`).
+        autoencoder: for a LangSplat output, its autoencoder checkpoint (default: found where LangSplat
+            writes it).
     """
     from gags_viewer.viewer import camera_path as cp
     from gags_viewer.viewer import export as ex
@@ -559,7 +567,7 @@ def render(
     settings = settings_for_render(query, mode, negatives, threshold, query_mode, colormap, background, colors)
     settings = settings.copy(compare_layout=layout, compare_split=split)
     dev = resolve_device(device)
-    loaded = load_for_viewing(field, iteration, dev)
+    loaded = load_for_viewing(field, iteration, dev, autoencoder)
     engine = build_engine(loaded, field, dev, clip)
     comparison = None if compare is None else open_comparison(field, loaded, engine, compare, dev, clip)
     fields = [(field, loaded)] + ([] if comparison is None else [(compare, comparison.second.source.field)])

@@ -79,6 +79,7 @@ class Pass:
         features: the D-channel feature map (pca mode). [H, W, D]
         relevancy: [K, H, W] (query modes); probabilities: [H, W, 3] (granularity).
         timings: seconds per phase of the pass.
+        level_note: fields with several feature levels (LangSplat): the level each query kept, for the legend.
     """
 
     alpha: Tensor
@@ -88,6 +89,7 @@ class Pass:
     relevancy: Tensor | None = None
     probabilities: Tensor | None = None
     timings: dict = dc_field(default_factory=dict)
+    level_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -173,8 +175,17 @@ def _run_query(view: View) -> Pass:
         rgb=True,
         min_decode_alpha=MIN_DECODE_ALPHA,
     )
+    note = ""
+    if result.levels is not None:
+        names = view.field.metadata.levels
+        kept = "; ".join(f"{q} → {names[level]}" for q, level in zip(result.queries, result.levels))
+        note = f"level kept (LangSplat rule): {kept}"
     return Pass(
-        alpha=result.render.alpha, rgb=result.render.rgb, relevancy=result.relevancy, timings=dict(result.timings)
+        alpha=result.render.alpha,
+        rgb=result.render.rgb,
+        relevancy=result.relevancy,
+        timings=dict(result.timings),
+        level_note=note,
     )
 
 
@@ -246,29 +257,37 @@ def _query_colors(settings: ViewSettings, device: torch.device) -> Tensor:
 
 def _paint_relevancy(p: Pass, view: View) -> tuple[Tensor, Legend]:
     heat = apply_colormap(p.relevancy.max(dim=0).values, view.settings.colormap)
-    return over_background(heat, p.alpha, view.background), query_legend(view.settings, "relevancy")
+    return over_background(heat, p.alpha, view.background), query_legend(view.settings, "relevancy", p.level_note)
 
 
 def _paint_heatmap(p: Pass, view: View) -> tuple[Tensor, Legend]:
     s = view.settings
     image = heatmap_overlay(p.rgb, p.relevancy.max(dim=0).values, s.threshold, s.colormap, alpha=p.alpha)
-    return image, query_legend(s, "heatmap")
+    return image, query_legend(s, "heatmap", p.level_note)
 
 
 def _paint_overlay(p: Pass, view: View) -> tuple[Tensor, Legend]:
     s = view.settings
     image = multi_query_overlay(p.rgb, p.relevancy, s.threshold, _query_colors(s, p.rgb.device), alpha=p.alpha)
-    return image, query_legend(s, "overlay")
+    return image, query_legend(s, "overlay", p.level_note)
 
 
 def _paint_mask(p: Pass, view: View) -> tuple[Tensor, Legend]:
     s = view.settings
     mask = binary_mask(p.relevancy, s.threshold, p.alpha)
-    return mask_image(mask, _query_colors(s, p.rgb.device), rgb=p.rgb, opacity=MASK_OPACITY), query_legend(s, "mask")
+    image = mask_image(mask, _query_colors(s, p.rgb.device), rgb=p.rgb, opacity=MASK_OPACITY)
+    return image, query_legend(s, "mask", p.level_note)
 
 
-def query_legend(settings: ViewSettings, mode: str) -> Legend:
-    """The legend of a query display mode."""
+def query_legend(settings: ViewSettings, mode: str, level_note: str = "") -> Legend:
+    """The legend of a query display mode (``level_note``: a line saying which level each query kept)."""
+    legend = _query_legend(settings, mode)
+    if level_note:
+        legend.notes.append(level_note)
+    return legend
+
+
+def _query_legend(settings: ViewSettings, mode: str) -> Legend:
     swatches = [(q, settings.color_of(i, q)) for i, q in enumerate(settings.queries)]
     phrases = "; ".join(settings.queries)
     if mode == "relevancy":

@@ -88,6 +88,7 @@ def select(
     device: Device = "auto",
     iteration: int | None = None,
     clip: ClipOptions = ClipOverrides(),  # noqa: B008 - a frozen dataclass
+    autoencoder: Path | None = None,
 ) -> None:
     """Select Gaussians by a text query and save them (or everything else, with --invert) as a new field.
 
@@ -107,13 +108,15 @@ def select(
         device: auto, cpu or cuda.
         iteration: for an official GAGS output directory, the iteration to read (default: latest).
         clip: the ``--clip-*`` overrides of the field's text model.
+        autoencoder: for a LangSplat output, its autoencoder checkpoint (default: found where LangSplat
+            writes it).
     """
     from gags_viewer.field.edit import delete, keep_only
     from gags_viewer.language.selection import GaussianSelector, OfficialRule
     from gags_viewer.viewer.settings import split_phrases
 
     dev = resolve_device(device)
-    loaded = load_for_viewing(field, iteration, dev)
+    loaded = load_for_viewing(field, iteration, dev, autoencoder)
     engine = build_engine(loaded, field, dev, clip)
     if engine is None:
         raise GagsError(f"{field}: this field has no language features, so it cannot be selected by text")
