@@ -356,9 +356,16 @@ class ClientPanels:
     def show_legend(self, legend: Legend) -> None:
         self.legend.content = legend.html()
         shown = dict(legend.swatches)
-        for handle, phrase in zip(self._color_handles, self.session.settings.queries):
-            if phrase in shown and tuple(handle.value) != tuple(shown[phrase]):
-                handle.value = tuple(int(c) for c in shown[phrase])  # the picker shows the colour on screen
+        stale = [
+            (handle, tuple(int(c) for c in shown[phrase]))
+            for handle, phrase in zip(list(self._color_handles), self.session.settings.queries)
+            if phrase in shown and tuple(handle.value) != tuple(shown[phrase])
+        ]
+        if stale:
+            # The pickers show the colours on screen. Set on a thread of its own: this runs on the render
+            # thread, where nerfview's interrupt (raised from a trace function, anywhere) could cut viser's
+            # GUI code short while it holds its locks; seen as browsers that got no frame any more.
+            threading.Thread(target=_set_values, args=(stale,), name="gags-pickers", daemon=True).start()
 
     def show_status(self, error) -> None:
         """Show a render error until the next good frame (``error`` None clears it)."""
@@ -423,3 +430,12 @@ class ClientPanels:
                 session.notify("Export", message, color=color)
         else:
             session.notify("Export", message, color=color)
+
+
+def _set_values(pairs) -> None:
+    """Set GUI handles' values (``pairs`` of (handle, value)); a handle removed meanwhile is skipped."""
+    for handle, value in pairs:
+        try:
+            handle.value = value
+        except Exception:  # noqa: BLE001 - the picker was rebuilt or its browser left
+            log.debug("could not update a colour picker", exc_info=True)
