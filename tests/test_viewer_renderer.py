@@ -13,7 +13,9 @@ from nerfview import CameraState
 from nerfview._renderer import Renderer, RenderTask
 from nerfview.render_panel import RenderTabState
 
+from gags_viewer.viewer.nerfview_adapter import InterruptRenderException
 from gags_viewer.viewer.renderer import ClientRenderer
+from gags_viewer.viewer.settings import split_phrases
 
 
 class FakeScene:
@@ -47,8 +49,8 @@ class FakeView:
         self.started += 1
         version = self.version
         deadline = time.monotonic() + self.render_seconds
-        while time.monotonic() < deadline:  # Python lines: where an abandoned frame is interrupted
-            pass
+        while time.monotonic() < deadline:  # calls into the package: where an abandoned frame is interrupted
+            split_phrases("mug")
         return np.full((tab.viewer_height, tab.viewer_width, 3), version, dtype=np.uint8)
 
     def get_camera_state(self, client):
@@ -137,6 +139,35 @@ def test_a_move_abandons_the_full_resolution_frame_being_rendered():
         assert all(value == 5 for _, _, value in client.scene.frames[sent:])  # the old frame never arrived
     finally:
         renderer.running = False
+
+
+def test_an_abandoned_frame_stops_only_where_a_package_function_is_entered():
+    """Never on a traced line: the line event of a ``with lock:`` statement's exit runs outside the
+    block's protection, and a raise there leaves the lock held for good (seen under load)."""
+    import sys
+
+    renderer, _, _ = _start(ClientRenderer)
+    renderer.running = False
+    lock = threading.Lock()
+
+    def hold_and_release():
+        with lock:
+            x = 1
+        return x
+
+    renderer._may_interrupt_render = True
+    sys.settrace(renderer._may_interrupt_trace)
+    try:
+        for _ in range(100):
+            hold_and_release()  # a test-module function: never interrupted
+        interrupted = False
+        try:
+            split_phrases("mug")  # a package function: interrupted at its entry
+        except InterruptRenderException:
+            interrupted = True
+    finally:
+        sys.settrace(None)
+    assert interrupted and not lock.locked() and renderer._may_interrupt_render is False
 
 
 def test_a_failing_frame_or_a_gone_browser_does_not_end_the_thread():

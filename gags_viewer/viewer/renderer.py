@@ -22,6 +22,7 @@ after another 0.2 s wait the full one, which made an orbit settle 0.2 s and one 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -33,6 +34,9 @@ IDLE_WAIT_S = 0.2
 """How long the thread waits for a request before refining the resting view (nerfview's value)."""
 
 INTERRUPTIBLE_ACTIONS = ("move", "rerender")
+
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+"""Functions under this directory are where an abandoned frame may stop (see ``_may_interrupt_trace``)."""
 
 
 class ClientRenderer(Renderer):
@@ -97,6 +101,20 @@ class ClientRenderer(Renderer):
             self._may_interrupt_render = False
             self._rendering = True
             return task
+
+    def _may_interrupt_trace(self, frame, event, arg):
+        """Abandon the frame (raise) only when one of this package's functions is entered.
+
+        nerfview raises on any traced *line*, but the line event of a ``with lock:`` statement's normal
+        exit runs outside the block's protection: raised there, the lock is never released. Seen under
+        8-browser load as every browser waiting for the text encoder's cache lock for good. A raise at
+        a *call* lands inside the caller's block (released as usual); returning None turns off line
+        tracing, which also makes traced frames cheaper.
+        """
+        if event == "call" and self._may_interrupt_render and frame.f_code.co_filename.startswith(PACKAGE_DIR):
+            self._may_interrupt_render = False
+            raise InterruptRenderException
+        return None
 
     def run(self) -> None:
         while self.running:
