@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import io
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,23 +32,28 @@ GRANULARITY_DECODER_LAYERS = (0, 2, 4, 6, 8, 10)
 GRANULARITY_CLASSES = 3
 
 
-def load_torch_state_dict(path: Path) -> StateDict:
-    """Read a decoder ``.pth``: ``{'module_state_dict': sd, ...}`` or a bare state dict ``sd``.
+def read_torch_file(path: Path, accepted: str, safe_globals: Sequence = ()) -> Any:
+    """Unpickle a ``.pth`` with ``torch.load(weights_only=True)`` onto the CPU, from memory.
 
-    Returns the module state dict on the CPU with keys, shapes and dtypes unchanged. Raises
-    :class:`FormatError` for unreadable files, for pickles that hold anything but tensors and plain
-    containers, and for contents that are not a state dict.
+    Args:
+        path: the file.
+        accepted: what the error says is accepted instead ("plain state-dict checkpoints").
+        safe_globals: globals allowed beyond torch's own (e.g. numpy's scalar constructor).
+
+    Raises:
+        FormatError: one line for a pickle holding anything else (possibly code; never run), an
+            unreadable file or a damaged one.
     """
-    path = Path(path)
     try:
         # From memory: the unpickler reads a pickled string's declared length with one read(n), which on
         # a file allocates n bytes up front, so a damaged legacy checkpoint could ask for gigabytes.
-        payload = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise FormatError(
             path,
-            "holds pickled objects other than tensors (possibly code); refusing to unpickle it. "
-            "Only plain state-dict checkpoints are accepted",
+            "holds pickled objects other than tensors, numbers and containers (possibly code); refusing to "
+            f"unpickle it. Only {accepted} are accepted",
         ) from None
     except OSError as error:
         raise FormatError(path, f"cannot read file ({error.strerror or error})") from None
@@ -55,6 +62,17 @@ def load_torch_state_dict(path: Path) -> StateDict:
         # file: truncated zip (RuntimeError), empty file (EOFError), random bytes (KeyError), ...
         detail = str(error).splitlines()[0][:160] if str(error) else "unexpected end of data"
         raise FormatError(path, f"not a readable PyTorch checkpoint ({type(error).__name__}: {detail})") from None
+
+
+def load_torch_state_dict(path: Path) -> StateDict:
+    """Read a decoder ``.pth``: ``{'module_state_dict': sd, ...}`` or a bare state dict ``sd``.
+
+    Returns the module state dict on the CPU with keys, shapes and dtypes unchanged. Raises
+    :class:`FormatError` for unreadable files, for pickles that hold anything but tensors and plain
+    containers, and for contents that are not a state dict.
+    """
+    path = Path(path)
+    payload = read_torch_file(path, "plain state-dict checkpoints")
     if isinstance(payload, dict) and "module_state_dict" in payload:
         payload = payload["module_state_dict"]
     if not _is_state_dict(payload):

@@ -28,8 +28,6 @@ The autoencoder state dict has ``encoder.*`` (Linear 512 -> ... -> 3 with BatchN
 
 from __future__ import annotations
 
-import io
-import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,7 @@ import torch
 from torch import Tensor
 
 from gags_viewer.errors import FormatError
-from gags_viewer.field.checkpoint import check_decoder_state, load_torch_state_dict
+from gags_viewer.field.checkpoint import check_decoder_state, load_torch_state_dict, read_torch_file
 from gags_viewer.field.language_field import (
     GAGS_CLIP_MODEL,
     GAGS_CLIP_PRETRAINED,
@@ -144,20 +142,7 @@ def load_capture(path: Path) -> tuple[tuple, int]:
     Raises:
         FormatError: code or other foreign objects in the pickle, a damaged file, or not a 13-item capture.
     """
-    try:
-        with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            payload = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise FormatError(
-            path,
-            "holds pickled objects other than tensors, numbers and containers (possibly code); refusing to "
-            "unpickle it. Only plain LangSplat checkpoints are accepted",
-        ) from None
-    except OSError as error:
-        raise FormatError(path, f"cannot read file ({error.strerror or error})") from None
-    except Exception as error:  # noqa: BLE001 - torch.load fails in many ways on damaged files
-        detail = str(error).splitlines()[0][:160] if str(error) else "unexpected end of data"
-        raise FormatError(path, f"not a readable PyTorch checkpoint ({type(error).__name__}: {detail})") from None
+    payload = read_torch_file(path, "plain LangSplat checkpoints", _SAFE_GLOBALS)
     if not (isinstance(payload, (tuple, list)) and len(payload) == 2 and isinstance(payload[0], (tuple, list))):
         raise FormatError(path, "is not a LangSplat checkpoint (expected (capture, iteration))")
     capture, iteration = payload
