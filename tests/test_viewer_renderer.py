@@ -13,7 +13,7 @@ from nerfview import CameraState
 from nerfview._renderer import Renderer, RenderTask
 from nerfview.render_panel import RenderTabState
 
-from gags_viewer.viewer.nerfview_adapter import InterruptRenderException
+from gags_viewer.viewer.nerfview_adapter import InterruptRenderException, set_target_fps
 from gags_viewer.viewer.renderer import ClientRenderer
 from gags_viewer.viewer.settings import split_phrases
 
@@ -217,3 +217,68 @@ def test_a_tab_that_stops_reading_holds_only_its_own_thread():
     finally:
         stuck.set()
         stalled.running = healthy.running = False
+
+
+def _frame_sizes(view):
+    """Record the size of every frame rendered."""
+    sizes: list[tuple[int, int]] = []
+    render = view.render_fn
+
+    def recording(camera_state, tab):
+        sizes.append((tab.viewer_width, tab.viewer_height))
+        return render(camera_state, tab)
+
+    view.render_fn = recording
+    return sizes
+
+
+@pytest.mark.parametrize("render_seconds, low_res_first", [(0.0, False), (0.3, True)])
+def test_a_change_at_rest_renders_full_resolution_at_once_when_that_is_quick(render_seconds, low_res_first):
+    """Quick full-resolution frames: a settings change renders one frame, at full size (a low-resolution
+    one first and the idle wait would only delay it); slow ones: the quick low-resolution frame first."""
+    renderer, view, client = _start(ClientRenderer, render_seconds)
+    try:
+        _at_rest(renderer, client, timeout=10)
+        full = (view.render_tab_state.viewer_width, view.render_tab_state.viewer_height)
+        set_target_fps(renderer, 10.0)
+        view.render_tab_state.num_view_rays_per_sec = 64 * 48 * 10.0 / 10  # low size: a tenth of the pixels
+        sizes = _frame_sizes(view)
+        renderer.submit(RenderTask("rerender", view.get_camera_state(None)))
+        assert _wait_for(lambda: len(sizes) >= 1 + low_res_first)
+        time.sleep(2 * render_seconds + 0.5)
+        assert (sizes[0] != full) is low_res_first
+        assert sizes[-1] == full and len(sizes) == 1 + low_res_first
+    finally:
+        renderer.running = False
+
+
+@pytest.mark.parametrize("final", [True, False])
+def test_a_moving_frame_that_is_the_resting_one_is_not_rendered_again(final):
+    """Moving frames at full size with no stand-in are sent at the resting quality, and the camera coming
+    to rest renders nothing more; with a stand-in (pixel mode's preview) the resting frame follows."""
+    view = FakeView()
+    client = FakeClient(view)
+    qualities: list[int] = []
+    send = client.scene.set_background_image
+    client.scene.set_background_image = lambda image, format, jpeg_quality: (
+        qualities.append(jpeg_quality),
+        send(image, format, jpeg_quality),
+    )
+    renderer = ClientRenderer(viewer=view, client=client, lock=threading.Lock(), moving_frame_is_final=lambda: final)
+    renderer.start()
+    try:
+        _at_rest(renderer, client)
+        view.render_tab_state.num_view_rays_per_sec = 1e9  # moving frames come at full size
+        sizes = _frame_sizes(view)
+        for _ in range(3):
+            renderer.submit(RenderTask("move", view.get_camera_state(None)))
+            time.sleep(0.05)
+        assert _wait_for(lambda: renderer._state == "high", timeout=5)
+        time.sleep(0.5)
+        full = (view.render_tab_state.viewer_width, view.render_tab_state.viewer_height)
+        assert sizes and all(size == full for size in sizes)
+        moves = len(sizes) - (not final)
+        assert qualities[-1] == 70 and (qualities[-2] == 70) is final
+        assert len(sizes) == moves + (not final) and moves >= 1
+    finally:
+        renderer.running = False

@@ -216,7 +216,14 @@ class GagsViewer(nerfview.Viewer):
             client, app.default_settings.copy(), app.compose_for, on_frame=on_frame, on_status=on_status
         )
         view = _ClientView(self, session, session.settings.viewer_res)
-        renderer = ClientRenderer(viewer=view, client=client, lock=view.lock)
+
+        def moving_frame_is_final() -> bool:
+            settings = session.settings
+            return preview_settings(settings, moving=True) is settings  # no stand-in while moving
+
+        renderer = ClientRenderer(
+            viewer=view, client=client, lock=view.lock, moving_frame_is_final=moving_frame_is_final
+        )
         nv.set_target_fps(renderer, session.settings.moving_fps)
         session.view = view
         session.renderer = renderer

@@ -14,9 +14,16 @@ Driven by several threads (the camera's, the GUI's, the text encoder's), it lose
 
 :class:`ClientRenderer` keeps nerfview's states and resolutions but takes every request under one lock,
 lets its idle "static" request never replace a real one, raises the abandon flag only while a frame is
-being rendered, and logs instead of exiting. One transition differs: a camera coming to rest goes
-straight to the full-resolution frame (nerfview first renders one more low-resolution frame and only
-after another 0.2 s wait the full one, which made an orbit settle 0.2 s and one frame later).
+being rendered, and logs instead of exiting. Three transitions differ, each to show the resting view
+sooner (the demo on a CPU: nerfview's rules added 0.2-0.4 s to every query and orbit):
+
+- a camera coming to rest goes straight to the full-resolution frame (nerfview first renders one more
+  low-resolution frame and only after another 0.2 s wait the full one);
+- a settings change at rest renders the full-resolution frame at once when that frame takes no longer
+  than the idle wait (the low-resolution frame first, then the wait, would only make it later);
+- a moving frame that already is the resting frame (full size, and the display shows no stand-in while
+  the camera moves: see ``moving_frame_is_final``) is sent at the resting quality and is not rendered
+  again when the camera stops.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 
 from gags_viewer.viewer.nerfview_adapter import InterruptRenderException, Renderer, RenderTask, set_trace_context
 
@@ -34,6 +42,21 @@ IDLE_WAIT_S = 0.2
 """How long the thread waits for a request before refining the resting view (nerfview's value)."""
 
 INTERRUPTIBLE_ACTIONS = ("move", "rerender")
+
+RESTING_JPEG_QUALITY = 70
+MOVING_JPEG_QUALITY = 40
+"""nerfview's JPEG qualities for frames at rest and while the camera moves."""
+
+
+def resting_size(viewer_res: int, aspect: float) -> tuple[int, int]:
+    """(width, height) of a full-resolution frame: the longest side ``viewer_res`` (nerfview's rule)."""
+    height = viewer_res
+    width = int(height * aspect)
+    if width > viewer_res:
+        width = viewer_res
+        height = int(width / aspect)
+    return width, height
+
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 """Functions under this directory are where an abandoned frame may stop (see ``_may_interrupt_trace``)."""
@@ -47,13 +70,22 @@ class ClientRenderer(Renderer):
             ``get_camera_state``, ``_after_render``).
         client: the viser client to stream to.
         lock: held while rendering.
+        moving_frame_is_final: whether a frame rendered while the camera moves shows what the resting
+            frame would (no stand-in, such as pixel mode's gaussian-mode preview); nerfview assumes not.
     """
 
-    def __init__(self, viewer, client, lock: threading.Lock):
+    def __init__(self, viewer, client, lock: threading.Lock, moving_frame_is_final=lambda: False):
         super().__init__(viewer=viewer, client=client, lock=lock)
         self._task_lock = threading.Lock()
         self._rendering = False
+        self._moving_frame_is_final = moving_frame_is_final
+        self._full_frame_seconds: float | None = None
+        """How long the last full-resolution frame took."""
+        self._shown_final = False
+        """Whether the last frame sent is the resting frame for the camera it was rendered for."""
         self.frames_sent = 0
+        self.sent_times: deque[tuple[float, bool]] = deque(maxlen=64)
+        """(``time.time()`` when sent, whether it was the resting frame) of the latest frames."""
         self.paused = False
         """While True (the browser splats the field itself) nothing is rendered or sent."""
 
@@ -90,6 +122,9 @@ class ClientRenderer(Renderer):
             if not woke and not self._render_event.is_set():
                 if self._state == "high":
                     return None  # at rest at full resolution: nothing to refine
+                if self._shown_final:  # the last moving frame already is the resting one
+                    self._state = "high"
+                    return None
                 self._task = RenderTask("static", None)
             self._render_event.clear()
             task = self._task
@@ -98,9 +133,16 @@ class ClientRenderer(Renderer):
             if self._state == "high" and task.action == "static":
                 return None
             self._state = self.transitions[self._state][task.action]
+            if task.action == "rerender" and self._state == "low_static" and self._full_frame_is_quick():
+                self._state = "high"
             self._may_interrupt_render = False
             self._rendering = True
+            self._shown_final = False  # what is shown is not this request's frame
             return task
+
+    def _full_frame_is_quick(self) -> bool:
+        """Whether the last full-resolution frame took no longer than the idle wait before refining."""
+        return self._full_frame_seconds is not None and self._full_frame_seconds <= IDLE_WAIT_S
 
     def _may_interrupt_trace(self, frame, event, arg):
         """Abandon the frame (raise) only when one of this package's functions is entered.
@@ -126,7 +168,7 @@ class ClientRenderer(Renderer):
                 continue
             try:
                 camera_state = task.camera_state or self.viewer.get_camera_state(self.client)
-                image = self._render(camera_state)
+                image, final = self._render(camera_state)
             except InterruptRenderException:
                 continue
             except Exception:  # noqa: BLE001 - one browser's failure must not end the server
@@ -135,27 +177,34 @@ class ClientRenderer(Renderer):
             finally:
                 with self._task_lock:
                     self._rendering = False
-            self._send(image, task)
+            self._send(image, final)
 
-    def _render(self, camera_state):
-        """One frame at the size the state asks for. -> [H, W, 3] uint8"""
+    def _render(self, camera_state) -> tuple:
+        """One frame at the size the state asks for. -> ([H, W, 3] uint8, whether it is the resting frame)"""
         with self.lock, set_trace_context(self._may_interrupt_trace):
             start = time.time()
             width, height = self._get_img_wh(camera_state.aspect)
             tab = self.viewer.render_tab_state
+            full_size = (width, height) == resting_size(tab.viewer_res, camera_state.aspect)
+            final = self._state == "high" or (full_size and self._moving_frame_is_final())
             tab.viewer_width, tab.viewer_height = width, height
             image = self.viewer.render_fn(camera_state, tab)
             self.viewer._after_render()
-            tab.num_view_rays_per_sec = (width * height) / max(time.time() - start, 1e-10)
-        return image[0] if isinstance(image, tuple) else image
+            seconds = time.time() - start
+            tab.num_view_rays_per_sec = (width * height) / max(seconds, 1e-10)
+            if full_size and final:
+                self._full_frame_seconds = seconds
+        return (image[0] if isinstance(image, tuple) else image), final
 
-    def _send(self, image, task: RenderTask) -> None:
-        quality = 70 if task.action in ("static", "update") else 40
+    def _send(self, image, final: bool) -> None:
+        quality = RESTING_JPEG_QUALITY if final else MOVING_JPEG_QUALITY
         try:
             with self._task_lock:  # no frame after set_paused(True) returned
                 if self.paused:
                     return
+                self._shown_final = final
                 self.client.scene.set_background_image(image, format="jpeg", jpeg_quality=quality)
                 self.frames_sent += 1
+                self.sent_times.append((time.time(), final))
         except Exception:  # noqa: BLE001 - the browser left while its frame was on the way
             log.debug("could not send a frame to client %s", getattr(self.client, "client_id", "?"), exc_info=True)
