@@ -9,10 +9,13 @@ host, overlay display) plus the JPEG encode the viewer sends (PIL, quality 70 as
 and prints the median over ``--repeats`` frames after one warm-up frame (which builds the per-field
 caches: every Gaussian decoded, its neighbours averaged; the text encoded), the frame rate of the
 median, and the median seconds per phase from ``Frame.timings`` (render / decode / relevancy /
-composite). Rows:
+composite). Every frame is a new view (the camera moves by a hair between frames, as while orbiting),
+except in ``requery`` rows. Rows:
 
 - ``rgb``: the colour render (display "rgb").
 - ``gaussian K=k`` / ``pixel K=k``: k queries in that query mode (display "overlay").
+- ``requery K=k``: pixel mode on an unchanged view whose k queries change every frame (the phrases
+  rotate), as when a user types queries with the camera at rest.
 
 Fields: ``demo`` (the bundled ``scenes/demo``, 9,170 Gaussians, its own small CLIP model) and synthetic
 fields (``100k``, ``1M``: ``benchmarks/query.py``'s scene, 16-D features, random GAGS decoder, "phrases"
@@ -99,15 +102,24 @@ def synthetic_setup(num_gaussians: int, device: torch.device):
     return field, engine, camera, SYNTHETIC_QUERIES, SYNTHETIC_NEGATIVES
 
 
-def time_row(field, engine, camera: Camera, settings: ViewSettings, repeats: int) -> dict:
-    """Median seconds of compose_frame + JPEG over ``repeats`` frames (after one warm-up frame)."""
-    frame = compose_frame(field, camera, settings, engine)
+def nudged(camera: Camera, step: int) -> Camera:
+    """``camera`` moved sideways by ``step`` × 1e-4 (a new view for every cache, the same picture)."""
+    world_to_camera = camera.world_to_camera.clone()
+    world_to_camera[0, 3] += 1e-4 * step
+    return Camera(world_to_camera, camera.K, camera.width, camera.height)
+
+
+def time_row(field, engine, camera: Camera, settings: list[ViewSettings], repeats: int, move: bool = True) -> dict:
+    """Median seconds of compose_frame + JPEG over ``repeats`` frames (after one warm-up frame); frame i
+    shows ``settings[i % len(settings)]``, from a camera nudged by i when ``move``."""
+    frame = compose_frame(field, camera, settings[0], engine)
     totals, jpegs, phases = [], [], {p: [] for p in PHASES}
-    for _ in range(repeats):
+    for i in range(1, repeats + 1):
+        view = nudged(camera, i) if move else camera
         if field.means.device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        frame = compose_frame(field, camera, settings, engine)
+        frame = compose_frame(field, view, settings[i % len(settings)], engine)
         compose_s = time.perf_counter() - start
         jpeg_s = jpeg_seconds(frame.image)
         totals.append(compose_s)
@@ -123,12 +135,20 @@ def time_row(field, engine, camera: Camera, settings: ViewSettings, repeats: int
     }
 
 
-def row_settings(mode: str, k: int, queries, negatives) -> ViewSettings:
+def row_settings(mode: str, k: int, queries, negatives) -> list[ViewSettings]:
+    """The settings a row's frames cycle through (one unless the queries change: ``requery``)."""
     if mode == "rgb":
-        return ViewSettings(display="rgb").checked()
-    return ViewSettings(
-        queries_text="; ".join(queries[:k]), negatives_text="; ".join(negatives), display="overlay", query_mode=mode
-    ).checked()
+        return [ViewSettings(display="rgb").checked()]
+    rotations = [queries[i:] + queries[:i] for i in range(len(queries))] if mode == "requery" else [queries]
+    return [
+        ViewSettings(
+            queries_text="; ".join(phrases[:k]),
+            negatives_text="; ".join(negatives),
+            display="overlay",
+            query_mode="gaussian" if mode == "gaussian" else "pixel",
+        ).checked()
+        for phrases in rotations
+    ]
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -146,9 +166,8 @@ def _row(setups: dict, device, name: str, resolution: str, mode: str, k: int, re
     if name not in setups:
         setups[name] = _setup(name, device)
     field, engine, camera_of, queries, negatives = setups[name]
-    return time_row(
-        field, engine, camera_of(*parse_resolution(resolution)), row_settings(mode, k, queries, negatives), repeats
-    )
+    settings = row_settings(mode, k, queries, negatives)
+    return time_row(field, engine, camera_of(*parse_resolution(resolution)), settings, repeats, mode != "requery")
 
 
 def _rows(args):
@@ -232,7 +251,7 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cuda" if cuda else "cpu")
     parser.add_argument("--fields", default="demo,100k,1M" if cuda else "demo,100k", help="demo and/or Gaussian counts")
     parser.add_argument("--resolutions", default="640x480,1280x720,1920x1080" if cuda else "640x480")
-    parser.add_argument("--modes", default="rgb,gaussian,pixel")
+    parser.add_argument("--modes", default="rgb,gaussian,pixel,requery")
     parser.add_argument("--ks", default="1,3", help="query counts for the query modes")
     parser.add_argument("--repeats", type=int, default=15 if cuda else 5)
     parser.add_argument(

@@ -50,6 +50,7 @@ from gags_viewer.language.clip_text import TextEncoder, shared_text_encoder
 from gags_viewer.language.colormaps import QUERY_PALETTE_SIZE, query_colors
 from gags_viewer.language.composite import FeaturePCA
 from gags_viewer.language.contrast import contrasting_choice, match_weights, palette_distances
+from gags_viewer.language.decoded_views import DEFAULT_MAX_BYTES, DecodedView, DecodedViewCache
 from gags_viewer.language.decoders import (
     StateDict,
     clip_decoder_from_state_dict,
@@ -58,11 +59,16 @@ from gags_viewer.language.decoders import (
 )
 from gags_viewer.language.langsplat import gaussian_levels, mask_levels, pick_levels, split_levels
 from gags_viewer.language.pixel_relevancy import (
+    DecodedPixels,
     DecodePrecision,
     FoldedRelevancy,
     cast_decoder,
+    covered_pixels,
     decode_dtype,
+    decode_pixels,
+    decoded_bytes,
     fused_pixel_relevancy,
+    score_pixels,
 )
 from gags_viewer.language.relevancy import (
     TEMPERATURE,
@@ -128,6 +134,9 @@ class QueryEngine:
         similarity_cache: how many phrases keep their per-Gaussian similarities [N] cached.
         decode_precision: pixel mode's decoder precision: "auto" (float16 on CUDA, float32 on CPU),
             "float32", "float16" or "bfloat16".
+        decoded_view_bytes: pixel mode keeps the last view's decoded pixels up to this size, so a query
+            change on an unchanged view decodes nothing (:mod:`~gags_viewer.language.decoded_views`);
+            0 keeps nothing.
         profile: synchronise CUDA between phases so that ``timings`` are exact (benchmarks).
     """
 
@@ -144,6 +153,7 @@ class QueryEngine:
         neighbours: int = 8,
         similarity_cache: int = 32,
         decode_precision: DecodePrecision = "auto",
+        decoded_view_bytes: int = DEFAULT_MAX_BYTES,
         profile: bool = False,
     ):
         if not field.has_language:
@@ -184,6 +194,7 @@ class QueryEngine:
         self._colors: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()  # -> (relevancy, [K, 3])
         self._folded: OrderedDict[tuple, tuple[Tensor, FoldedRelevancy]] = OrderedDict()  # ... -> pixel scorer
         self._pca: FeaturePCA | None = None
+        self._decoded_views = DecodedViewCache(decoded_view_bytes)
         self.decode_gaussians_seconds: float | None = None
         """How long decoding every Gaussian took (once per field), or None before it happened."""
 
@@ -455,25 +466,59 @@ class QueryEngine:
 
     def _query_pixel(self, camera, queries, negatives, background, rgb, timings, min_decode_alpha) -> QueryResult:
         start = time.perf_counter()
-        self.folded_relevancy(queries, negatives)
+        scorer = self.folded_relevancy(queries, negatives)
         timings["encode"] = time.perf_counter() - start
 
-        start = time.perf_counter()
-        out = self.render_features(camera, rgb=rgb, background=background)
-        self._sync()
-        timings["render"] = time.perf_counter() - start
+        key = (camera.key(), bool(rgb), tuple(float(c) for c in background), float(min_decode_alpha), scorer.dtype)
+        kept = self._decoded_views.get(self.field, key)
+        if kept is not None:
+            out, decoded = kept.render, kept.levels
+            timings["render"] = timings["decode"] = 0.0
+        else:
+            start = time.perf_counter()
+            out = self.render_features(camera, rgb=rgb, background=background)
+            self._sync()
+            timings["render"] = time.perf_counter() - start
+            decoded = self._decode_to_keep(scorer, out, min_decode_alpha, timings)
+            if decoded is not None:
+                self._decoded_views.put(self.field, key, DecodedView(out, decoded))
 
-        feature_map = _rendered_features(out)
-        if self.levels == 1:
-            relevancy = self.pixel_relevancy(feature_map, out.alpha, queries, negatives, timings, min_decode_alpha)
-            return QueryResult(relevancy, None, out, tuple(queries), tuple(negatives), "pixel", timings)
-        per_level = torch.stack(
-            [
-                self.pixel_relevancy(block, out.alpha, queries, negatives, timings, min_decode_alpha)
-                for block in split_levels(feature_map, self.levels)
+        blocks = split_levels(_rendered_features(out), self.levels)  # [L, H, W, D]
+        zero = scorer.zero_feature(blocks.shape[-1])
+        if decoded is None:  # too large to keep: decoded and scored chunk by chunk
+            per_level = [
+                fused_pixel_relevancy(
+                    scorer,
+                    block,
+                    out.alpha,
+                    zero,
+                    chunk_size=self.chunk_size,
+                    min_alpha=min_decode_alpha,
+                    sync=self._sync,
+                    timings=timings,
+                )
+                for block in blocks
             ]
-        )  # [L, K, H, W]
-        return self._level_result(per_level, None, out, queries, negatives, "pixel", timings)
+        else:
+            per_level = [score_pixels(scorer, level, zero, sync=self._sync, timings=timings) for level in decoded]
+        if self.levels == 1:
+            return QueryResult(per_level[0], None, out, tuple(queries), tuple(negatives), "pixel", timings)
+        return self._level_result(torch.stack(per_level), None, out, queries, negatives, "pixel", timings)
+
+    def _decode_to_keep(
+        self, scorer: FoldedRelevancy, out: RenderOutput, min_alpha: float, timings: dict
+    ) -> tuple[DecodedPixels, ...] | None:
+        """Every level's covered pixels decoded (to keep for later queries on this view), or None when
+        they would not fit the decoded-view budget."""
+        blocks = split_levels(_rendered_features(out), self.levels)
+        indices = [covered_pixels(block, out.alpha, min_alpha) for block in blocks]
+        if not self._decoded_views.fits(sum(decoded_bytes(scorer, index.numel()) for index in indices)):
+            return None
+        self._decoded_views.clear()  # the old view goes before the new one is decoded
+        return tuple(
+            decode_pixels(scorer, block, index, chunk_size=self.chunk_size, sync=self._sync, timings=timings)
+            for block, index in zip(blocks, indices)
+        )
 
     def _level_result(self, per_level, gaussian_scores, out, queries, negatives, mode, timings) -> QueryResult:
         """The result of a multi-level query: each query's map at the level LangSplat's rule keeps.
@@ -493,30 +538,6 @@ class QueryEngine:
             timings,
             levels=tuple(int(level) for level in levels),
             level_relevancy=per_level,
-        )
-
-    def pixel_relevancy(
-        self,
-        feature_map: Tensor,
-        alpha: Tensor,
-        queries: Sequence[str],
-        negatives: Sequence[str],
-        timings: dict | None = None,
-        min_decode_alpha: float = 0.0,
-    ) -> Tensor:
-        """Relevancy [K, H, W] of a rendered feature map [H, W, D] (alpha [H, W]), decoded per pixel with
-        the field's decoder in :attr:`decode_dtype`, its last layer folded into the phrases' embeddings.
-        See :func:`~gags_viewer.language.pixel_relevancy.fused_pixel_relevancy`."""
-        scorer = self.folded_relevancy(queries, negatives)
-        return fused_pixel_relevancy(
-            scorer,
-            feature_map,
-            alpha,
-            scorer.zero_feature(feature_map.shape[-1]),
-            chunk_size=self.chunk_size,
-            min_alpha=min_decode_alpha,
-            sync=self._sync,
-            timings=timings,
         )
 
     def _query_gaussian(self, camera, queries, negatives, background, rgb, timings) -> QueryResult:

@@ -106,11 +106,23 @@ class FoldedRelevancy:
     @torch.no_grad()
     def __call__(self, features: Tensor) -> Tensor:
         """Relevancy of each feature row for each query. [P, D] -> [P, K] float32"""
-        out = project(self.hidden(features.to(self.dtype)), self.projection)
+        return self.score_hidden(*self.hidden_and_norm(features))
+
+    @torch.no_grad()
+    def hidden_and_norm(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """What the relevancy of any phrases needs of each feature row: the last hidden activation h and
+        the norm of the decoded vector ‖W h + b‖. [P, D] -> ([P, width] in ``dtype``, [P, 1] float32)"""
+        hidden = self.hidden(features.to(self.dtype))
         rank = self.norm_offset.shape[0]
-        z = out[:, :rank] + self.norm_offset
-        norm = ((z * z).sum(dim=-1, keepdim=True) + self.norm_residual).clamp(min=1e-24).sqrt()
-        sims = (out[:, rank:] + self.text_offset) / norm
+        z = project(hidden, self.projection[:, :rank]) + self.norm_offset
+        return hidden, ((z * z).sum(dim=-1, keepdim=True) + self.norm_residual).clamp(min=1e-24).sqrt()
+
+    @torch.no_grad()
+    def score_hidden(self, hidden: Tensor, norm: Tensor) -> Tensor:
+        """Relevancy from :meth:`hidden_and_norm`'s output (of this decoder in this dtype, for any
+        phrases). [P, width], [P, 1] -> [P, K] float32"""
+        rank = self.norm_offset.shape[0]
+        sims = (project(hidden, self.projection[:, rank:]) + self.text_offset) / norm
         k = self.num_queries
         return relevancy_from_similarities(sims[:, :k], sims[:, k:], self.temperature)
 
@@ -143,6 +155,27 @@ def cast_decoder(decoder: _Decoder, dtype: torch.dtype) -> _Decoder:
     return copy.deepcopy(decoder).to(dtype)
 
 
+def covered_pixels(feature_map: Tensor, alpha: Tensor, min_alpha: float = 0.0) -> Tensor:
+    """Row-major indices of the pixels to decode: α > ``min_alpha``, and for ``min_alpha`` 0 also any
+    pixel with a nonzero feature. [H, W, D], [H, W] -> [P] int64"""
+    flat = feature_map.reshape(-1, feature_map.shape[-1])
+    covered = alpha.reshape(-1) > min_alpha
+    if min_alpha <= 0.0:
+        covered = covered | (flat != 0).any(dim=-1)
+    return covered.nonzero().squeeze(-1)
+
+
+def _filled(background_relevancy: Tensor, pixels: int, device: torch.device) -> Tensor:
+    """[pixels, K] float32, every row the background's relevancy."""
+    k = background_relevancy.shape[-1]
+    return background_relevancy.to(device, torch.float32).reshape(1, k).repeat(pixels, 1)
+
+
+def _as_maps(rel: Tensor, height: int, width: int) -> Tensor:
+    """[H·W, K] -> [K, H, W]"""
+    return rel.T.reshape(rel.shape[1], height, width).contiguous()
+
+
 def fused_pixel_relevancy(
     scorer: Callable[[Tensor], Tensor],
     feature_map: Tensor,
@@ -154,7 +187,8 @@ def fused_pixel_relevancy(
     sync: Callable[[], None] = lambda: None,
     timings: dict | None = None,
 ) -> Tensor:
-    """Score a rendered feature map per pixel, chunk by chunk, decoding only covered pixels.
+    """Score a rendered feature map per pixel, chunk by chunk, decoding only covered pixels (nothing of
+    the decoding is kept: see :func:`decode_pixels` for that).
 
     Args:
         scorer: features [P, D] -> relevancy [P, K] (a :class:`FoldedRelevancy`, or decode + score).
@@ -173,17 +207,87 @@ def fused_pixel_relevancy(
     """
     start = time.perf_counter()
     h, w, d = feature_map.shape
-    k = background_relevancy.shape[-1]
     flat = feature_map.reshape(-1, d)
-    covered = alpha.reshape(-1) > min_alpha
-    if min_alpha <= 0.0:
-        covered = covered | (flat != 0).any(dim=-1)
-    index = covered.nonzero().squeeze(-1)
-    rel = background_relevancy.to(flat.device, torch.float32).reshape(1, k).repeat(h * w, 1)
+    index = covered_pixels(feature_map, alpha, min_alpha)
+    rel = _filled(background_relevancy, h * w, flat.device)
     for i in range(0, index.numel(), chunk_size):
         rows = index[i : i + chunk_size]
         rel[rows] = scorer(flat[rows])
     sync()
+    _add_time(timings, "decode", start)
+    return _as_maps(rel, h, w)
+
+
+@dataclass(frozen=True)
+class DecodedPixels:
+    """The covered pixels of one rendered feature map, decoded up to the folded last layer: enough to
+    score any phrases (:meth:`FoldedRelevancy.score_hidden`) without decoding again. Kept in the chunks
+    they were decoded in (no copy into one buffer).
+
+    Attributes:
+        index: row-major indices of the decoded pixels. [P] int64
+        hidden: their last hidden activations, in the decoder's dtype, chunk by chunk. [P_i, width] each
+        norm: the norms of their decoded vectors, chunk by chunk. [P_i, 1] float32 each
+        height, width: the image size.
+    """
+
+    index: Tensor
+    hidden: tuple[Tensor, ...]
+    norm: tuple[Tensor, ...]
+    height: int
+    width: int
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.element_size() * t.numel() for t in (self.index, *self.hidden, *self.norm))
+
+
+def decoded_bytes(folded: FoldedRelevancy, pixels: int) -> int:
+    """Memory :func:`decode_pixels` keeps for ``pixels`` decoded pixels."""
+    width = folded.projection.shape[0]
+    return pixels * (width * folded.projection.element_size() + 4 + 8)
+
+
+def decode_pixels(
+    folded: FoldedRelevancy,
+    feature_map: Tensor,
+    index: Tensor,
+    *,
+    chunk_size: int,
+    sync: Callable[[], None] = lambda: None,
+    timings: dict | None = None,
+) -> DecodedPixels:
+    """Decode the pixels ``index`` (from :func:`covered_pixels`) of a feature map [H, W, D] up to the
+    folded last layer, chunk by chunk; adds its seconds to ``timings["decode"]``."""
+    start = time.perf_counter()
+    h, w, d = feature_map.shape
+    flat = feature_map.reshape(-1, d)
+    chunks = [folded.hidden_and_norm(flat[index[i : i + chunk_size]]) for i in range(0, index.numel(), chunk_size)]
+    sync()
+    _add_time(timings, "decode", start)
+    return DecodedPixels(index, tuple(c[0] for c in chunks), tuple(c[1] for c in chunks), h, w)
+
+
+def score_pixels(
+    folded: FoldedRelevancy,
+    decoded: DecodedPixels,
+    background_relevancy: Tensor,
+    *,
+    sync: Callable[[], None] = lambda: None,
+    timings: dict | None = None,
+) -> Tensor:
+    """Relevancy maps of ``folded``'s phrases on decoded pixels, the others given ``background_relevancy``
+    [1, K]; adds its seconds to ``timings["relevancy"]``. -> [K, H, W] float32"""
+    start = time.perf_counter()
+    rel = _filled(background_relevancy, decoded.height * decoded.width, background_relevancy.device)
+    if decoded.hidden:
+        scores = torch.cat([folded.score_hidden(h, n) for h, n in zip(decoded.hidden, decoded.norm)])
+        rel[decoded.index.to(rel.device)] = scores.to(rel.device)
+    sync()
+    _add_time(timings, "relevancy", start)
+    return _as_maps(rel, decoded.height, decoded.width)
+
+
+def _add_time(timings: dict | None, phase: str, start: float) -> None:
     if timings is not None:
-        timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - start
-    return rel.T.reshape(k, h, w).contiguous()
+        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start

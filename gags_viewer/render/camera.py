@@ -36,6 +36,15 @@ class Camera:
         if not (torch.isfinite(self.world_to_camera).all() and torch.isfinite(self.K).all()):
             raise RenderError("camera matrices contain NaN or Inf")
 
+    def key(self) -> tuple:
+        """A hashable value equal for cameras that render the same image (size, pose, intrinsics)."""
+        return (
+            self.width,
+            self.height,
+            tuple(self.world_to_camera.reshape(-1).tolist()),
+            tuple(self.K.reshape(-1).tolist()),
+        )
+
     @property
     def camera_to_world(self) -> Tensor:
         """[4, 4]"""

@@ -97,14 +97,7 @@ class PassCache:
 
     @staticmethod
     def _key(view: View, pass_key: tuple) -> tuple:
-        cam = view.camera
-        camera_key = (
-            cam.width,
-            cam.height,
-            tuple(cam.world_to_camera.reshape(-1).tolist()),
-            tuple(cam.K.reshape(-1).tolist()),
-        )
-        return (id(view.field), id(view.engine), view.backend, camera_key, pass_key)
+        return (id(view.field), id(view.engine), view.backend, view.camera.key(), pass_key)
 
     def get(self, view: View, pass_key: tuple) -> Pass | None:
         key = self._key(view, pass_key)
