@@ -86,11 +86,8 @@ def alpha_normalize(accumulated: Tensor, alpha: Tensor, min_alpha: float = 1e-6)
     Returns:
         [K, H, W], clamped to [0, 1].
     """
-    covered = alpha > min_alpha
-    safe = torch.where(covered, alpha, torch.ones_like(alpha))
-    out = (accumulated / safe[..., None]).clamp(0.0, 1.0)
-    out = torch.where(covered[..., None], out, torch.zeros_like(out))
-    return out.permute(2, 0, 1).contiguous()
+    inverse = torch.where(alpha > min_alpha, alpha.reciprocal(), 0.0)  # 1/α, and 0 where not covered
+    return (accumulated * inverse[..., None]).clamp_(0.0, 1.0).permute(2, 0, 1).contiguous()
 
 
 def normalize_scores(scores: Tensor, dim: int | None = None, eps: float = 1e-9) -> Tensor:

@@ -66,7 +66,7 @@ def with_legend(frame: Frame) -> np.ndarray:
 
 def to_uint8(image: Tensor) -> np.ndarray:
     """[H, W, 3] float in [0, 1] (any device) -> contiguous uint8 numpy."""
-    return (image.detach().float().clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+    return image.detach().float().mul(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8).cpu().numpy()
 
 
 def _locked(lock: threading.Lock | None):
