@@ -139,8 +139,9 @@ class Screencast:
 
 
 def _sent_before(renderer, painted: float) -> float | None:
-    """When the server sent the latest frame it sent before ``painted`` (``time.time()``)."""
-    return max((t for t, _ in list(renderer.sent_times) if t <= painted), default=None)
+    """When the server sent the latest frame it sent before ``painted`` (``time.time()``); None for trees
+    whose renderer does not record it."""
+    return max((t for t, _ in list(getattr(renderer, "sent_times", ())) if t <= painted), default=None)
 
 
 def measure(tries: int, device: str, quiet: float) -> dict:
