@@ -471,6 +471,7 @@ class QueryEngine:
 
         key = (camera.key(), bool(rgb), tuple(float(c) for c in background), float(min_decode_alpha), scorer.dtype)
         kept = self._decoded_views.get(self.field, key)
+        decoded: tuple[DecodedPixels, ...] | None
         if kept is not None:
             out, decoded = kept.render, kept.levels
             timings["render"] = timings["decode"] = 0.0
