@@ -220,3 +220,16 @@ def test_small_region_cleanup_in_the_box_equals_the_whole_image(seed):
         got, changed = remove_small_regions(mask, 6, mode)
         expected, expected_changed = full_image_cleanup(mask, 6, mode)
         assert changed == expected_changed and np.array_equal(got, expected), mode
+
+
+@pytest.mark.parametrize("rows, cols", [((2, 30), (0, 40)), ((0, 27), (3, 40)), ((1, 29), (1, 39)), ((3, 26), (4, 35))])
+def test_small_region_cleanup_of_background_outside_a_nearly_full_mask(rows, cols):
+    """On a small image the background outside a mask can itself be under the area: SAM then fills it."""
+    mask = np.zeros((30, 40), bool)
+    mask[rows[0] : rows[1], cols[0] : cols[1]] = True
+    mask[10:12, 10:12] = False
+    for area in (50, 100, 200, 500):
+        for mode in ("holes", "islands"):
+            got, changed = remove_small_regions(mask, area, mode)
+            expected, expected_changed = full_image_cleanup(mask, area, mode)
+            assert changed == expected_changed and np.array_equal(got, expected), (area, mode)

@@ -132,8 +132,10 @@ def remove_small_regions(mask: np.ndarray, area: int, mode: str) -> tuple[np.nda
     """SAM's small-region cleanup of one mask, with 8-connected components.
 
     Only the mask's bounding box plus a one-pixel margin is labelled: every island lies inside it, and a
-    background component that reaches the margin is connected to the background outside the box, so it
-    is no hole. Components that touch the image border inside the box are counted exactly.
+    background component that reaches a margin row (column) inside the image contains that whole row
+    (column) and every row (column) beyond it, all background: at least ``strip`` pixels. When every such
+    strip has ``area`` pixels or more, that component is no hole; otherwise (small images) the whole
+    image is labelled. Components that touch the image border inside the box are counted exactly.
 
     Args:
         mask: [H, W] bool.
@@ -152,8 +154,12 @@ def remove_small_regions(mask: np.ndarray, area: int, mode: str) -> tuple[np.nda
     height, width = mask.shape
     y0, y1 = max(rows[0] - 1, 0), min(rows[-1] + 2, height)
     x0, x1 = max(cols[0] - 1, 0), min(cols[-1] + 2, width)
-    crop = mask[y0:y1, x0:x1]
     holes = mode == "holes"
+    strips = [(y0 + 1) * width * (y0 > 0), (height - y1 + 1) * width * (y1 < height)]
+    strips += [(x0 + 1) * height * (x0 > 0), (width - x1 + 1) * height * (x1 < width)]
+    if holes and any(0 < strip < area for strip in strips):
+        y0, y1, x0, x1 = 0, height, 0, width
+    crop = mask[y0:y1, x0:x1]
     labels, count = ndimage.label(~crop if holes else crop, structure=np.ones((3, 3), dtype=bool))
     if count == 0:
         return mask, False
