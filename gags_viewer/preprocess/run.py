@@ -38,6 +38,7 @@ from gags_viewer.preprocess.mask_filters import MaskFilterConfig
 from gags_viewer.preprocess.masks import MaskSource
 from gags_viewer.preprocess.pipeline import (
     PreprocessReport,
+    capped_size,
     extract_language_features,
     image_features,
     is_done,
@@ -137,10 +138,7 @@ def processing_size(path: Path, max_height: int) -> tuple[int, int]:
     from PIL import Image
 
     with Image.open(path) as image:
-        width, height = image.size
-    if height <= max_height:
-        return width, height
-    return int(width / (height / max_height)), int(max_height)
+        return capped_size(*image.size, max_height)
 
 
 def prepare_depths(config: PreprocessConfig, names: list[str], device: torch.device, progress: bool) -> None:
