@@ -157,6 +157,34 @@ def test_resume_after_interruption_gives_the_same_files(reference, raw_scene, tm
     assert {p.name: p.read_bytes() for p in sorted((scene / "language_features").iterdir())} == expected
 
 
+KILLABLE = "import sys, torch; torch.set_num_threads(1); from gags_viewer.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def test_killed_midway_then_rerun_gives_the_same_files(reference, raw_scene, tmp_path):
+    """SIGKILL (no clean-up) as soon as the first image is done; a rerun finishes with the same bytes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _, expected = reference
+    scene = fresh_copy(raw_scene, tmp_path)
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", HF_HUB_OFFLINE="1")
+    process = subprocess.Popen([sys.executable, "-c", KILLABLE, *preprocess_args(scene)], env=env, cwd=repo)
+    first = scene / "language_features" / "frame_1_s.npy"
+    deadline = time.monotonic() + 300
+    while not first.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    done = {p.name for p in (scene / "language_features").glob("frame_*")}
+    assert "frame_1_s.npy" in done and not {"frame_3_f.npy", "frame_3_s.npy"} <= done
+    assert main(preprocess_args(scene)) == 0
+    assert {p.name: p.read_bytes() for p in sorted((scene / "language_features").glob("frame_*"))} == expected
+
+
 def one_line_error(capsys, argv):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
