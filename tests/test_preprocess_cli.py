@@ -230,3 +230,28 @@ def test_ray_run_equals_local_run(reference, raw_scene, tmp_path, capsys):
         assert "delete depths/" in one_line_error(capsys, preprocess_args(scene, "--ray", "local"))
     finally:
         ray.shutdown()
+
+
+def test_grid_prompts_need_no_model_and_no_depth_stage(reference, raw_scene, tmp_path, monkeypatch, capsys):
+    """--prompts grid: SAM's regular 32x32 grid for every image; no 3DGS is read and no depth map written."""
+    import gags_viewer.preprocess.sam as sam
+
+    scene = fresh_copy(raw_scene, tmp_path)
+    argv = preprocess_args(scene, "--prompts", "grid")
+    del argv[argv.index("--model") : argv.index("--model") + 2]
+    seen = []
+    real_predict = sam.predict_candidates
+    monkeypatch.setattr(
+        sam, "predict_candidates", lambda p, points, c: seen.append(points) or real_predict(p, points, c)
+    )
+    assert main(argv) == 0
+    assert not (scene / "depths").exists() and not (scene / "depths_sample").exists()
+    assert sorted(p.name for p in (scene / "language_features").iterdir()) == sorted(reference[1])
+    assert len(seen) == 3 and all(len(points) == 1024 for points in seen)
+    # the grid's cell centres, in pixels of the 64x48 images: (k + 0.5) / 32 * size
+    np.testing.assert_allclose(np.unique(seen[0][:, 0]), (np.arange(32) + 0.5) * 2, atol=1e-9)
+    np.testing.assert_allclose(np.unique(seen[0][:, 1]), (np.arange(32) + 0.5) * 1.5, atol=1e-9)
+    # without --model, the depth-ratio prompts say what they need
+    argv[argv.index("grid")] = "gags"
+    shutil.rmtree(scene / "language_features")
+    assert "--model is needed" in one_line_error(capsys, argv)
