@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from gags_viewer.preprocess.mask_filters import MaskFilterConfig, mask_nms, remove_small_regions
+from gags_viewer.preprocess.mask_filters import (
+    MaskFilterConfig,
+    mask_nms,
+    pack_masks,
+    remove_small_regions,
+    unpack_masks,
+)
 from gags_viewer.preprocess.sam import Candidates, SamCheckpointError, SamMaskSource, load_sam, split_levels
 from tests.tiny_sam import make_tiny_sam, save_tiny_sam
 
@@ -99,7 +105,7 @@ def test_level_split_takes_outputs_as_subpart_part_whole():
         box(h, w, 0, 40, 0, 40),
     ]
     masks[1][30:32, 30:32] = True  # a 4-px island of the part mask, removed by the small-region filter
-    candidates = Candidates(
+    candidates = Candidates.from_masks(
         masks=torch.from_numpy(np.stack(masks)),
         iou=torch.tensor([0.90, 0.95, 0.99, 0.91, 0.93, 0.97]),
         stability=torch.full((6,), 0.95),
@@ -178,7 +184,7 @@ def test_candidates_equal_the_stock_predictor_with_the_thresholds():
     logits, iou = logits.flatten(0, 1), iou.flatten(0, 1)
     keep = (iou > 0.7) & (calculate_stability_score(logits, 0.0, 1.0) >= 0.85)
     assert 0 < int(keep.sum()) < len(keep)
-    assert torch.equal(got.masks, logits[keep] > 0)
+    assert torch.equal(got.masks(torch.arange(len(got))), logits[keep] > 0)
     assert torch.equal(got.output, torch.arange(3).repeat(10)[keep])
     torch.testing.assert_close(got.iou, iou[keep])
 
@@ -233,3 +239,22 @@ def test_small_region_cleanup_of_background_outside_a_nearly_full_mask(rows, col
             got, changed = remove_small_regions(mask, area, mode)
             expected, expected_changed = full_image_cleanup(mask, area, mode)
             assert changed == expected_changed and np.array_equal(got, expected), (area, mode)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 5), (8, 8), (7, 13)])
+def test_packed_masks_unpack_to_the_same_masks(size):
+    rng = np.random.default_rng(size[0] * 100 + size[1])
+    masks = torch.from_numpy(rng.random((6,) + size) < 0.5)
+    masks[0], masks[1] = True, False
+    packed = pack_masks(masks)
+    assert packed.dtype == torch.uint8 and packed.shape == (6, -(-size[0] * size[1] // 8))
+    assert torch.equal(unpack_masks(packed, size), masks)
+    # pixel (0, 0) is bit 0 of byte 0 (the empty-mask check of the level filter reads it)
+    assert torch.equal((packed[:, 0] & 1).bool(), masks[:, 0, 0])
+    assert torch.equal(unpack_masks(pack_masks(masks[:0]), size), masks[:0])
+
+
+def test_a_sam_without_confident_masks_gives_empty_levels():
+    source = SamMaskSource(make_tiny_sam(confident=False), lambda im, name: np.array([[0.5, 0.5], [0.2, 0.7]]))
+    levels = source(np.zeros((40, 50, 3), np.uint8), "a.png")
+    assert [len(levels.level(name)) for name in ("default", "s", "m", "l")] == [0, 0, 0, 0]

@@ -108,6 +108,22 @@ def mask_nms(masks: Tensor, scores: Tensor, config: MaskFilterConfig | None = No
     return torch.sort(order[keep_sorted]).values
 
 
+def pack_masks(masks: Tensor) -> Tensor:
+    """Masks [M, H, W] bool -> [M, ceil(H * W / 8)] uint8: row-major pixel p is bit p % 8 of byte p // 8."""
+    flat = masks.reshape(masks.shape[0], masks.shape[1] * masks.shape[2]).to(torch.uint8)
+    flat = torch.nn.functional.pad(flat, (0, (-flat.shape[1]) % 8))
+    weights = torch.tensor([1 << bit for bit in range(8)], dtype=torch.uint8, device=masks.device)
+    return (flat.reshape(flat.shape[0], flat.shape[1] // 8, 8) * weights).sum(dim=-1, dtype=torch.uint8)
+
+
+def unpack_masks(packed: Tensor, size: tuple[int, int]) -> Tensor:
+    """Inverse of :func:`pack_masks`: [M, B] uint8 and (H, W) -> [M, H, W] bool."""
+    height, width = size
+    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
+    bits = (packed[..., None] >> shifts) & 1
+    return bits.reshape(packed.shape[0], packed.shape[1] * 8)[:, : height * width].bool().reshape(-1, height, width)
+
+
 def box_nms(boxes: Tensor, scores: Tensor, threshold: float) -> Tensor:
     """Greedy box NMS (torchvision) with a stable order. boxes [M, 4] XYXY, scores [M] -> kept [K], best first"""
     from torchvision.ops import nms

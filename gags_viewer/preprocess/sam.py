@@ -26,7 +26,9 @@ from gags_viewer.preprocess.mask_filters import (
     box_nms,
     mask_boxes,
     mask_nms,
+    pack_masks,
     remove_small_regions,
+    unpack_masks,
 )
 from gags_viewer.preprocess.masks import ALL_LEVELS, LEVELS, LevelMasks
 
@@ -151,25 +153,36 @@ def build_sam(state: dict):
 
 @dataclass
 class Candidates:
-    """SAM masks that passed the predicted-IoU and stability thresholds.
+    """SAM masks that passed the predicted-IoU and stability thresholds, kept bit-packed: thousands of
+    full-resolution candidates (1.5 MB each as bool at 1440×1080, 194 kB packed) stay on the device.
 
     Attributes:
-        masks: [C, H, W] bool (logits > 0).
+        packed: the masks (logits > 0), :func:`pack_masks` layout. [C, ceil(H * W / 8)] uint8
+        size: (H, W) of the masks.
         iou: predicted IoU. [C]
         stability: stability score. [C]
         output: which of the 3 outputs (0 = s, 1 = m, 2 = l). [C] int64
         boxes: XYXY inclusive pixel bounds of the masks (zeros for an empty mask). [C, 4] float32
     """
 
-    masks: Tensor
+    packed: Tensor
+    size: tuple[int, int]
     iou: Tensor
     stability: Tensor
     output: Tensor
-    boxes: Tensor | None = None
+    boxes: Tensor
 
-    def __post_init__(self):
-        if self.boxes is None:
-            self.boxes = mask_boxes(self.masks)
+    @classmethod
+    def from_masks(cls, masks: Tensor, iou: Tensor, stability: Tensor, output: Tensor) -> Candidates:
+        """Candidates from masks [C, H, W] bool and their scores [C] (outputs [C] int64)."""
+        return cls(pack_masks(masks), (masks.shape[1], masks.shape[2]), iou, stability, output, mask_boxes(masks))
+
+    def __len__(self) -> int:
+        return self.packed.shape[0]
+
+    def masks(self, indices: Tensor) -> Tensor:
+        """The masks at ``indices`` [K] int64. -> [K, H, W] bool"""
+        return unpack_masks(self.packed[indices], self.size)
 
 
 def decode_prompts(predictor, coords: Tensor) -> tuple[Tensor, Tensor]:
@@ -210,7 +223,7 @@ def predict_candidates(predictor, points: np.ndarray, config: SamConfig) -> Cand
 
     device = predictor.device
     filters = config.filters
-    kept: dict[str, list[Tensor]] = {"masks": [], "iou": [], "stability": [], "output": [], "boxes": []}
+    kept: dict[str, list[Tensor]] = {"packed": [], "iou": [], "stability": [], "output": [], "boxes": []}
     autocast = (
         torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     )
@@ -229,7 +242,7 @@ def predict_candidates(predictor, points: np.ndarray, config: SamConfig) -> Cand
         keep = stability >= filters.stability_score_thresh
         masks, chosen = logits[keep] > 0, confident[keep]
         for key, value in (
-            ("masks", masks),
+            ("packed", pack_masks(masks)),
             ("iou", iou[chosen]),
             ("stability", stability[keep]),
             ("output", output[chosen]),
@@ -237,26 +250,24 @@ def predict_candidates(predictor, points: np.ndarray, config: SamConfig) -> Cand
         ):
             kept[key].append(value)
     height, width = predictor.original_size
-    if not kept["masks"]:
-        return Candidates(
-            torch.zeros(0, height, width, dtype=torch.bool, device=device),
-            *(torch.zeros(0, device=device),) * 2,
-            torch.zeros(0, dtype=torch.int64, device=device),
-        )
-    return Candidates(**{key: torch.cat(values) for key, values in kept.items()})
+    if not kept["packed"]:
+        empty = torch.zeros(0, height, width, dtype=torch.bool, device=device)
+        scores = torch.zeros(0, device=device)
+        return Candidates.from_masks(empty, scores, scores, torch.zeros(0, dtype=torch.int64, device=device))
+    return Candidates(size=(height, width), **{key: torch.cat(values) for key, values in kept.items()})
 
 
 class SmallRegionCache:
     """Small-region cleanup (holes, then islands) of candidates, computed once per candidate across levels."""
 
-    def __init__(self, masks: Tensor, area: int):
-        self.masks, self.area = masks, int(area)
+    def __init__(self, candidates: Candidates, area: int):
+        self.candidates, self.area = candidates, int(area)
         self.done: dict[int, tuple[Tensor, bool]] = {}
 
     def __call__(self, index: int) -> tuple[Tensor, bool]:
-        """(cleaned mask [H, W] bool on the masks' device, whether it is unchanged)."""
+        """(cleaned mask [H, W] bool on the candidates' device, whether it is unchanged)."""
         if index not in self.done:
-            mask = self.masks[index]
+            mask = self.candidates.masks(torch.tensor([index], device=self.candidates.packed.device))[0]
             if self.area <= 0:
                 self.done[index] = (mask, True)
             else:
@@ -276,10 +287,10 @@ def filter_level(
         The level's masks in painting order, each [H, W] bool.
     """
     # an empty mask has an all-zero box; so has a one-pixel mask at (0, 0), told apart by that pixel
-    members = members[(candidates.boxes[members].sum(dim=1) > 0) | candidates.masks[members, 0, 0]]
+    members = members[(candidates.boxes[members].sum(dim=1) > 0) | (candidates.packed[members, 0] & 1).bool()]
     order = members[box_nms(candidates.boxes[members], candidates.iou[members], filters.box_nms_thresh)]
     cleaned = [cleanup(int(i)) for i in order]
-    masks = torch.stack([m for m, _ in cleaned]) if cleaned else candidates.masks[:0]
+    masks = torch.stack([m for m, _ in cleaned]) if cleaned else candidates.masks(order)
     unchanged = torch.tensor([float(u) for _, u in cleaned], device=masks.device)
     second = box_nms(mask_boxes(masks), unchanged, filters.box_nms_thresh)
     masks, order = masks[second], order[second]
@@ -291,8 +302,8 @@ def filter_level(
 
 def split_levels(candidates: Candidates, filters: MaskFilterConfig) -> LevelMasks:
     """The four levels from SAM's candidates: outputs 0/1/2 as s/m/l, all pooled as default."""
-    cleanup = SmallRegionCache(candidates.masks, filters.min_mask_region_area)
-    everything = torch.arange(candidates.masks.shape[0], device=candidates.masks.device)
+    cleanup = SmallRegionCache(candidates, filters.min_mask_region_area)
+    everything = torch.arange(len(candidates), device=candidates.packed.device)
     result = LevelMasks()
     for level in ALL_LEVELS:
         members = everything if level == "default" else everything[candidates.output == LEVELS.index(level)]
