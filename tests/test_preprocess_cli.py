@@ -161,7 +161,10 @@ KILLABLE = "import sys, torch; torch.set_num_threads(1); from gags_viewer.cli im
 
 
 def test_killed_midway_then_rerun_gives_the_same_files(reference, raw_scene, tmp_path):
-    """SIGKILL (no clean-up) as soon as the first image is done; a rerun finishes with the same bytes."""
+    """SIGKILL (no clean-up) as soon as the first image is done; a rerun finishes with the same bytes.
+
+    The 3DGS is given as an output directory here: the depth stage reads the same Gaussians as from the PLY.
+    """
     import os
     import signal
     import subprocess
@@ -172,7 +175,13 @@ def test_killed_midway_then_rerun_gives_the_same_files(reference, raw_scene, tmp
     scene = fresh_copy(raw_scene, tmp_path)
     repo = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", HF_HUB_OFFLINE="1")
-    process = subprocess.Popen([sys.executable, "-c", KILLABLE, *preprocess_args(scene)], env=env, cwd=repo)
+    # the 3DGS given as an Inria output directory (point_cloud/iteration_<N>/point_cloud.ply) this time
+    output = tmp_path / "output" / "point_cloud" / "iteration_30000"
+    output.mkdir(parents=True)
+    shutil.copy(scene / "init" / "point_cloud.ply", output / "point_cloud.ply")
+    argv = preprocess_args(scene)
+    argv[argv.index("--model") + 1] = str(tmp_path / "output")
+    process = subprocess.Popen([sys.executable, "-c", KILLABLE, *argv], env=env, cwd=repo)
     first = scene / "language_features" / "frame_1_s.npy"
     deadline = time.monotonic() + 300
     while not first.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -181,7 +190,7 @@ def test_killed_midway_then_rerun_gives_the_same_files(reference, raw_scene, tmp
     assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
     done = {p.name for p in (scene / "language_features").glob("frame_*")}
     assert "frame_1_s.npy" in done and not {"frame_3_f.npy", "frame_3_s.npy"} <= done
-    assert main(preprocess_args(scene)) == 0
+    assert main(argv) == 0
     assert {p.name: p.read_bytes() for p in sorted((scene / "language_features").glob("frame_*"))} == expected
 
 
