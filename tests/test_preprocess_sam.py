@@ -14,7 +14,14 @@ from gags_viewer.preprocess.mask_filters import (
     remove_small_regions,
     unpack_masks,
 )
-from gags_viewer.preprocess.sam import Candidates, SamCheckpointError, SamMaskSource, load_sam, split_levels
+from gags_viewer.preprocess.sam import (
+    Candidates,
+    SamCheckpointError,
+    SamConfig,
+    SamMaskSource,
+    load_sam,
+    split_levels,
+)
 from tests.tiny_sam import make_tiny_sam, save_tiny_sam
 
 
@@ -177,7 +184,7 @@ def test_candidates_equal_the_stock_predictor_with_the_thresholds():
     predictor.set_image(image)
     with torch.no_grad():
         got = predict_candidates(predictor, points, SamConfig(points_per_batch=4))
-        coords = torch.as_tensor(predictor.transform.apply_coords(points, predictor.original_size), dtype=torch.float32)
+        coords = torch.as_tensor(predictor.transform.apply_coords(points, predictor.original_size))  # float64, as AMG
         logits, iou, _ = predictor.predict_torch(
             coords[:, None], torch.ones(10, 1), multimask_output=True, return_logits=True
         )
@@ -258,3 +265,73 @@ def test_a_sam_without_confident_masks_gives_empty_levels():
     source = SamMaskSource(make_tiny_sam(confident=False), lambda im, name: np.array([[0.5, 0.5], [0.2, 0.7]]))
     levels = source(np.zeros((40, 50, 3), np.uint8), "a.png")
     assert [len(levels.level(name)) for name in ("default", "s", "m", "l")] == [0, 0, 0, 0]
+
+
+def disc_decoder(coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A stand-in for SAM's prompt decoder with varied masks: per prompt, three discs of growing radius
+    (s, m, l) around the point, each with a small hole and a small island, random sharpness (soft ones
+    fail the stability score) and random predicted IoU, all drawn from the point's rounded position.
+
+    coords: prompts in the 256-px input frame [B, 2] -> (low-res logits [B, 3, 256, 256], IoU [B, 3]).
+    """
+    yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
+    logits, ious = [], []
+    for x, y in coords.tolist():
+        g = torch.Generator().manual_seed(round(x * 10) * 10000 + round(y * 10))
+        levels = []
+        for radius in (12.0, 30.0, 70.0):
+            r = radius * (0.7 + 0.6 * torch.rand((), generator=g))
+            sharpness = 0.5 + 20 * torch.rand((), generator=g)
+            logit = sharpness * (r - ((xx - x) ** 2 + (yy - y) ** 2).sqrt())
+            logit = torch.where((xx - x - 0.3 * r) ** 2 + (yy - y) ** 2 < (0.15 * r) ** 2, -5 * sharpness, logit)
+            logit = torch.where((xx - x + 1.6 * r) ** 2 + (yy - y) ** 2 < 9.0, 5 * sharpness, logit)
+            levels.append(logit)
+        logits.append(torch.stack(levels))
+        ious.append(0.55 + 0.45 * torch.rand(3, generator=g))
+    return torch.stack(logits), torch.stack(ious)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_filters_equal_the_stock_automatic_mask_generator(seed, monkeypatch):
+    """With the mask NMS switched off, the pooled default level is exactly what segment-anything's own
+    SamAutomaticMaskGenerator returns for the same prompts and the official settings (§2.4): predicted IoU,
+    stability, box NMS, small regions and the second box NMS, in the same order. The decoder is replaced
+    by :func:`disc_decoder` in both, since a random-weight SAM gives one mask for every prompt."""
+    from segment_anything import SamAutomaticMaskGenerator
+
+    import gags_viewer.preprocess.sam as sam
+
+    model = make_tiny_sam()
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    points = rng.uniform(0, 1, (70, 2))
+    generator = SamAutomaticMaskGenerator(
+        model,
+        points_per_side=None,
+        point_grids=[points],
+        pred_iou_thresh=0.7,
+        stability_score_thresh=0.85,
+        box_nms_thresh=0.7,
+        crop_n_layers=0,
+        min_mask_region_area=100,
+    )
+    predictor = generator.predictor
+
+    def predict_torch(point_coords, point_labels, multimask_output=True, return_logits=False, **_):
+        low_res, iou = disc_decoder(point_coords[:, 0])
+        masks = model.postprocess_masks(low_res, predictor.input_size, predictor.original_size)
+        return (masks if return_logits else masks > 0), iou, low_res
+
+    monkeypatch.setattr(predictor, "predict_torch", predict_torch)
+    stock = [m["segmentation"] for m in generator.generate(image)]
+
+    def decode(predictor, coords):
+        low_res, iou = disc_decoder(coords)
+        return low_res.flatten(0, 1)[:, None], iou.flatten(0, 1)
+
+    monkeypatch.setattr(sam, "decode_prompts", decode)
+    no_mask_nms = MaskFilterConfig(nms_iou_thresh=1.0, nms_score_thresh=-1.0, nms_inner_thresh=0.0)
+    levels = SamMaskSource(model, lambda im, name: points, SamConfig(filters=no_mask_nms))(image, "a.png")
+    assert len(stock) > 40 and all(levels.level(name) for name in ("s", "m", "l"))
+    assert len(levels.default) == len(stock)
+    assert all(np.array_equal(a, b) for a, b in zip(levels.default, stock))

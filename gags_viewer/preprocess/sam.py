@@ -190,7 +190,7 @@ def decode_prompts(predictor, coords: Tensor) -> tuple[Tensor, Tensor]:
 
     Args:
         predictor: a ``SamPredictor`` with the image set.
-        coords: prompts in the model's input frame (``predictor.transform.apply_coords_torch``). [B, 2]
+        coords: prompts in the model's input frame (``predictor.transform.apply_coords``). [B, 2] float64
 
     Returns:
         (low-resolution logits [B * 3, 1, h, w], predicted IoU [B * 3]), prompt-major.
@@ -228,12 +228,13 @@ def predict_candidates(predictor, points: np.ndarray, config: SamConfig) -> Cand
         torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     )
     for start in range(0, len(points), config.points_per_batch):
-        batch = torch.as_tensor(points[start : start + config.points_per_batch], dtype=torch.float32, device=device)
-        coords = predictor.transform.apply_coords_torch(batch, predictor.original_size)
+        # float64 coordinates, as SamAutomaticMaskGenerator passes them (the prompt encoder casts after scaling)
+        batch = np.asarray(points[start : start + config.points_per_batch], dtype=np.float64)
+        coords = torch.as_tensor(predictor.transform.apply_coords(batch, predictor.original_size), device=device)
         with autocast:
             low_res, iou = decode_prompts(predictor, coords)
         iou = iou.float()
-        output = torch.arange(3, device=device).repeat(batch.shape[0])
+        output = torch.arange(3, device=device).repeat(len(batch))
         confident = torch.nonzero(iou > filters.pred_iou_thresh).squeeze(1)
         logits = predictor.model.postprocess_masks(
             low_res[confident].float(), predictor.input_size, predictor.original_size
