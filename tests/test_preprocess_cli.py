@@ -242,25 +242,42 @@ def test_ray_run_equals_local_run(reference, raw_scene, tmp_path, capsys):
 
 
 def test_grid_prompts_need_no_model_and_no_depth_stage(reference, raw_scene, tmp_path, monkeypatch, capsys):
-    """--prompts grid: SAM's regular 32x32 grid for every image; no 3DGS is read and no depth map written."""
+    """--prompts grid: SAM's regular 32x32 grid; no 3DGS is read and no depth map written. One image (the
+    others removed) and no crop layer, to keep it short (the crops: the next test and test_preprocess_sam)."""
     import gags_viewer.preprocess.sam as sam
 
     scene = fresh_copy(raw_scene, tmp_path)
-    argv = preprocess_args(scene, "--prompts", "grid")
+    for name in ("frame_2.png", "frame_3.png"):
+        (scene / "images" / name).unlink()
+    argv = preprocess_args(scene, "--prompts", "grid", "--sam-crop-layers", "0")
     del argv[argv.index("--model") : argv.index("--model") + 2]
     seen = []
     real_predict = sam.predict_candidates
-    monkeypatch.setattr(
-        sam, "predict_candidates", lambda p, points, c: seen.append(points) or real_predict(p, points, c)
-    )
+
+    def spy(predictor, points, *args):
+        seen.append(points)
+        return real_predict(predictor, points, *args)
+
+    monkeypatch.setattr(sam, "predict_candidates", spy)
     assert main(argv) == 0
     assert not (scene / "depths").exists() and not (scene / "depths_sample").exists()
-    assert sorted(p.name for p in (scene / "language_features").iterdir()) == sorted(reference[1])
-    assert len(seen) == 3 and all(len(points) == 1024 for points in seen)
-    # the grid's cell centres, in pixels of the 64x48 images: (k + 0.5) / 32 * size
+    assert sorted(p.name for p in (scene / "language_features").iterdir()) == ["frame_1_f.npy", "frame_1_s.npy"]
+    # the grid's cell centres, in pixels of the 64x48 image: (k + 0.5) / 32 * size
+    assert len(seen) == 1 and len(seen[0]) == 1024
     np.testing.assert_allclose(np.unique(seen[0][:, 0]), (np.arange(32) + 0.5) * 2, atol=1e-9)
     np.testing.assert_allclose(np.unique(seen[0][:, 1]), (np.arange(32) + 0.5) * 1.5, atol=1e-9)
     # without --model, the depth-ratio prompts say what they need
     argv[argv.index("grid")] = "gags"
     shutil.rmtree(scene / "language_features")
     assert "--model is needed" in one_line_error(capsys, argv)
+
+
+def test_crop_layers_default_to_langsplat_for_the_grid_and_to_none_for_gags(reference, raw_scene):
+    from gags_viewer.preprocess.run import PreprocessConfig, build_sam_source
+
+    def crop_layers(**options):
+        config = PreprocessConfig(scene=raw_scene, sam_checkpoint=SAM[0], device="cpu", **options)
+        return build_sam_source(config, torch.device("cpu")).config.crop_layers
+
+    assert crop_layers(prompts="grid") == 1 and crop_layers(prompts="gags") == 0
+    assert crop_layers(prompts="gags-paper") == 0 and crop_layers(prompts="grid", sam_crop_layers=0) == 0

@@ -14,14 +14,8 @@ from gags_viewer.preprocess.mask_filters import (
     remove_small_regions,
     unpack_masks,
 )
-from gags_viewer.preprocess.sam import (
-    Candidates,
-    SamCheckpointError,
-    SamConfig,
-    SamMaskSource,
-    load_sam,
-    split_levels,
-)
+from gags_viewer.preprocess.sam import Candidates, SamConfig, SamMaskSource, split_levels
+from gags_viewer.preprocess.sam_checkpoint import SamCheckpointError, load_sam
 from tests.tiny_sam import make_tiny_sam, save_tiny_sam
 
 
@@ -172,7 +166,7 @@ def test_candidates_equal_the_stock_predictor_with_the_thresholds():
     from segment_anything import SamPredictor
     from segment_anything.utils.amg import calculate_stability_score
 
-    from gags_viewer.preprocess.sam import SamConfig, predict_candidates
+    from gags_viewer.preprocess.sam import predict_candidates
 
     model = make_tiny_sam(seed=3)
     with torch.no_grad():  # spread the predicted IoUs around the 0.7 threshold
@@ -291,12 +285,13 @@ def disc_decoder(coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(logits), torch.stack(ious)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_filters_equal_the_stock_automatic_mask_generator(seed, monkeypatch):
+@pytest.mark.parametrize("seed, crop_layers", [(0, 0), (1, 0), (2, 1)])
+def test_filters_equal_the_stock_automatic_mask_generator(seed, crop_layers, monkeypatch):
     """With the mask NMS switched off, the pooled default level is exactly what segment-anything's own
     SamAutomaticMaskGenerator returns for the same prompts and the official settings (§2.4): predicted IoU,
-    stability, box NMS, small regions and the second box NMS, in the same order. The decoder is replaced
-    by :func:`disc_decoder` in both, since a random-weight SAM gives one mask for every prompt."""
+    stability, box NMS, small regions and the second box NMS, in the same order; with one crop layer
+    (LangSplat's grid baseline) also the crops, the crop-edge filter and the NMS across crops. The decoder
+    is replaced by :func:`disc_decoder` in both, since a random-weight SAM gives one mask for every prompt."""
     from segment_anything import SamAutomaticMaskGenerator
 
     import gags_viewer.preprocess.sam as sam
@@ -308,11 +303,12 @@ def test_filters_equal_the_stock_automatic_mask_generator(seed, monkeypatch):
     generator = SamAutomaticMaskGenerator(
         model,
         points_per_side=None,
-        point_grids=[points],
+        point_grids=[points] * (crop_layers + 1),
         pred_iou_thresh=0.7,
         stability_score_thresh=0.85,
         box_nms_thresh=0.7,
-        crop_n_layers=0,
+        crop_n_layers=crop_layers,
+        crop_n_points_downscale_factor=1,
         min_mask_region_area=100,
     )
     predictor = generator.predictor
@@ -331,7 +327,8 @@ def test_filters_equal_the_stock_automatic_mask_generator(seed, monkeypatch):
 
     monkeypatch.setattr(sam, "decode_prompts", decode)
     no_mask_nms = MaskFilterConfig(nms_iou_thresh=1.0, nms_score_thresh=-1.0, nms_inner_thresh=0.0)
-    levels = SamMaskSource(model, lambda im, name: points, SamConfig(filters=no_mask_nms))(image, "a.png")
+    config = SamConfig(crop_layers=crop_layers, filters=no_mask_nms)
+    levels = SamMaskSource(model, lambda im, name: points, config)(image, "a.png")
     assert len(stock) > 40 and all(levels.level(name) for name in ("s", "m", "l"))
     assert len(levels.default) == len(stock)
     assert all(np.array_equal(a, b) for a, b in zip(levels.default, stock))

@@ -45,6 +45,8 @@ class MaskFilterConfig:
     """logit offset of the stability score."""
     box_nms_thresh: float = 0.7
     """box IoU above which the lower-scored box is dropped."""
+    crop_nms_thresh: float = 0.7
+    """with crops: box IoU above which a mask from a larger crop gives way to one from a smaller crop."""
     min_mask_region_area: int = 100
     """holes and islands smaller than this (pixels) are removed; 0 turns it off."""
     nms_iou_thresh: float = 0.8
