@@ -91,6 +91,13 @@ class Candidates:
         return unpack_masks(self.packed[indices], self.size)
 
 
+def network_precision(device: torch.device) -> torch.autocast:
+    """fp16 autocast on CUDA (as the networks run there), plain float32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return torch.autocast("cpu", enabled=False)
+
+
 def decode_prompts(predictor, coords: Tensor) -> tuple[Tensor, Tensor]:
     """SAM's prompt encoder + mask decoder for one batch of single-point prompts, three outputs each.
 
@@ -150,14 +157,11 @@ def predict_candidates(
     height, width = image_size or predictor.original_size
     x0, y0, x1, y1 = crop_box or (0, 0, width, height)
     kept: dict[str, list[Tensor]] = {"packed": [], "iou": [], "stability": [], "output": [], "boxes": []}
-    autocast = (
-        torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    )
     for start in range(0, len(points), config.points_per_batch):
         # float64 coordinates, as SamAutomaticMaskGenerator passes them (the prompt encoder casts after scaling)
         batch = np.asarray(points[start : start + config.points_per_batch], dtype=np.float64)
         coords = torch.as_tensor(predictor.transform.apply_coords(batch, predictor.original_size), device=device)
-        with autocast:
+        with network_precision(device):
             low_res, iou = decode_prompts(predictor, coords)
         iou = iou.float()
         output = torch.arange(3, device=device).repeat(len(batch))
@@ -269,7 +273,6 @@ class SamMaskSource:
         self.config = config or SamConfig()
 
     def __call__(self, image: np.ndarray, name: str) -> LevelMasks:
-        image = np.ascontiguousarray(image)
         from segment_anything.utils.amg import generate_crop_boxes
 
         height, width = image.shape[:2]
@@ -279,11 +282,7 @@ class SamMaskSource:
         parts = []
         with torch.no_grad():
             for index, (x0, y0, x1, y1) in enumerate(crops):
-                with (
-                    torch.autocast("cuda", dtype=torch.float16)
-                    if device.type == "cuda"
-                    else torch.autocast("cpu", enabled=False)
-                ):
+                with network_precision(device):
                     self.predictor.set_image(np.ascontiguousarray(image[y0:y1, x0:x1]))
                 crop_points = points * np.array([x1 - x0, y1 - y0])
                 crop_box = (x0, y0, x1, y1)
