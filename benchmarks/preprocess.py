@@ -112,9 +112,14 @@ def demo_depths(device: torch.device):
 
 
 def bench_prompts(depths, samples) -> None:
+    from segment_anything.utils.amg import generate_crop_boxes
+
     from gags_viewer.preprocess.prompts import depth_prompts, grid_prompts, image_rng
+    from gags_viewer.preprocess.sam import SamConfig
 
     grid = len(grid_prompts())
+    crops = len(generate_crop_boxes(tuple(depths[0].shape), 1, SamConfig().crop_overlap_ratio)[0])
+    print(f"regular grid: {grid} prompts on the image, {grid * crops} with LangSplat's crop layer ({crops} crops)")
     for kind in ("gags", "gags-paper"):
         counts = [
             len(depth_prompts(d.cpu().numpy(), s.cpu().numpy(), image_rng(42, str(i)), kind))

@@ -14,9 +14,23 @@ def quick_build(root):
     return out, assets, build(BuildConfig(out=out, assets=assets, quick=True))
 
 
+PREPROCESS_CALLS: list = []
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    return quick_build(tmp_path_factory.mktemp("quick_build"))
+    """The quick build, recording its calls of the ``gags-viewer preprocess`` entry point."""
+    import gags_viewer.preprocess.run as run
+
+    real = run.preprocess_scene
+
+    def recording(config, mask_source=None, encoder=None):
+        PREPROCESS_CALLS.append((config, mask_source))
+        return real(config, mask_source, encoder)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run, "preprocess_scene", recording)
+        return quick_build(tmp_path_factory.mktemp("quick_build"))
 
 
 @pytest.mark.slow
@@ -35,6 +49,10 @@ def test_quick_build_writes_every_artifact(built):
     assert set(quality) >= {"pixel", "gaussian", "build"}
     assert "object" in quality["pixel"]["levels"]
     assert set(result["timings"]) >= {"renders and masks", "demo CLIP model", "preprocessing", "distillation"}
+    # the features came through the CLI's preprocessing entry point, with the ground-truth mask source
+    from gags_viewer.preprocess import GroundTruthMaskSource
+
+    assert len(PREPROCESS_CALLS) == 1 and isinstance(PREPROCESS_CALLS[0][1], GroundTruthMaskSource)
 
     from gags_viewer.field.load import load_field
 

@@ -157,6 +157,43 @@ def test_resume_after_interruption_gives_the_same_files(reference, raw_scene, tm
     assert {p.name: p.read_bytes() for p in sorted((scene / "language_features").iterdir())} == expected
 
 
+KILLABLE = "import sys, torch; torch.set_num_threads(1); from gags_viewer.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def test_killed_midway_then_rerun_gives_the_same_files(reference, raw_scene, tmp_path):
+    """SIGKILL (no clean-up) as soon as the first image is done; a rerun finishes with the same bytes.
+
+    The 3DGS is given as an output directory here: the depth stage reads the same Gaussians as from the PLY.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _, expected = reference
+    scene = fresh_copy(raw_scene, tmp_path)
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", HF_HUB_OFFLINE="1")
+    # the 3DGS given as an Inria output directory (point_cloud/iteration_<N>/point_cloud.ply) this time
+    output = tmp_path / "output" / "point_cloud" / "iteration_30000"
+    output.mkdir(parents=True)
+    shutil.copy(scene / "init" / "point_cloud.ply", output / "point_cloud.ply")
+    argv = preprocess_args(scene)
+    argv[argv.index("--model") + 1] = str(tmp_path / "output")
+    process = subprocess.Popen([sys.executable, "-c", KILLABLE, *argv], env=env, cwd=repo)
+    first = scene / "language_features" / "frame_1_s.npy"
+    deadline = time.monotonic() + 300
+    while not first.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    done = {p.name for p in (scene / "language_features").glob("frame_*")}
+    assert "frame_1_s.npy" in done and not {"frame_3_f.npy", "frame_3_s.npy"} <= done
+    assert main(argv) == 0
+    assert {p.name: p.read_bytes() for p in sorted((scene / "language_features").glob("frame_*"))} == expected
+
+
 def one_line_error(capsys, argv):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -202,3 +239,45 @@ def test_ray_run_equals_local_run(reference, raw_scene, tmp_path, capsys):
         assert "delete depths/" in one_line_error(capsys, preprocess_args(scene, "--ray", "local"))
     finally:
         ray.shutdown()
+
+
+def test_grid_prompts_need_no_model_and_no_depth_stage(reference, raw_scene, tmp_path, monkeypatch, capsys):
+    """--prompts grid: SAM's regular 32x32 grid; no 3DGS is read and no depth map written. One image (the
+    others removed) and no crop layer, to keep it short (the crops: the next test and test_preprocess_sam)."""
+    import gags_viewer.preprocess.sam as sam
+
+    scene = fresh_copy(raw_scene, tmp_path)
+    for name in ("frame_2.png", "frame_3.png"):
+        (scene / "images" / name).unlink()
+    argv = preprocess_args(scene, "--prompts", "grid", "--sam-crop-layers", "0")
+    del argv[argv.index("--model") : argv.index("--model") + 2]
+    seen = []
+    real_predict = sam.predict_candidates
+
+    def spy(predictor, points, *args):
+        seen.append(points)
+        return real_predict(predictor, points, *args)
+
+    monkeypatch.setattr(sam, "predict_candidates", spy)
+    assert main(argv) == 0
+    assert not (scene / "depths").exists() and not (scene / "depths_sample").exists()
+    assert sorted(p.name for p in (scene / "language_features").iterdir()) == ["frame_1_f.npy", "frame_1_s.npy"]
+    # the grid's cell centres, in pixels of the 64x48 image: (k + 0.5) / 32 * size
+    assert len(seen) == 1 and len(seen[0]) == 1024
+    np.testing.assert_allclose(np.unique(seen[0][:, 0]), (np.arange(32) + 0.5) * 2, atol=1e-9)
+    np.testing.assert_allclose(np.unique(seen[0][:, 1]), (np.arange(32) + 0.5) * 1.5, atol=1e-9)
+    # without --model, the depth-ratio prompts say what they need
+    argv[argv.index("grid")] = "gags"
+    shutil.rmtree(scene / "language_features")
+    assert "--model is needed" in one_line_error(capsys, argv)
+
+
+def test_crop_layers_default_to_langsplat_for_the_grid_and_to_none_for_gags(reference, raw_scene):
+    from gags_viewer.preprocess.run import PreprocessConfig, build_sam_source
+
+    def crop_layers(**options):
+        config = PreprocessConfig(scene=raw_scene, sam_checkpoint=SAM[0], device="cpu", **options)
+        return build_sam_source(config, torch.device("cpu")).config.crop_layers
+
+    assert crop_layers(prompts="grid") == 1 and crop_layers(prompts="gags") == 0
+    assert crop_layers(prompts="gags-paper") == 0 and crop_layers(prompts="grid", sam_crop_layers=0) == 0

@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from gags_viewer.preprocess.mask_filters import MaskFilterConfig, mask_nms, remove_small_regions
-from gags_viewer.preprocess.sam import Candidates, SamCheckpointError, SamMaskSource, load_sam, split_levels
+from gags_viewer.preprocess.mask_filters import (
+    MaskFilterConfig,
+    mask_nms,
+    pack_masks,
+    remove_small_regions,
+    unpack_masks,
+)
+from gags_viewer.preprocess.sam import Candidates, SamConfig, SamMaskSource, split_levels
+from gags_viewer.preprocess.sam_checkpoint import SamCheckpointError, load_sam
 from tests.tiny_sam import make_tiny_sam, save_tiny_sam
 
 
@@ -99,7 +106,7 @@ def test_level_split_takes_outputs_as_subpart_part_whole():
         box(h, w, 0, 40, 0, 40),
     ]
     masks[1][30:32, 30:32] = True  # a 4-px island of the part mask, removed by the small-region filter
-    candidates = Candidates(
+    candidates = Candidates.from_masks(
         masks=torch.from_numpy(np.stack(masks)),
         iou=torch.tensor([0.90, 0.95, 0.99, 0.91, 0.93, 0.97]),
         stability=torch.full((6,), 0.95),
@@ -159,7 +166,7 @@ def test_candidates_equal_the_stock_predictor_with_the_thresholds():
     from segment_anything import SamPredictor
     from segment_anything.utils.amg import calculate_stability_score
 
-    from gags_viewer.preprocess.sam import SamConfig, predict_candidates
+    from gags_viewer.preprocess.sam import predict_candidates
 
     model = make_tiny_sam(seed=3)
     with torch.no_grad():  # spread the predicted IoUs around the 0.7 threshold
@@ -171,14 +178,14 @@ def test_candidates_equal_the_stock_predictor_with_the_thresholds():
     predictor.set_image(image)
     with torch.no_grad():
         got = predict_candidates(predictor, points, SamConfig(points_per_batch=4))
-        coords = torch.as_tensor(predictor.transform.apply_coords(points, predictor.original_size), dtype=torch.float32)
+        coords = torch.as_tensor(predictor.transform.apply_coords(points, predictor.original_size))  # float64, as AMG
         logits, iou, _ = predictor.predict_torch(
             coords[:, None], torch.ones(10, 1), multimask_output=True, return_logits=True
         )
     logits, iou = logits.flatten(0, 1), iou.flatten(0, 1)
     keep = (iou > 0.7) & (calculate_stability_score(logits, 0.0, 1.0) >= 0.85)
     assert 0 < int(keep.sum()) < len(keep)
-    assert torch.equal(got.masks, logits[keep] > 0)
+    assert torch.equal(got.masks(torch.arange(len(got))), logits[keep] > 0)
     assert torch.equal(got.output, torch.arange(3).repeat(10)[keep])
     torch.testing.assert_close(got.iou, iou[keep])
 
@@ -220,3 +227,108 @@ def test_small_region_cleanup_in_the_box_equals_the_whole_image(seed):
         got, changed = remove_small_regions(mask, 6, mode)
         expected, expected_changed = full_image_cleanup(mask, 6, mode)
         assert changed == expected_changed and np.array_equal(got, expected), mode
+
+
+@pytest.mark.parametrize("rows, cols", [((2, 30), (0, 40)), ((0, 27), (3, 40)), ((1, 29), (1, 39)), ((3, 26), (4, 35))])
+def test_small_region_cleanup_of_background_outside_a_nearly_full_mask(rows, cols):
+    """On a small image the background outside a mask can itself be under the area: SAM then fills it."""
+    mask = np.zeros((30, 40), bool)
+    mask[rows[0] : rows[1], cols[0] : cols[1]] = True
+    mask[10:12, 10:12] = False
+    for area in (50, 100, 200, 500):
+        for mode in ("holes", "islands"):
+            got, changed = remove_small_regions(mask, area, mode)
+            expected, expected_changed = full_image_cleanup(mask, area, mode)
+            assert changed == expected_changed and np.array_equal(got, expected), (area, mode)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 5), (8, 8), (7, 13)])
+def test_packed_masks_unpack_to_the_same_masks(size):
+    rng = np.random.default_rng(size[0] * 100 + size[1])
+    masks = torch.from_numpy(rng.random((6,) + size) < 0.5)
+    masks[0], masks[1] = True, False
+    packed = pack_masks(masks)
+    assert packed.dtype == torch.uint8 and packed.shape == (6, -(-size[0] * size[1] // 8))
+    assert torch.equal(unpack_masks(packed, size), masks)
+    # pixel (0, 0) is bit 0 of byte 0 (the empty-mask check of the level filter reads it)
+    assert torch.equal((packed[:, 0] & 1).bool(), masks[:, 0, 0])
+    assert torch.equal(unpack_masks(pack_masks(masks[:0]), size), masks[:0])
+
+
+def test_a_sam_without_confident_masks_gives_empty_levels():
+    source = SamMaskSource(make_tiny_sam(confident=False), lambda im, name: np.array([[0.5, 0.5], [0.2, 0.7]]))
+    levels = source(np.zeros((40, 50, 3), np.uint8), "a.png")
+    assert [len(levels.level(name)) for name in ("default", "s", "m", "l")] == [0, 0, 0, 0]
+
+
+def disc_decoder(coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A stand-in for SAM's prompt decoder with varied masks: per prompt, three discs of growing radius
+    (s, m, l) around the point, each with a small hole and a small island, random sharpness (soft ones
+    fail the stability score) and random predicted IoU, all drawn from the point's rounded position.
+
+    coords: prompts in the 256-px input frame [B, 2] -> (low-res logits [B, 3, 256, 256], IoU [B, 3]).
+    """
+    yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
+    logits, ious = [], []
+    for x, y in coords.tolist():
+        g = torch.Generator().manual_seed(round(x * 10) * 10000 + round(y * 10))
+        levels = []
+        for radius in (12.0, 30.0, 70.0):
+            r = radius * (0.7 + 0.6 * torch.rand((), generator=g))
+            sharpness = 0.5 + 20 * torch.rand((), generator=g)
+            logit = sharpness * (r - ((xx - x) ** 2 + (yy - y) ** 2).sqrt())
+            logit = torch.where((xx - x - 0.3 * r) ** 2 + (yy - y) ** 2 < (0.15 * r) ** 2, -5 * sharpness, logit)
+            logit = torch.where((xx - x + 1.6 * r) ** 2 + (yy - y) ** 2 < 9.0, 5 * sharpness, logit)
+            levels.append(logit)
+        logits.append(torch.stack(levels))
+        ious.append(0.55 + 0.45 * torch.rand(3, generator=g))
+    return torch.stack(logits), torch.stack(ious)
+
+
+@pytest.mark.parametrize("seed, crop_layers", [(0, 0), (1, 0), (2, 1)])
+def test_filters_equal_the_stock_automatic_mask_generator(seed, crop_layers, monkeypatch):
+    """With the mask NMS switched off, the pooled default level is exactly what segment-anything's own
+    SamAutomaticMaskGenerator returns for the same prompts and the official settings (§2.4): predicted IoU,
+    stability, box NMS, small regions and the second box NMS, in the same order; with one crop layer
+    (LangSplat's grid baseline) also the crops, the crop-edge filter and the NMS across crops. The decoder
+    is replaced by :func:`disc_decoder` in both, since a random-weight SAM gives one mask for every prompt."""
+    from segment_anything import SamAutomaticMaskGenerator
+
+    import gags_viewer.preprocess.sam as sam
+
+    model = make_tiny_sam()
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    points = rng.uniform(0, 1, (70, 2))
+    generator = SamAutomaticMaskGenerator(
+        model,
+        points_per_side=None,
+        point_grids=[points] * (crop_layers + 1),
+        pred_iou_thresh=0.7,
+        stability_score_thresh=0.85,
+        box_nms_thresh=0.7,
+        crop_n_layers=crop_layers,
+        crop_n_points_downscale_factor=1,
+        min_mask_region_area=100,
+    )
+    predictor = generator.predictor
+
+    def predict_torch(point_coords, point_labels, multimask_output=True, return_logits=False, **_):
+        low_res, iou = disc_decoder(point_coords[:, 0])
+        masks = model.postprocess_masks(low_res, predictor.input_size, predictor.original_size)
+        return (masks if return_logits else masks > 0), iou, low_res
+
+    monkeypatch.setattr(predictor, "predict_torch", predict_torch)
+    stock = [m["segmentation"] for m in generator.generate(image)]
+
+    def decode(predictor, coords):
+        low_res, iou = disc_decoder(coords)
+        return low_res.flatten(0, 1)[:, None], iou.flatten(0, 1)
+
+    monkeypatch.setattr(sam, "decode_prompts", decode)
+    no_mask_nms = MaskFilterConfig(nms_iou_thresh=1.0, nms_score_thresh=-1.0, nms_inner_thresh=0.0)
+    config = SamConfig(crop_layers=crop_layers, filters=no_mask_nms)
+    levels = SamMaskSource(model, lambda im, name: points, config)(image, "a.png")
+    assert len(stock) > 40 and all(levels.level(name) for name in ("s", "m", "l"))
+    assert len(levels.default) == len(stock)
+    assert all(np.array_equal(a, b) for a, b in zip(levels.default, stock))

@@ -2,7 +2,9 @@
 
 Ray is an optional extra (``pip install -e ".[distributed]"``). Each task runs the same per-image function
 as a local run (:func:`gags_viewer.preprocess.run.process_image`) and returns the ``_f`` / ``_s`` arrays;
-the driver writes them, so the files are the same bytes as a local run's. The only assumption is that
+the driver writes them, so the files are the same bytes as a local run's on the same kind of device with
+as many intra-op threads (a CPU task gets one: Ray sets ``OMP_NUM_THREADS`` to its CPU count, and CLIP's
+float sums depend on the thread count). The only assumption is that
 every worker reads the scene directory (images, depth maps), the SAM checkpoint and the CLIP weights at
 the same paths (shared storage). A task takes one GPU where the cluster has GPUs; a worker process keeps
 its models loaded between tasks.

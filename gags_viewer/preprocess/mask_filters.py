@@ -45,6 +45,8 @@ class MaskFilterConfig:
     """logit offset of the stability score."""
     box_nms_thresh: float = 0.7
     """box IoU above which the lower-scored box is dropped."""
+    crop_nms_thresh: float = 0.7
+    """with crops: box IoU above which a mask from a larger crop gives way to one from a smaller crop."""
     min_mask_region_area: int = 100
     """holes and islands smaller than this (pixels) are removed; 0 turns it off."""
     nms_iou_thresh: float = 0.8
@@ -108,6 +110,22 @@ def mask_nms(masks: Tensor, scores: Tensor, config: MaskFilterConfig | None = No
     return torch.sort(order[keep_sorted]).values
 
 
+def pack_masks(masks: Tensor) -> Tensor:
+    """Masks [M, H, W] bool -> [M, ceil(H * W / 8)] uint8: row-major pixel p is bit p % 8 of byte p // 8."""
+    flat = masks.reshape(masks.shape[0], masks.shape[1] * masks.shape[2]).to(torch.uint8)
+    flat = torch.nn.functional.pad(flat, (0, (-flat.shape[1]) % 8))
+    weights = torch.tensor([1 << bit for bit in range(8)], dtype=torch.uint8, device=masks.device)
+    return (flat.reshape(flat.shape[0], flat.shape[1] // 8, 8) * weights).sum(dim=-1, dtype=torch.uint8)
+
+
+def unpack_masks(packed: Tensor, size: tuple[int, int]) -> Tensor:
+    """Inverse of :func:`pack_masks`: [M, B] uint8 and (H, W) -> [M, H, W] bool."""
+    height, width = size
+    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
+    bits = (packed[..., None] >> shifts) & 1
+    return bits.reshape(packed.shape[0], packed.shape[1] * 8)[:, : height * width].bool().reshape(-1, height, width)
+
+
 def box_nms(boxes: Tensor, scores: Tensor, threshold: float) -> Tensor:
     """Greedy box NMS (torchvision) with a stable order. boxes [M, 4] XYXY, scores [M] -> kept [K], best first"""
     from torchvision.ops import nms
@@ -132,8 +150,10 @@ def remove_small_regions(mask: np.ndarray, area: int, mode: str) -> tuple[np.nda
     """SAM's small-region cleanup of one mask, with 8-connected components.
 
     Only the mask's bounding box plus a one-pixel margin is labelled: every island lies inside it, and a
-    background component that reaches the margin is connected to the background outside the box, so it
-    is no hole. Components that touch the image border inside the box are counted exactly.
+    background component that reaches a margin row (column) inside the image contains that whole row
+    (column) and every row (column) beyond it, all background: at least ``strip`` pixels. When every such
+    strip has ``area`` pixels or more, that component is no hole; otherwise (small images) the whole
+    image is labelled. Components that touch the image border inside the box are counted exactly.
 
     Args:
         mask: [H, W] bool.
@@ -152,8 +172,12 @@ def remove_small_regions(mask: np.ndarray, area: int, mode: str) -> tuple[np.nda
     height, width = mask.shape
     y0, y1 = max(rows[0] - 1, 0), min(rows[-1] + 2, height)
     x0, x1 = max(cols[0] - 1, 0), min(cols[-1] + 2, width)
-    crop = mask[y0:y1, x0:x1]
     holes = mode == "holes"
+    strips = [(y0 + 1) * width * (y0 > 0), (height - y1 + 1) * width * (y1 < height)]
+    strips += [(x0 + 1) * height * (x0 > 0), (width - x1 + 1) * height * (x1 < width)]
+    if holes and any(0 < strip < area for strip in strips):
+        y0, y1, x0, x1 = 0, height, 0, width
+    crop = mask[y0:y1, x0:x1]
     labels, count = ndimage.label(~crop if holes else crop, structure=np.ones((3, 3), dtype=bool))
     if count == 0:
         return mask, False

@@ -46,10 +46,22 @@ def list_images(images_dir: Path) -> list[str]:
     return sorted(p.name for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def read_image(path: Path, max_height: int | None = None) -> np.ndarray:
-    """RGB image as [H, W, 3] uint8; taller than ``max_height`` -> resized to that height (§2.7).
+def capped_size(width: int, height: int, max_height: int | None) -> tuple[int, int]:
+    """(width, height) of an image after the official height cap (§2.7).
 
-    The resize is bilinear without antialiasing (as ``cv2.resize`` does), to width ``int(W / (H / max_height))``.
+    Taller than ``max_height``: the official ``scale = H / max_height`` and size ``(int(W / scale), int(H / scale))``
+    (which is ``max_height - 1`` for a few heights, e.g. 2185 at a 1080 cap); otherwise unchanged.
+    """
+    if max_height is None or height <= max_height:
+        return width, height
+    scale = height / max_height
+    return int(width / scale), int(height / scale)
+
+
+def read_image(path: Path, max_height: int | None = None) -> np.ndarray:
+    """RGB image as [H, W, 3] uint8; taller than ``max_height`` -> resized to :func:`capped_size` (§2.7).
+
+    The resize is bilinear without antialiasing (as ``cv2.resize`` does).
     """
     from PIL import Image
 
@@ -58,7 +70,7 @@ def read_image(path: Path, max_height: int | None = None) -> np.ndarray:
     height, width = array.shape[:2]
     if max_height is None or height <= max_height:
         return array
-    size = (int(max_height), int(width / (height / max_height)))
+    size = capped_size(width, height, max_height)[::-1]
     tensor = torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float()
     resized = F.interpolate(tensor, size=size, mode="bilinear", align_corners=False, antialias=False)
     return resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()

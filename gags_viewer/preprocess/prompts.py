@@ -9,7 +9,9 @@ patch). A patch seen from its closest distance gets 16 points, one seen from twi
 ``gags-paper`` (the paper's formula): k² = 16 · mean over the patch's centre pixels of (D / M)², i.e.
 k = ⌊4·√mean((D/M)²)⌋, clamped to [1, 20]; 1 where the patch holds no centre. No r < 1 jump.
 
-``grid``: SAM's regular 32×32 grid (the LangSplat baseline), the same for every image.
+``grid``: SAM's regular 32×32 grid (the LangSplat baseline), the same for every image. As in LangSplat, the
+SAM source then also prompts each of the 2×2 overlapping crops of ``crop_n_layers=1`` with it (5120 prompts
+per image; :class:`~gags_viewer.preprocess.sam.SamConfig`).
 
 Inside a patch the k² points are placed by the density of visible centres: the patch is split into
 10×10 sub-cells (origins ``floor(linspace(0, w-1, 11)[:-1])``, size ``w // 10``), each weighted by its

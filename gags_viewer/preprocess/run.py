@@ -38,6 +38,7 @@ from gags_viewer.preprocess.mask_filters import MaskFilterConfig
 from gags_viewer.preprocess.masks import MaskSource
 from gags_viewer.preprocess.pipeline import (
     PreprocessReport,
+    capped_size,
     extract_language_features,
     image_features,
     is_done,
@@ -65,7 +66,7 @@ class PreprocessConfig:
     sam_model: Literal["auto", "vit_h", "vit_l", "vit_b"] = "auto"
     """SAM architecture; auto reads it from the checkpoint, a name also checks it."""
     prompts: PromptKind = "gags"
-    """gags (official depth-ratio prompts), gags-paper (mean of squared ratios) or grid (32x32, LangSplat)."""
+    """gags (official depth-ratio prompts), gags-paper (mean of squared ratios) or grid (32x32 on the image and its 2x2 crops, LangSplat)."""
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """where SAM, CLIP and the depth renders run (auto: CUDA when present)."""
     clip_model: str = GAGS_CLIP_MODEL
@@ -82,6 +83,8 @@ class PreprocessConfig:
     """prompt sampling seed (per image, with its name)."""
     points_per_batch: int = 64
     """SAM prompts per decoder batch."""
+    sam_crop_layers: int | None = None
+    """SAM's crop_n_layers (1: also prompt 2x2 overlapping crops); default 1 for --prompts grid (as LangSplat), else 0 (GAGS)."""
     clip_batch: int = 64
     """CLIP crops per batch."""
     filters: MaskFilterConfig = field(default_factory=MaskFilterConfig)
@@ -137,10 +140,7 @@ def processing_size(path: Path, max_height: int) -> tuple[int, int]:
     from PIL import Image
 
     with Image.open(path) as image:
-        width, height = image.size
-    if height <= max_height:
-        return width, height
-    return int(width / (height / max_height)), int(max_height)
+        return capped_size(*image.size, max_height)
 
 
 def prepare_depths(config: PreprocessConfig, names: list[str], device: torch.device, progress: bool) -> None:
@@ -202,13 +202,15 @@ class ScenePrompts:
 
 def build_sam_source(config: PreprocessConfig, device: torch.device) -> MaskSource:
     """The granularity-aware SAM mask source of ``config``."""
-    from gags_viewer.preprocess.sam import SamConfig, SamMaskSource, load_sam
+    from gags_viewer.preprocess.sam import SamConfig, SamMaskSource
+    from gags_viewer.preprocess.sam_checkpoint import load_sam
 
     model = load_sam(config.sam_checkpoint, config.sam_model, device)
+    crop_layers = config.sam_crop_layers if config.sam_crop_layers is not None else int(config.prompts == "grid")
     return SamMaskSource(
         model,
         ScenePrompts(config.scene, config.prompts, config.seed),
-        SamConfig(points_per_batch=config.points_per_batch, filters=config.filters),
+        SamConfig(points_per_batch=config.points_per_batch, crop_layers=crop_layers, filters=config.filters),
     )
 
 
@@ -244,7 +246,7 @@ def preprocess_scene(
         return PreprocessReport()
     overall = tqdm(total=2, desc="preprocess", unit="stage", disable=not config.progress)
     if mask_source is None:
-        from gags_viewer.preprocess.sam import check_checkpoint
+        from gags_viewer.preprocess.sam_checkpoint import check_checkpoint
 
         check_checkpoint(config.sam_checkpoint)
         if config.prompts != "grid":

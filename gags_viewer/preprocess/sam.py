@@ -13,33 +13,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from gags_viewer.errors import GagsError
 from gags_viewer.preprocess.mask_filters import (
     MaskFilterConfig,
     box_nms,
     mask_boxes,
     mask_nms,
+    pack_masks,
     remove_small_regions,
+    unpack_masks,
 )
 from gags_viewer.preprocess.masks import ALL_LEVELS, LEVELS, LevelMasks
-
-OFFICIAL_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth"
-SAM_KINDS = {"vit_h": (1280, 32), "vit_l": (1024, 24), "vit_b": (768, 12)}
-"""Image-encoder (width, depth) of the published SAM models."""
-PATCH = 16
-DECODER_HEADS = 8
-"""Attention heads of the mask decoder's two-way transformer (8 in every published SAM)."""
-
-
-class SamCheckpointError(GagsError):
-    """The SAM checkpoint is missing or is not a SAM state dict."""
 
 
 @dataclass
@@ -48,128 +36,66 @@ class SamConfig:
 
     points_per_batch: int = 64
     """prompts per decoder batch (each gives 3 full-resolution masks)."""
+    crop_layers: int = 0
+    """SAM's ``crop_n_layers``: 0 prompts the whole image (GAGS); 1 also each of 2×2 overlapping crops, with
+    the same normalised prompts in every crop (LangSplat's grid baseline, ``crop_n_points_downscale_factor=1``)."""
+    crop_overlap_ratio: float = 512 / 1500
+    """SAM's default overlap of neighbouring crops, as a fraction of the image's short side."""
     filters: MaskFilterConfig = field(default_factory=MaskFilterConfig)
-
-
-def check_checkpoint(checkpoint: Path) -> Path:
-    """``checkpoint`` if it is a file; else a one-line :class:`SamCheckpointError` saying where SAM is published."""
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise SamCheckpointError(
-            f"SAM checkpoint {checkpoint} not found; download the official ViT-H weights from {OFFICIAL_SAM_URL} "
-            "(or vit_l / vit_b from github.com/facebookresearch/segment-anything) and pass --sam-checkpoint FILE"
-        )
-    return checkpoint
-
-
-def load_sam(checkpoint: Path, kind: str = "auto", device: str | torch.device = "cpu"):
-    """Build a ``segment_anything.modeling.Sam`` from a checkpoint, its architecture read from the tensors.
-
-    Args:
-        checkpoint: a SAM state dict (``sam_vit_h_4b8939.pth`` and the like), read with ``weights_only``.
-        kind: "vit_h", "vit_l", "vit_b" to check the checkpoint is that model, or "auto".
-        device: where the model goes.
-
-    Raises:
-        SamCheckpointError: missing or unreadable file, or not the asked kind.
-    """
-    checkpoint = check_checkpoint(checkpoint)
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch.load fails in many ways
-        raise SamCheckpointError(
-            f"{checkpoint}: not a readable SAM checkpoint ({str(error).splitlines()[0][:120]})"
-        ) from None
-    if not isinstance(state, dict) or "image_encoder.patch_embed.proj.weight" not in state:
-        raise SamCheckpointError(f"{checkpoint}: not a SAM checkpoint (no image_encoder.patch_embed weights)")
-    try:
-        model = build_sam(state)
-    except (KeyError, IndexError, ValueError, AttributeError, ZeroDivisionError) as error:
-        raise SamCheckpointError(f"{checkpoint}: not a segment-anything checkpoint (incomplete: {error})") from None
-    width, depth = model.image_encoder.patch_embed.proj.out_channels, len(model.image_encoder.blocks)
-    if kind != "auto" and SAM_KINDS.get(kind) != (width, depth):
-        raise SamCheckpointError(f"{checkpoint}: a ViT of width {width} and depth {depth}, not SAM {kind}")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise SamCheckpointError(
-            f"{checkpoint}: not a segment-anything checkpoint ({str(error).splitlines()[0][:120]})"
-        ) from None
-    return model.to(device).eval().requires_grad_(False)
-
-
-def build_sam(state: dict):
-    """An untrained ``Sam`` with the architecture of the state dict ``state`` (any size)."""
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-    width = state["image_encoder.patch_embed.proj.weight"].shape[0]
-    depth = len([k for k in state if k.startswith("image_encoder.blocks.") and k.endswith(".norm1.weight")])
-    grid = state["image_encoder.pos_embed"].shape[1]
-    rel = [state[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape for i in range(depth)]
-    global_blocks = [i for i, shape in enumerate(rel) if shape[0] == 2 * grid - 1]
-    windowed = [shape[0] for i, shape in enumerate(rel) if i not in global_blocks]
-    prompt_dim = state["image_encoder.neck.0.weight"].shape[0]
-    layers = len({k.split(".")[3] for k in state if k.startswith("mask_decoder.transformer.layers.")})
-    encoder = ImageEncoderViT(
-        depth=depth,
-        embed_dim=width,
-        img_size=grid * PATCH,
-        patch_size=PATCH,
-        mlp_ratio=state["image_encoder.blocks.0.mlp.lin1.weight"].shape[0] / width,
-        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-        num_heads=width // rel[0][1],
-        qkv_bias=True,
-        use_rel_pos=True,
-        global_attn_indexes=global_blocks,
-        window_size=(windowed[0] + 1) // 2 if windowed else 0,
-        out_chans=prompt_dim,
-    )
-    return Sam(
-        image_encoder=encoder,
-        prompt_encoder=PromptEncoder(
-            embed_dim=prompt_dim,
-            image_embedding_size=(grid, grid),
-            input_image_size=(grid * PATCH, grid * PATCH),
-            mask_in_chans=state["prompt_encoder.mask_downscaling.0.weight"].shape[0] * 4,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(
-                depth=layers,
-                embedding_dim=prompt_dim,
-                num_heads=DECODER_HEADS,
-                mlp_dim=state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0],
-            ),
-            transformer_dim=prompt_dim,
-            iou_head_depth=3,
-            iou_head_hidden_dim=state["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0],
-        ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
-    )
 
 
 @dataclass
 class Candidates:
-    """SAM masks that passed the predicted-IoU and stability thresholds.
+    """SAM masks that passed the predicted-IoU and stability thresholds, kept bit-packed: thousands of
+    full-resolution candidates (1.5 MB each as bool at 1440×1080, 194 kB packed) stay on the device.
 
     Attributes:
-        masks: [C, H, W] bool (logits > 0).
+        packed: the masks (logits > 0), :func:`pack_masks` layout. [C, ceil(H * W / 8)] uint8
+        size: (H, W) of the masks.
         iou: predicted IoU. [C]
         stability: stability score. [C]
         output: which of the 3 outputs (0 = s, 1 = m, 2 = l). [C] int64
-        boxes: XYXY inclusive pixel bounds of the masks (zeros for an empty mask). [C, 4] float32
+        boxes: XYXY inclusive pixel bounds of the (non-empty) masks. [C, 4] float32
+        crop: index of the crop the mask comes from (0 = the whole image). [C] int64
+        crop_area: pixel area of that crop. [C] float32
     """
 
-    masks: Tensor
+    packed: Tensor
+    size: tuple[int, int]
     iou: Tensor
     stability: Tensor
     output: Tensor
-    boxes: Tensor | None = None
+    boxes: Tensor
+    crop: Tensor
+    crop_area: Tensor
 
-    def __post_init__(self):
-        if self.boxes is None:
-            self.boxes = mask_boxes(self.masks)
+    @classmethod
+    def from_masks(cls, masks: Tensor, iou: Tensor, stability: Tensor, output: Tensor) -> Candidates:
+        """Candidates of the whole image from masks [C, H, W] bool and their scores [C] (outputs [C] int64)."""
+        count, height, width = masks.shape
+        crop = torch.zeros(count, dtype=torch.int64, device=masks.device)
+        area = torch.full((count,), float(height * width), device=masks.device)
+        return cls(pack_masks(masks), (height, width), iou, stability, output, mask_boxes(masks), crop, area)
+
+    @classmethod
+    def cat(cls, parts: list[Candidates]) -> Candidates:
+        """The candidates of several crops of one image, in order."""
+        fields = ("packed", "iou", "stability", "output", "boxes", "crop", "crop_area")
+        return cls(size=parts[0].size, **{name: torch.cat([getattr(p, name) for p in parts]) for name in fields})
+
+    def __len__(self) -> int:
+        return self.packed.shape[0]
+
+    def masks(self, indices: Tensor) -> Tensor:
+        """The masks at ``indices`` [K] int64. -> [K, H, W] bool"""
+        return unpack_masks(self.packed[indices], self.size)
+
+
+def network_precision(device: torch.device) -> torch.autocast:
+    """fp16 autocast on CUDA (as the networks run there), plain float32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return torch.autocast("cpu", enabled=False)
 
 
 def decode_prompts(predictor, coords: Tensor) -> tuple[Tensor, Tensor]:
@@ -177,7 +103,7 @@ def decode_prompts(predictor, coords: Tensor) -> tuple[Tensor, Tensor]:
 
     Args:
         predictor: a ``SamPredictor`` with the image set.
-        coords: prompts in the model's input frame (``predictor.transform.apply_coords_torch``). [B, 2]
+        coords: prompts in the model's input frame (``predictor.transform.apply_coords``). [B, 2] float64
 
     Returns:
         (low-resolution logits [B * 3, 1, h, w], predicted IoU [B * 3]), prompt-major.
@@ -195,68 +121,92 @@ def decode_prompts(predictor, coords: Tensor) -> tuple[Tensor, Tensor]:
     return low_res.flatten(0, 1)[:, None], iou.flatten(0, 1)
 
 
-def predict_candidates(predictor, points: np.ndarray, config: SamConfig) -> Candidates:
+def predict_candidates(
+    predictor,
+    points: np.ndarray,
+    config: SamConfig,
+    crop_box: tuple[int, int, int, int] | None = None,
+    image_size: tuple[int, int] | None = None,
+    crop_index: int = 0,
+) -> Candidates:
     """Run every prompt with 3 outputs in batches on the predictor's image and keep the confident masks.
 
     Only masks above the predicted-IoU threshold are upsampled to the image size (SAM's
     ``postprocess_masks``) for the stability score and the binary mask: the others would be dropped anyway.
+    Empty masks (possible only with a stability threshold of 0) are dropped. When the predictor holds a
+    crop of the image, masks whose box reaches within 20 px of a crop edge that is no image edge are
+    dropped (SAM's ``is_box_near_crop_edge``) and the rest are placed back in the whole image.
 
     Args:
-        predictor: a ``SamPredictor`` with the image set.
-        points: prompts in pixels (x, y) of the original image. [P, 2]
+        predictor: a ``SamPredictor`` with the image (or a crop of it) set.
+        points: prompts in pixels (x, y) of the predictor's image. [P, 2]
         config: batching and thresholds.
+        crop_box: (x0, y0, x1, y1) of the predictor's image inside the whole image; None: it is the whole image.
+        image_size: (H, W) of the whole image (with ``crop_box``).
+        crop_index: recorded in :attr:`Candidates.crop`.
     """
-    from segment_anything.utils.amg import calculate_stability_score
+    from segment_anything.utils.amg import (
+        calculate_stability_score,
+        is_box_near_crop_edge,
+        uncrop_boxes_xyxy,
+        uncrop_masks,
+    )
 
     device = predictor.device
     filters = config.filters
-    kept: dict[str, list[Tensor]] = {"masks": [], "iou": [], "stability": [], "output": [], "boxes": []}
-    autocast = (
-        torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    )
+    height, width = image_size or predictor.original_size
+    x0, y0, x1, y1 = crop_box or (0, 0, width, height)
+    kept: dict[str, list[Tensor]] = {"packed": [], "iou": [], "stability": [], "output": [], "boxes": []}
     for start in range(0, len(points), config.points_per_batch):
-        batch = torch.as_tensor(points[start : start + config.points_per_batch], dtype=torch.float32, device=device)
-        coords = predictor.transform.apply_coords_torch(batch, predictor.original_size)
-        with autocast:
+        # float64 coordinates, as SamAutomaticMaskGenerator passes them (the prompt encoder casts after scaling)
+        batch = np.asarray(points[start : start + config.points_per_batch], dtype=np.float64)
+        coords = torch.as_tensor(predictor.transform.apply_coords(batch, predictor.original_size), device=device)
+        with network_precision(device):
             low_res, iou = decode_prompts(predictor, coords)
         iou = iou.float()
-        output = torch.arange(3, device=device).repeat(batch.shape[0])
+        output = torch.arange(3, device=device).repeat(len(batch))
         confident = torch.nonzero(iou > filters.pred_iou_thresh).squeeze(1)
         logits = predictor.model.postprocess_masks(
             low_res[confident].float(), predictor.input_size, predictor.original_size
         )[:, 0]
         stability = calculate_stability_score(logits, 0.0, filters.stability_score_offset)
-        keep = stability >= filters.stability_score_thresh
-        masks, chosen = logits[keep] > 0, confident[keep]
+        masks = logits > 0
+        keep = (stability >= filters.stability_score_thresh) & masks.flatten(1).any(dim=1)
+        masks, stability, chosen = masks[keep], stability[keep], confident[keep]
+        boxes = mask_boxes(masks)
+        inside = ~is_box_near_crop_edge(boxes, [x0, y0, x1, y1], [0, 0, width, height])
+        masks, boxes, stability, chosen = masks[inside], boxes[inside], stability[inside], chosen[inside]
         for key, value in (
-            ("masks", masks),
+            ("packed", pack_masks(uncrop_masks(masks, [x0, y0, x1, y1], height, width))),
             ("iou", iou[chosen]),
-            ("stability", stability[keep]),
+            ("stability", stability),
             ("output", output[chosen]),
-            ("boxes", mask_boxes(masks)),
+            ("boxes", uncrop_boxes_xyxy(boxes, [x0, y0, x1, y1]).float()),
         ):
             kept[key].append(value)
-    height, width = predictor.original_size
-    if not kept["masks"]:
-        return Candidates(
-            torch.zeros(0, height, width, dtype=torch.bool, device=device),
-            *(torch.zeros(0, device=device),) * 2,
-            torch.zeros(0, dtype=torch.int64, device=device),
-        )
-    return Candidates(**{key: torch.cat(values) for key, values in kept.items()})
+    if not kept["packed"]:
+        empty = torch.zeros(0, height, width, dtype=torch.bool, device=device)
+        scores = torch.zeros(0, device=device)
+        return Candidates.from_masks(empty, scores, scores, torch.zeros(0, dtype=torch.int64, device=device))
+    count = sum(len(values) for values in kept["iou"])
+    crop = torch.full((count,), crop_index, dtype=torch.int64, device=device)
+    area = torch.full((count,), float((x1 - x0) * (y1 - y0)), device=device)
+    return Candidates(
+        size=(height, width), crop=crop, crop_area=area, **{key: torch.cat(values) for key, values in kept.items()}
+    )
 
 
 class SmallRegionCache:
     """Small-region cleanup (holes, then islands) of candidates, computed once per candidate across levels."""
 
-    def __init__(self, masks: Tensor, area: int):
-        self.masks, self.area = masks, int(area)
+    def __init__(self, candidates: Candidates, area: int):
+        self.candidates, self.area = candidates, int(area)
         self.done: dict[int, tuple[Tensor, bool]] = {}
 
     def __call__(self, index: int) -> tuple[Tensor, bool]:
-        """(cleaned mask [H, W] bool on the masks' device, whether it is unchanged)."""
+        """(cleaned mask [H, W] bool on the candidates' device, whether it is unchanged)."""
         if index not in self.done:
-            mask = self.masks[index]
+            mask = self.candidates.masks(torch.tensor([index], device=self.candidates.packed.device))[0]
             if self.area <= 0:
                 self.done[index] = (mask, True)
             else:
@@ -270,16 +220,21 @@ class SmallRegionCache:
 def filter_level(
     candidates: Candidates, members: Tensor, cleanup: SmallRegionCache, filters: MaskFilterConfig
 ) -> list[np.ndarray]:
-    """Box NMS, small regions, box NMS, mask NMS of one level's candidates (``members`` [K] indices).
+    """Box NMS per crop, box NMS across crops (masks of smaller crops first), small regions, box NMS, mask
+    NMS of one level's candidates (``members`` [K] indices), in SamAutomaticMaskGenerator's order.
 
     Returns:
         The level's masks in painting order, each [H, W] bool.
     """
-    # an empty mask has an all-zero box; so has a one-pixel mask at (0, 0), told apart by that pixel
-    members = members[(candidates.boxes[members].sum(dim=1) > 0) | candidates.masks[members, 0, 0]]
-    order = members[box_nms(candidates.boxes[members], candidates.iou[members], filters.box_nms_thresh)]
+    boxes = candidates.boxes
+    per_crop = [members[candidates.crop[members] == crop] for crop in torch.unique(candidates.crop[members])]
+    order = torch.cat(
+        [group[box_nms(boxes[group], candidates.iou[group], filters.box_nms_thresh)] for group in per_crop] or [members]
+    )
+    if len(per_crop) > 1:
+        order = order[box_nms(boxes[order], 1.0 / candidates.crop_area[order], filters.crop_nms_thresh)]
     cleaned = [cleanup(int(i)) for i in order]
-    masks = torch.stack([m for m, _ in cleaned]) if cleaned else candidates.masks[:0]
+    masks = torch.stack([m for m, _ in cleaned]) if cleaned else candidates.masks(order)
     unchanged = torch.tensor([float(u) for _, u in cleaned], device=masks.device)
     second = box_nms(mask_boxes(masks), unchanged, filters.box_nms_thresh)
     masks, order = masks[second], order[second]
@@ -291,8 +246,8 @@ def filter_level(
 
 def split_levels(candidates: Candidates, filters: MaskFilterConfig) -> LevelMasks:
     """The four levels from SAM's candidates: outputs 0/1/2 as s/m/l, all pooled as default."""
-    cleanup = SmallRegionCache(candidates.masks, filters.min_mask_region_area)
-    everything = torch.arange(candidates.masks.shape[0], device=candidates.masks.device)
+    cleanup = SmallRegionCache(candidates, filters.min_mask_region_area)
+    everything = torch.arange(len(candidates), device=candidates.packed.device)
     result = LevelMasks()
     for level in ALL_LEVELS:
         members = everything if level == "default" else everything[candidates.output == LEVELS.index(level)]
@@ -304,7 +259,8 @@ class SamMaskSource:
     """The :class:`~gags_viewer.preprocess.masks.MaskSource` of GAGS: prompts -> SAM -> four filtered levels.
 
     Args:
-        model: a ``segment_anything.modeling.Sam`` (e.g. from :func:`load_sam`).
+        model: a ``segment_anything.modeling.Sam`` (e.g. from
+            :func:`~gags_viewer.preprocess.sam_checkpoint.load_sam`).
         prompts: ``(image [H, W, 3] uint8, name) -> points [P, 2]`` normalised (x / W, y / H).
         config: batching and filter thresholds.
     """
@@ -317,18 +273,22 @@ class SamMaskSource:
         self.config = config or SamConfig()
 
     def __call__(self, image: np.ndarray, name: str) -> LevelMasks:
-        image = np.ascontiguousarray(image)
+        from segment_anything.utils.amg import generate_crop_boxes
+
         height, width = image.shape[:2]
-        points = np.asarray(self.prompts(image, name), dtype=np.float64) * np.array([width, height])
+        points = np.asarray(self.prompts(image, name), dtype=np.float64)
         device = self.predictor.device
+        crops, _ = generate_crop_boxes((height, width), self.config.crop_layers, self.config.crop_overlap_ratio)
+        parts = []
         with torch.no_grad():
-            with (
-                torch.autocast("cuda", dtype=torch.float16)
-                if device.type == "cuda"
-                else torch.autocast("cpu", enabled=False)
-            ):
-                self.predictor.set_image(image)
-            candidates = predict_candidates(self.predictor, points, self.config)
-        masks = split_levels(candidates, self.config.filters)
+            for index, (x0, y0, x1, y1) in enumerate(crops):
+                with network_precision(device):
+                    self.predictor.set_image(np.ascontiguousarray(image[y0:y1, x0:x1]))
+                crop_points = points * np.array([x1 - x0, y1 - y0])
+                crop_box = (x0, y0, x1, y1)
+                parts.append(
+                    predict_candidates(self.predictor, crop_points, self.config, crop_box, (height, width), index)
+                )
+        masks = split_levels(Candidates.cat(parts), self.config.filters)
         self.predictor.reset_image()
         return masks

@@ -59,7 +59,7 @@ def load_sam_predictor(checkpoint: Path, device: str | torch.device = "cpu"):
     ``torch.load(weights_only=True)``, so a checkpoint cannot run code; one-line errors for bad files."""
     from segment_anything import SamPredictor
 
-    from gags_viewer.preprocess.sam import load_sam
+    from gags_viewer.preprocess.sam_checkpoint import load_sam
 
     return SamPredictor(load_sam(checkpoint, device=device))
 
