@@ -5,151 +5,44 @@ Pipeline (driven by :func:`rasterize_projected`; :mod:`gags_viewer.render.numba_
 0. ``project``: the formula-for-formula twin of :func:`gags_viewer.render.projection.project_gaussians`
    (that torch function defines the semantics; a test holds the two together).
 1. ``_depth_rank``: front-to-back rank of the visible Gaussians (radii > 0), by a stable radix sort.
-2. ``_pack``: one 64-byte record per visible Gaussian in depth order (centre, conic, opacity, the data
-   of its per-row pixel spans, its pixel box), its channels in the same order, and its tile rectangle.
+2. :func:`~gags_viewer.render.numba_composite.pack`: one record per visible Gaussian in depth order,
+   its channels in the same order, and its tile rectangle.
 3. ``_bin``: a parallel counting sort of (Gaussian, tile) pairs by tile. Each thread counts and then
    scatters a contiguous slice of the depth-ordered Gaussians, so every tile's list stays in depth order.
    A Gaussian goes to every 16x16 tile its ceil(3.33 sigma) box touches, as in gsplat.
-4. ``_runs``: tiles in raster order cut into runs of about equal total list length, which the threads
-   claim one at a time (dynamic balance; neighbouring tiles share their Gaussians' cache lines).
-5. ``_composite``: per tile, front-to-back compositing in float32 with gsplat's classic rules (see
-   ``tests/reference_render.py``): pixel centres at +0.5, sigma = 0.5 (a dx² + c dy²) + b dx dy,
-   alpha = min(0.999, o exp(-sigma)), skip sigma < 0 or alpha < 1/255, stop *before* the Gaussian that
-   would bring the transmittance to <= 1e-4, image = sum + T background, alpha = 1 - T. A tile stops as
-   soon as all its pixels have stopped. The records of upcoming list entries are prefetched.
-
-Only pixels that can pass alpha >= 1/255 are visited: on each pixel row, the interval where
-sigma <= ln(255 opacity) + a small margin (see ``_pack``), rounded outwards. Every visited pixel still
-gets the exact tests above, so this only skips work; the margin covers float32 rounding of the interval.
+4. :func:`~gags_viewer.render.numba_composite.runs`: tiles cut into runs the threads claim one at a time.
+5. :func:`~gags_viewer.render.numba_composite.composite`: per-tile front-to-back compositing with
+   gsplat's classic rules (see that module).
 
 Stages below a size run on one thread (waking the thread pool costs more, and on a busy machine far
-more). Kernels are cached on disk (``cache=True``). When no cache location is writable (read-only install,
-unwritable ``NUMBA_CACHE_DIR`` and home), they fall back to compiling in memory with a warning.
-Constants that live in other modules are passed as arguments, never read as globals: numba's cache
-only notices changes to this file.
+more). Kernels are cached on disk (:mod:`gags_viewer.render.numba_jit`). Constants that live in other
+modules are passed as arguments, never read as globals: numba's cache only notices changes to this file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import time
-import warnings
 
 import numba
 import numpy as np
-from llvmlite import ir
-from llvmlite.binding import llvm_version_info
-from numba import prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import prange
 
-TILE_SIZE = 16
-ALPHA_MAX = 0.999
-ALPHA_MIN = 1.0 / 255.0
-T_STOP = 1e-4
-# Exponents above ln(255 * opacity) + this margin cannot give alpha >= 1/255 even with float32 rounding.
-_SIGMA_CUT_MARGIN = 1e-3
-# List entries ahead whose data the compositor prefetches.
-_PREFETCH_AHEAD = 4
-# Runs of consecutive tiles per thread, claimed dynamically (see _runs), and a tile's fixed cost
-# (clearing and writing its pixels) in units of list entries.
-_RUNS_PER_WORKER = 32
-_TILE_FIXED_COST = 8
+from gags_viewer.render.numba_composite import (
+    RECORD,
+    RUNS_PER_WORKER,
+    TILE_SIZE,
+    aligned_empty,
+    composite,
+    pack,
+    padded_channels,
+    runs,
+)
+from gags_viewer.render.numba_jit import kernel as _kernel
+
 # Below these sizes a stage runs on one thread (about a millisecond of work or less).
 PARALLEL_MIN_GAUSSIANS = 20_000
 _PARALLEL_MIN_WORK = 8_000  # (Gaussian, tile) pairs + pixels / 16
-
-
-class _CachedKernel:
-    """A numba dispatcher compiled with ``cache=True`` that degrades to an in-memory compile.
-
-    numba raises RuntimeError at decoration time when no cache directory is usable, and OSError at the
-    first call when the directory it picked cannot be written any more; both fall back (once) to
-    ``cache=False`` with a warning instead of breaking rendering.
-    """
-
-    def __init__(self, py_func, options):
-        self._py_func = py_func
-        self._options = options
-        self._cached = True
-        try:
-            self._dispatcher = numba.njit(cache=True, **options)(py_func)
-        except RuntimeError as exc:
-            self._fall_back(exc)
-        self.__name__ = py_func.__name__
-        self.__doc__ = py_func.__doc__
-
-    def _fall_back(self, exc: Exception) -> None:
-        warnings.warn(
-            f"numba cannot cache the render kernel {self._py_func.__name__} ({exc}); it is compiled in "
-            "memory instead (a few seconds at each start). Set NUMBA_CACHE_DIR to a writable directory "
-            "to keep compiled kernels.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        self._cached = False
-        self._dispatcher = numba.njit(cache=False, **self._options)(self._py_func)
-
-    def __call__(self, *args):
-        try:
-            return self._dispatcher(*args)
-        except OSError as exc:  # the kernels do no I/O: this comes from writing or reading the cache
-            if not self._cached:
-                raise
-            self._fall_back(exc)
-            return self._dispatcher(*args)
-
-
-# LLVM >= 15 has opaque pointers ("p0"); older LLVM mangles the pointee type into the name.
-_PREFETCH_INTRINSIC = "llvm.prefetch.p0" if llvm_version_info[0] >= 15 else "llvm.prefetch.p0i8"
-
-
-@intrinsic
-def _prefetch_row(typingctx, array, row):
-    """Hint the CPU to fetch the cache line of ``array[row, 0]`` (a 2D C-contiguous array)."""
-    if not (isinstance(array, types.Array) and array.ndim == 2 and isinstance(row, types.Integer)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        array_type, row_type = signature.args
-        data = context.make_array(array_type)(context, builder, args[0])
-        index = context.cast(builder, args[1], row_type, types.intp)
-        zero = context.get_constant(types.intp, 0)
-        pointer = cgutils.get_item_pointer(context, builder, array_type, data, [index, zero], wraparound=False)
-        i8_pointer = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        prefetch_type = ir.FunctionType(ir.VoidType(), [i8_pointer, i32, i32, i32])
-        prefetch = cgutils.get_or_insert_function(builder.module, prefetch_type, _PREFETCH_INTRINSIC)
-        # read access, high temporal locality, data cache
-        builder.call(prefetch, [builder.bitcast(pointer, i8_pointer), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return types.void(array, row), codegen
-
-
-@intrinsic
-def _fetch_add(typingctx, counter, value):
-    """Atomically add ``value`` to ``counter[0]`` (an int64 array) and return its previous value."""
-    if not (isinstance(counter, types.Array) and counter.dtype == types.int64 and isinstance(value, types.Integer)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        counter_type, value_type = signature.args
-        data = context.make_array(counter_type)(context, builder, args[0])
-        zero = context.get_constant(types.intp, 0)
-        pointer = cgutils.get_item_pointer(context, builder, counter_type, data, [zero], wraparound=False)
-        amount = context.cast(builder, args[1], value_type, types.int64)
-        return builder.atomic_rmw("add", pointer, amount, "seq_cst")
-
-    return types.int64(counter, value), codegen
-
-
-def _kernel(**options):
-    def wrap(py_func):
-        return _CachedKernel(py_func, options)
-
-    return wrap
 
 
 @_kernel(parallel=True)
@@ -279,11 +172,6 @@ def project(means, quats, scales, viewmat, K, width, height, near_plane, far_pla
     return means2d, conics, depths, radii
 
 
-# Fields of the 64-byte float32 record kept per visible Gaussian (one cache line when aligned).
-_MX, _MY, _CA, _CB, _CC, _OPACITY, _CUT, _SLOPE, _REACH, _NARROWING, _BX0, _BX1, _BY0, _BY1 = range(14)
-RECORD = 16
-
-
 @_kernel()
 def _depth_rank(depths, radii):
     """Front-to-back rank of each visible Gaussian (radii > 0), -1 for the others.
@@ -335,87 +223,6 @@ def _depth_rank(depths, radii):
 
 
 @_kernel(parallel=True)
-def _pack(rank, means2d, conics, opacities, radii, colors, width, height, tiles_x, tiles_y, records):
-    """Write the visible Gaussians, in depth order (``rank``), into ``records`` [M, 16] float32.
-
-    A Gaussian can only reach alpha >= 1/255 where sigma <= ln(255 opacity) ("the cut", kept with a
-    small margin). On pixel row y that region is an interval of x: with dy = my - (y + 0.5), pixel
-    centres x + 0.5 in mx + slope dy -+ sqrt(reach - narrowing dy²), where slope = b/a, reach =
-    2 cut / a and narrowing = det / a², det = ac - b², for the conic (a, b, c). The compositor visits
-    only those intervals (rounded outwards) inside the cut ellipse's bounding box and still applies the
-    exact per-pixel tests; the cut's margin absorbs the float32 rounding of the interval.
-
-    Record fields: mean x, mean y, conic a, b, c, opacity, cut, slope, reach, narrowing, and the
-    inclusive pixel box x0, x1, y0, y1 of the cut ellipse (widened by a pixel, clamped to the image;
-    empty when x0 > x1 or y0 > y1).
-
-    Returns:
-        rects [M, 4] int32: tiles touched by the ceil(3.33 sigma) box: tx0, tx1, ty0, ty1 (half-open).
-        sorted_colors [M, C] float32.
-    """
-    m = records.shape[0]
-    num_channels = colors.shape[1]
-    rects = np.empty((m, 4), dtype=np.int32)
-    sorted_colors = np.empty((m, num_channels), dtype=np.float32)
-    tile = np.float64(TILE_SIZE)
-    # Reads in input order and writes scattered: cheaper than gathering by depth order.
-    for g in prange(rank.shape[0]):
-        i = rank[g]
-        if i < 0:
-            continue
-        mx = np.float64(means2d[g, 0])
-        my = np.float64(means2d[g, 1])
-        ca = np.float64(conics[g, 0])
-        cb = np.float64(conics[g, 1])
-        cc = np.float64(conics[g, 2])
-        opacity = np.float64(opacities[g])
-        cut = math.log(opacity * 255.0) + _SIGMA_CUT_MARGIN if opacity > 0.0 else -1.0
-        det = ca * cc - cb * cb
-        slope, reach, narrowing = 0.0, -1.0, 0.0
-        if cut < 0.0:  # sigma >= 0 always exceeds the cut: never contributes
-            bx0, bx1, by0, by1 = 1.0, 0.0, 1.0, 0.0
-        elif ca > 0.0 and cc > 0.0 and det > 0.0:
-            slope = cb / ca
-            reach = 2.0 * cut / ca
-            narrowing = det / (ca * ca)
-            half_x = math.sqrt(2.0 * cut * cc / det)
-            half_y = math.sqrt(2.0 * cut * ca / det)
-            bx0 = math.floor(max(mx - 0.5 - half_x, -2.0)) - 1.0
-            bx1 = math.ceil(min(mx - 0.5 + half_x, width + 1.0)) + 1.0
-            by0 = math.floor(max(my - 0.5 - half_y, -2.0)) - 1.0
-            by1 = math.ceil(min(my - 0.5 + half_y, height + 1.0)) + 1.0
-        else:  # numerically degenerate conic: whole rows of the touched tiles
-            reach = math.inf
-            bx0, bx1, by0, by1 = 0.0, width - 1.0, 0.0, height - 1.0
-        rec = records[i]
-        rec[_MX] = means2d[g, 0]
-        rec[_MY] = means2d[g, 1]
-        rec[_CA] = conics[g, 0]
-        rec[_CB] = conics[g, 1]
-        rec[_CC] = conics[g, 2]
-        rec[_OPACITY] = opacities[g]
-        rec[_CUT] = cut
-        rec[_SLOPE] = slope
-        rec[_REACH] = reach
-        rec[_NARROWING] = narrowing
-        rec[_BX0] = min(max(bx0, 0.0), float(width))
-        rec[_BX1] = min(max(bx1, -1.0), width - 1.0)
-        rec[_BY0] = min(max(by0, 0.0), float(height))
-        rec[_BY1] = min(max(by1, -1.0), height - 1.0)
-        rec[14] = 0.0
-        rec[15] = 0.0
-        rx = np.float64(radii[g, 0])
-        ry = np.float64(radii[g, 1])
-        rects[i, 0] = np.int32(math.floor(min(max((mx - rx) / tile, 0.0), np.float64(tiles_x))))
-        rects[i, 1] = np.int32(math.ceil(min(max((mx + rx) / tile, 0.0), np.float64(tiles_x))))
-        rects[i, 2] = np.int32(math.floor(min(max((my - ry) / tile, 0.0), np.float64(tiles_y))))
-        rects[i, 3] = np.int32(math.ceil(min(max((my + ry) / tile, 0.0), np.float64(tiles_y))))
-        for k in range(num_channels):
-            sorted_colors[i, k] = colors[g, k]
-    return rects, sorted_colors
-
-
-@_kernel(parallel=True)
 def _bin(rects, tiles_x, num_tiles, num_chunks):
     """Counting sort of (Gaussian, tile) pairs by tile, keeping Gaussian order within each tile.
 
@@ -453,175 +260,6 @@ def _bin(rects, tiles_x, num_tiles, num_chunks):
     return tile_start, ids
 
 
-@_kernel()
-def _runs(tile_start, num_runs):
-    """Cut the tiles, in raster order, into ``num_runs`` runs of about equal estimated cost.
-
-    A tile's cost is estimated as its list length plus a constant (clearing and writing its pixels).
-    Threads take runs one at a time (see ``_composite``), so runs balance the load whatever the real
-    costs (early termination, Gaussian sizes) and whatever share of the CPU each thread gets; within a
-    run, neighbouring tiles share their Gaussians' cache lines.
-
-    Returns:
-        bounds [num_runs + 1] int64: run r covers tiles bounds[r] .. bounds[r + 1] - 1.
-    """
-    num_tiles = tile_start.shape[0] - 1
-    total = 0
-    for t in range(num_tiles):
-        total += tile_start[t + 1] - tile_start[t] + _TILE_FIXED_COST
-    bounds = np.empty(num_runs + 1, dtype=np.int64)
-    bounds[0] = 0
-    run = 1
-    cost = 0
-    for t in range(num_tiles):
-        cost += tile_start[t + 1] - tile_start[t] + _TILE_FIXED_COST
-        while run < num_runs and cost * num_runs >= run * total:
-            bounds[run] = t + 1
-            run += 1
-    while run <= num_runs:
-        bounds[run] = num_tiles
-        run += 1
-    return bounds
-
-
-@numba.njit(inline="never")
-def _composite_tile(
-    records, colors, tile_start, ids, tile, width, height, tiles_x, background, image, alpha_out, trans, done, acc
-):
-    """Composite one tile front to back (see ``_composite``), using the scratch buffers of its thread."""
-    num_channels = colors.shape[1]
-    half = np.float32(0.5)
-    one = np.float32(1.0)
-    zero = np.float32(0.0)
-    alpha_max = np.float32(ALPHA_MAX)
-    alpha_min = np.float32(ALPHA_MIN)
-    t_stop = np.float32(T_STOP)
-    ty = tile // tiles_x
-    tx = tile - ty * tiles_x
-    x0 = tx * TILE_SIZE
-    y0 = ty * TILE_SIZE
-    x1 = min(x0 + TILE_SIZE, width) - 1  # inclusive
-    y1 = min(y0 + TILE_SIZE, height) - 1
-    tile_w = x1 - x0 + 1
-    num_px = tile_w * (y1 - y0 + 1)
-    for p in range(num_px):
-        trans[p] = one
-        done[p] = 0
-        for ch in range(num_channels):
-            acc[p, ch] = 0.0
-    active = num_px
-    fx0 = np.float32(x0)
-    fx1 = np.float32(x1)
-    end = tile_start[tile + 1]
-    for li in range(tile_start[tile], end):
-        g = ids[li]
-        if li + _PREFETCH_AHEAD < end:  # hide the memory latency of the next lists' entries
-            upcoming = ids[li + _PREFETCH_AHEAD]
-            _prefetch_row(records, upcoming)
-            _prefetch_row(colors, upcoming)
-        rec = records[g]
-        by0 = max(np.int64(rec[_BY0]), y0)
-        by1 = min(np.int64(rec[_BY1]), y1)
-        bx0 = max(rec[_BX0], fx0)
-        bx1 = min(rec[_BX1], fx1)
-        if by0 > by1 or bx0 > bx1:
-            continue
-        mx = rec[_MX]
-        my = rec[_MY]
-        ca = rec[_CA]
-        cb = rec[_CB]
-        cc = rec[_CC]
-        opacity = rec[_OPACITY]
-        cut = rec[_CUT]
-        slope = rec[_SLOPE]
-        reach = rec[_REACH]
-        narrowing = rec[_NARROWING]
-        centre0 = mx - half
-        for py in range(by0, by1 + 1):
-            dy = my - (np.float32(py) + half)
-            q = reach - narrowing * dy * dy
-            if q < zero:
-                continue
-            half_w = np.sqrt(q)
-            centre = centre0 + slope * dy
-            sx0 = np.int64(np.floor(max(centre - half_w, bx0)))
-            sx1 = np.int64(np.ceil(min(centre + half_w, bx1)))
-            dy_c = cc * dy * dy
-            dy_b = cb * dy
-            row = (py - y0) * tile_w - x0
-            for px in range(sx0, sx1 + 1):
-                p = row + px
-                if done[p]:
-                    continue
-                dx = mx - (np.float32(px) + half)
-                sigma = half * (ca * dx * dx + dy_c) + dy_b * dx
-                if sigma < zero or sigma > cut:
-                    continue
-                alpha = min(alpha_max, opacity * math.exp(-sigma))
-                if alpha < alpha_min:
-                    continue
-                t = trans[p]
-                next_t = t * (one - alpha)
-                if next_t <= t_stop:
-                    done[p] = 1
-                    active -= 1
-                    continue
-                weight = alpha * t
-                for ch in range(num_channels):
-                    acc[p, ch] += weight * colors[g, ch]
-                trans[p] = next_t
-        if active == 0:
-            break
-    for py in range(y0, y1 + 1):
-        row = (py - y0) * tile_w - x0
-        for px in range(x0, x1 + 1):
-            p = row + px
-            t = trans[p]
-            for ch in range(num_channels):
-                image[py, px, ch] = acc[p, ch] + t * background[ch]
-            alpha_out[py, px] = one - t
-
-
-@_kernel(parallel=True)
-def _composite(
-    records, colors, tile_start, ids, run_bounds, num_workers, width, height, tiles_x, background, image, alpha_out
-):
-    """Front-to-back compositing per tile into image [H, W, C] and alpha_out [H, W] (float32).
-
-    Each of the ``num_workers`` threads repeatedly claims the next run of tiles (an atomic counter):
-    dynamic scheduling, so no thread waits on another's share.
-    """
-    num_channels = colors.shape[1]
-    num_runs = run_bounds.shape[0] - 1
-    next_run = np.zeros(1, dtype=np.int64)
-    tile_pixels = TILE_SIZE * TILE_SIZE
-    for _worker in prange(num_workers):
-        trans = np.empty(tile_pixels, dtype=np.float32)
-        done = np.empty(tile_pixels, dtype=np.uint8)
-        acc = np.empty((tile_pixels, num_channels), dtype=np.float32)
-        while True:
-            run = _fetch_add(next_run, 1)
-            if run >= num_runs:
-                break
-            for tile in range(run_bounds[run], run_bounds[run + 1]):
-                _composite_tile(
-                    records,
-                    colors,
-                    tile_start,
-                    ids,
-                    tile,
-                    width,
-                    height,
-                    tiles_x,
-                    background,
-                    image,
-                    alpha_out,
-                    trans,
-                    done,
-                    acc,
-                )
-
-
 def rasterize_projected(
     means2d, conics, depths, radii, opacities, colors, background, width, height, num_threads=None, timings=None
 ):
@@ -648,10 +286,21 @@ def rasterize_projected(
     clock = _Clock(timings)
     num_visible, rank, _ = _depth_rank(depths, radii)
     clock.lap("sort")
-    records = _aligned_empty((num_visible, RECORD))
+    records = aligned_empty((num_visible, RECORD))
     with using_threads(threads_for(depths.shape[0], PARALLEL_MIN_GAUSSIANS, most)):
-        rects, sorted_colors = _pack(
-            rank, means2d, conics, opacities, radii, colors, width, height, tiles_x, tiles_y, records
+        rects, sorted_colors = pack(
+            rank,
+            means2d,
+            conics,
+            opacities,
+            radii,
+            colors,
+            padded_channels(num_channels),
+            width,
+            height,
+            tiles_x,
+            tiles_y,
+            records,
         )
     clock.lap("pack")
     bin_threads = threads_for(num_visible, PARALLEL_MIN_GAUSSIANS, most)
@@ -659,12 +308,12 @@ def rasterize_projected(
         tile_start, ids = _bin(rects, tiles_x, num_tiles, bin_threads)
     clock.lap("bin")
     workers = threads_for(ids.shape[0] + width * height // 16, _PARALLEL_MIN_WORK, most)
-    run_bounds = _runs(tile_start, 1 if workers == 1 else workers * _RUNS_PER_WORKER)
+    run_bounds = runs(tile_start, 1 if workers == 1 else workers * RUNS_PER_WORKER)
     clock.lap("schedule")
     image = np.empty((height, width, num_channels), dtype=np.float32)
     alpha = np.empty((height, width), dtype=np.float32)
     with using_threads(workers):
-        _composite(
+        composite(
             records,
             sorted_colors,
             tile_start,
@@ -702,14 +351,6 @@ def using_threads(count: int):
         yield
     finally:
         numba.set_num_threads(previous)
-
-
-def _aligned_empty(shape, alignment=64):
-    """An uninitialised float32 C-contiguous array whose data starts on a cache-line boundary."""
-    count = int(np.prod(shape))
-    buffer = np.empty(count + alignment // 4, dtype=np.float32)
-    offset = (-buffer.ctypes.data % alignment) // 4
-    return buffer[offset : offset + count].reshape(shape)
 
 
 class _Clock:
