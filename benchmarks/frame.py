@@ -31,11 +31,9 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.ab import Worker, alternate, serve  # noqa: E402
 from benchmarks.query import synthetic_field, synthetic_text  # noqa: E402
 from benchmarks.render import parse_count, scene_camera  # noqa: E402
 from gags_viewer.language.engine import QueryEngine  # noqa: E402
@@ -183,57 +182,30 @@ def _label(mode: str, k: int) -> str:
 
 
 def worker(device: torch.device) -> None:
-    """--worker: read row requests (JSON lines) on stdin, answer each with its timings on stdout."""
+    """--worker: answer row requests (JSON lines on stdin) with their timings (benchmarks/ab.py)."""
     setups: dict = {}
-    for line in sys.stdin:
-        request = json.loads(line)
-        result = _row(
+    serve(
+        lambda request: _row(
             setups, device, request["field"], request["resolution"], request["mode"], request["k"], request["repeats"]
         )
-        print(json.dumps(result), flush=True)
-
-
-class _Worker:
-    """A --worker process on the source tree ``root`` (its own benchmarks/frame.py and gags_viewer)."""
-
-    def __init__(self, root: Path, device: str):
-        env = {**os.environ, "PYTHONPATH": str(root)}
-        self.process = subprocess.Popen(
-            [sys.executable, str(root / "benchmarks" / "frame.py"), "--worker", "--device", device],
-            cwd=root,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-    def ask(self, **request) -> dict:
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            raise SystemExit(f"benchmark worker exited ({self.process.wait()})")
-        return json.loads(line)
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait()
+    )
 
 
 def compare(args, other: Path) -> None:
     """A/B: the tree at ``other`` ("before") against this one ("after"), rows alternating between two
     worker processes, ``--rounds`` times (order swapped each round), so both see the same machine load."""
-    workers = {"before": _Worker(other, args.device), "after": _Worker(ROOT, args.device)}
+    script = Path("benchmarks") / "frame.py"
+    workers = {
+        "before": Worker(other / script, other, ("--device", args.device)),
+        "after": Worker(ROOT / script, ROOT, ("--device", args.device)),
+    }
     print(f"# A/B: before = {other}, after = {ROOT}; {args.rounds} rounds x {args.repeats} frames, alternating")
     print(f"{'field':>8} {'resolution':>10} {'row':>12} {'before':>10} {'after':>10} {'speed-up':>9}")
     try:
         for name, resolution, mode, k in _rows(args):
-            times: dict = {"before": [], "after": []}
-            for r in range(args.rounds):
-                order = ("before", "after") if r % 2 == 0 else ("after", "before")
-                for side in order:
-                    result = workers[side].ask(field=name, resolution=resolution, mode=mode, k=k, repeats=args.repeats)
-                    times[side].extend(result["all"])
+            times = alternate(
+                workers, args.rounds, field=name, resolution=resolution, mode=mode, k=k, repeats=args.repeats
+            )
             before, after = statistics.median(times["before"]), statistics.median(times["after"])
             print(
                 f"{name:>8} {resolution:>10} {_label(mode, k):>12} {1000 * before:8.1f}ms {1000 * after:8.1f}ms "

@@ -2,6 +2,12 @@
 
     python benchmarks/render.py            # 10k/100k/300k Gaussians, 640x480 and 1280x720, 3 and 16 channels
     python benchmarks/render.py --quick    # 10k/100k at 640x480 only, fewer repeats
+    python benchmarks/render.py --compare-tree /tmp/main --sizes 100k --resolutions 640x480 --channels 16
+
+``--compare-tree PATH`` times this tree's renderer against the one of the checkout at PATH (e.g.
+``git worktree add --detach /tmp/main main``) in one run: two worker processes run this file's scenes
+and timing with their own ``gags_viewer`` (benchmarks/ab.py), alternating, and it prints both medians
+and their ratio. PATH needs no copy of this script.
 
 Times are medians over a few renders after one warm-up render (which also triggers numba's JIT or
 loads its cache). On CPU, compare backends by their ratio within one run: these machines are shared and
@@ -26,14 +32,22 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads OpenMP: before importing torch
 
 import numba  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# an A/B worker imports gags_viewer from the tree named in its environment (benchmarks/ab.py): first
+for _path in (ROOT, os.environ.get("GAGS_BENCH_PACKAGE_TREE")):
+    if _path:
+        if _path in sys.path:
+            sys.path.remove(_path)
+        sys.path.insert(0, _path)
 
+from benchmarks.ab import Worker, alternate, serve  # noqa: E402
 from gags_viewer.render.api import available_backends, get_backend  # noqa: E402
 from gags_viewer.render.camera import Camera, look_at  # noqa: E402
 
@@ -192,6 +206,7 @@ class Result:
     peak_mb: float | None = None
     note: str = ""
     stages: dict | None = None
+    all_seconds: list[float] | None = None
 
     def cell(self) -> str:
         if self.ms is None:
@@ -246,13 +261,77 @@ def bench_one(
     _trim_heap()
     with PeakMemory(torch.device("cpu") if backend_name == "numba" else device) as mem:  # numba works in RAM
         frame()
-    result = Result(ms=1e3 * statistics.median(times), cpu_ms=1e3 * statistics.median(cpu_times), peak_mb=mem.peak_mb)
+    result = Result(
+        ms=1e3 * statistics.median(times),
+        cpu_ms=1e3 * statistics.median(cpu_times),
+        peak_mb=mem.peak_mb,
+        all_seconds=times,
+    )
     if stages and backend_name == "numba":
         timings: dict = {}
         for _ in range(runs):
             backend.rasterize(*args, timings=timings)
         result.stages = {k: (v / runs if k != "intersections" else v // runs) for k, v in timings.items()}
     return result
+
+
+def machine_line(device: torch.device) -> str:
+    return (
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), numba {numba.__version__} ({numba.get_num_threads()} threads), "
+        f"device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+        + (f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "")
+        + f", OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+    )
+
+
+def worker(device: torch.device) -> None:
+    """--worker: time one backend per request (JSON lines on stdin; benchmarks/ab.py) with the
+    ``gags_viewer`` this process imported."""
+    scenes: dict[int, Scene] = {}
+
+    def answer(request: dict) -> dict:
+        size = request["size"]
+        if size not in scenes:
+            scenes[size] = synthetic_scene(size).to(device)
+        camera = scene_camera(request["width"], request["height"])
+        args = (request["backend"], scenes[size], camera, request["channels"], request["repeats"], 600.0, device)
+        return {"all": bench_one(*args, stages=False).all_seconds}
+
+    serve(answer)
+
+
+def compare(args, other: Path, names, sizes, resolutions, channel_counts, device: torch.device) -> int:
+    """A/B: every backend of the tree at ``other`` (before) against this tree's (after), the two in worker
+    processes answering in turns (benchmarks/ab.py); prints the medians over all rounds and their ratio."""
+    script = Path(__file__).resolve()
+    here = Path(ROOT)
+    worker_args = ("--device", str(device))
+    print(f"scene: {SCENE_DESCRIPTION}")
+    print(machine_line(device))
+    print(f"A/B: before = {other}, after = {here}; {args.rounds} rounds x {args.repeats} frames, alternating")
+    print(
+        f"{'backend':>8} {'scene':>8} {'resolution':>10} {'C':>3} | {'before ms':>9} {'after ms':>9} {'after/before':>12}"
+    )
+    for name in names:
+        workers = {"before": Worker(script, other, worker_args), "after": Worker(script, here, worker_args)}
+        try:
+            for n in sizes:
+                for width, height in resolutions:
+                    for channels in channel_counts:
+                        request = dict(backend=name, size=n, width=width, height=height, channels=channels)
+                        times = alternate(workers, args.rounds, repeats=args.repeats, **request)
+                        before, after = (1e3 * statistics.median(times[side]) for side in ("before", "after"))
+                        print(
+                            f"{name:>8} {_count(n):>8} {f'{width}x{height}':>10} {channels:>3} | "
+                            f"{before:9.1f} {after:9.1f} {after / before:12.3f}",
+                            flush=True,
+                        )
+        finally:
+            for w in workers.values():
+                w.close()
+    return 0
 
 
 def main(argv=None) -> int:
@@ -274,6 +353,14 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--stages", action="store_true", help="also print the numba backend's stage times")
     parser.add_argument("--scene", default=None, help="a field directory or PLY to use instead (not yet)")
+    parser.add_argument(
+        "--compare-tree",
+        type=Path,
+        default=None,
+        help="A/B: time the backends of the checkout at this path (before) against this tree's (after)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="with --compare-tree: alternations per row")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.scene is not None:
@@ -285,6 +372,8 @@ def main(argv=None) -> int:
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.worker:
+        return worker(device)
     names = available_backends()
     if args.backends:
         wanted = [b.strip() for b in args.backends.split(",")]
@@ -297,15 +386,11 @@ def main(argv=None) -> int:
     resolutions = [tuple(int(v) for v in r.lower().split("x")) for r in args.resolutions.split(",")]
     channel_counts = [int(c) for c in args.channels.split(",")]
 
+    if args.compare_tree is not None:
+        return compare(args, args.compare_tree.resolve(), names, sizes, resolutions, channel_counts, device)
+
     print(f"scene: {SCENE_DESCRIPTION}")
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), numba {numba.__version__} ({numba.get_num_threads()} threads), "
-        f"device {device}"
-        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
-        + (f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "")
-        + f", OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
-    )
+    print(machine_line(device))
     print(
         f"ms: wall-clock median of up to {args.repeats} frames after a warm-up; cpu ms: process CPU time per frame "
         "(all threads); MB: peak memory growth during one frame "
