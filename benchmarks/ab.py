@@ -59,14 +59,17 @@ def serve(answer: Callable[[dict], dict]) -> None:
         print(json.dumps(answer(json.loads(line))), flush=True)
 
 
-def alternate(workers: dict[str, Worker], rounds: int, **request) -> dict[str, list[float]]:
+def alternate(workers: dict[str, Worker], rounds: int, **request) -> dict[str, dict[str, list]]:
     """Ask every worker ``request`` ``rounds`` times, in turns, reversing the order each round.
 
-    Returns {worker name: the concatenated ``"all"`` lists of its answers (one time per frame)}.
+    Returns {worker name: {key: the concatenation of that list-valued key over its answers}}, e.g. the
+    time of every frame under ``"all"``.
     """
-    times: dict[str, list[float]] = {name: [] for name in workers}
+    results: dict[str, dict[str, list]] = {name: {} for name in workers}
     names = list(workers)
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
-            times[name].extend(workers[name].ask(**request)["all"])
-    return times
+            for key, value in workers[name].ask(**request).items():
+                if isinstance(value, list):
+                    results[name].setdefault(key, []).extend(value)
+    return results

@@ -206,7 +206,7 @@ def compare(args, other: Path) -> None:
             times = alternate(
                 workers, args.rounds, field=name, resolution=resolution, mode=mode, k=k, repeats=args.repeats
             )
-            before, after = statistics.median(times["before"]), statistics.median(times["after"])
+            before, after = (statistics.median(times[side]["all"]) for side in ("before", "after"))
             print(
                 f"{name:>8} {resolution:>10} {_label(mode, k):>12} {1000 * before:8.1f}ms {1000 * after:8.1f}ms "
                 f"{before / after:8.2f}x",

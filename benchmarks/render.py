@@ -207,6 +207,7 @@ class Result:
     note: str = ""
     stages: dict | None = None
     all_seconds: list[float] | None = None
+    all_cpu_seconds: list[float] | None = None
 
     def cell(self) -> str:
         if self.ms is None:
@@ -266,6 +267,7 @@ def bench_one(
         cpu_ms=1e3 * statistics.median(cpu_times),
         peak_mb=mem.peak_mb,
         all_seconds=times,
+        all_cpu_seconds=cpu_times,
     )
     if stages and backend_name == "numba":
         timings: dict = {}
@@ -297,7 +299,8 @@ def worker(device: torch.device) -> None:
             scenes[size] = synthetic_scene(size).to(device)
         camera = scene_camera(request["width"], request["height"])
         args = (request["backend"], scenes[size], camera, request["channels"], request["repeats"], 600.0, device)
-        return {"all": bench_one(*args, stages=False).all_seconds}
+        result = bench_one(*args, stages=False)
+        return {"all": result.all_seconds, "cpu": result.all_cpu_seconds}
 
     serve(answer)
 
@@ -307,7 +310,7 @@ def compare(args, other: Path, names, sizes, resolutions, channel_counts, device
     processes answering in turns (benchmarks/ab.py); prints the medians over all rounds and their ratio."""
     script = Path(__file__).resolve()
     here = Path(ROOT)
-    worker_args = ("--device", str(device))
+    worker_args = ("--device", str(device)) + (("--threads", str(args.threads)) if args.threads else ())
     print(f"scene: {SCENE_DESCRIPTION}")
     print(machine_line(device))
     print(f"A/B: before = {other}, after = {here}; {args.rounds} rounds x {args.repeats} frames, alternating")
@@ -322,10 +325,14 @@ def compare(args, other: Path, names, sizes, resolutions, channel_counts, device
                     for channels in channel_counts:
                         request = dict(backend=name, size=n, width=width, height=height, channels=channels)
                         times = alternate(workers, args.rounds, repeats=args.repeats, **request)
-                        before, after = (1e3 * statistics.median(times[side]) for side in ("before", "after"))
+                        before, after = (1e3 * statistics.median(times[side]["all"]) for side in ("before", "after"))
+                        cpu_before, cpu_after = (
+                            1e3 * statistics.median(times[side]["cpu"]) for side in ("before", "after")
+                        )
                         print(
                             f"{name:>8} {_count(n):>8} {f'{width}x{height}':>10} {channels:>3} | "
-                            f"{before:9.1f} {after:9.1f} {after / before:12.3f}",
+                            f"{before:9.1f} {after:9.1f} {after / before:12.3f} | "
+                            f"{cpu_before:10.1f} {cpu_after:9.1f} {cpu_after / cpu_before:12.3f}",
                             flush=True,
                         )
         finally:
