@@ -317,7 +317,8 @@ def _composite_tile(
     records, colors, tile_start, ids, tile, width, height, tiles_x, background, image, alpha_out, scratch
 ):
     """Composite one tile front to back (see ``composite``), using the scratch buffers of its thread:
-    ``scratch`` = (transmittance [256], stopped [256] uint8, channel sums [256, padded], row alphas [16])."""
+    ``scratch`` = (transmittance [256], stopped [256] uint8, channel sums [256, padded], row alphas [16]);
+    pixel (x0 + k, y0 + j) of the tile is entry 16 j + k."""
     trans, done, acc, alphas = scratch
     num_channels = image.shape[2]
     padded = colors.shape[1]
@@ -333,14 +334,12 @@ def _composite_tile(
     y0 = ty * TILE_SIZE
     x1 = min(x0 + TILE_SIZE, width) - 1  # inclusive
     y1 = min(y0 + TILE_SIZE, height) - 1
-    tile_w = x1 - x0 + 1
-    num_px = tile_w * (y1 - y0 + 1)
-    for p in range(num_px):
+    active = (x1 - x0 + 1) * (y1 - y0 + 1)
+    for p in range(TILE_SIZE * TILE_SIZE):
         trans[p] = one
         done[p] = 0
         for ch in range(padded):
             acc[p, ch] = 0.0
-    active = num_px
     fx0 = np.float32(x0)
     fx1 = np.float32(x1)
     end = tile_start[tile + 1]
@@ -375,23 +374,23 @@ def _composite_tile(
                 continue
             half_w = np.sqrt(q)
             centre = centre0 + slope * dy
-            sx0 = np.int64(np.floor(max(centre - half_w, bx0)))
-            sx1 = np.int64(np.ceil(min(centre + half_w, bx1)))
+            k0 = np.int64(np.floor(max(centre - half_w, bx0))) - x0
+            k1 = np.int64(np.ceil(min(centre + half_w, bx1))) - x0
             dy_c = cc * dy * dy
             dy_b = cb * dy
+            row = (py - y0) * TILE_SIZE
             # the alphas of the tile's whole pixel row (branch-free: SIMD), 0 where a pixel is skipped
             for k in range(TILE_SIZE):
                 dx = mx - (np.float32(x0 + k) + half)
                 sigma = half * (ca * dx * dx + dy_c) + dy_b * dx
                 alpha = min(alpha_max, opacity * _exp_neg(max(sigma, zero)))
-                used = (sigma >= zero) & (sigma <= cut) & (alpha >= alpha_min)
+                used = (sigma >= zero) & (sigma <= cut) & (alpha >= alpha_min) & (done[row + k] == 0)
                 alphas[k] = alpha if used else zero
-            row = (py - y0) * tile_w - x0
-            for px in range(sx0, sx1 + 1):
-                alpha = alphas[px - x0]
-                p = row + px
-                if alpha == zero or done[p]:
+            for k in range(k0, k1 + 1):
+                alpha = alphas[k]
+                if alpha == zero:
                     continue
+                p = row + k
                 t = trans[p]
                 next_t = t * (one - alpha)
                 if next_t <= t_stop:
@@ -408,7 +407,7 @@ def _composite_tile(
         if active == 0:
             break
     for py in range(y0, y1 + 1):
-        row = (py - y0) * tile_w - x0
+        row = (py - y0) * TILE_SIZE - x0
         for px in range(x0, x1 + 1):
             p = row + px
             t = trans[p]
