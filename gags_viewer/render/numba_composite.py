@@ -168,6 +168,7 @@ def _make_add_scaled(width: int):
 
 _add_scaled_4 = _make_add_scaled(4)
 _add_scaled_8 = _make_add_scaled(8)
+_add_scaled_16 = _make_add_scaled(16)
 
 
 @numba.njit(inline="always")
@@ -398,7 +399,9 @@ def _composite_tile(
                     active -= 1
                     continue
                 weight = alpha * t
-                if padded == 4:
+                if padded == 16:  # GAGS features
+                    _add_scaled_16(acc, p, 0, colors, g, weight)
+                elif padded == 4:
                     _add_scaled_4(acc, p, 0, colors, g, weight)
                 else:
                     for start in range(0, padded, 8):
