@@ -384,7 +384,7 @@ def _composite_tile(
             for k in range(TILE_SIZE):
                 dx = mx - (np.float32(x0 + k) + half)
                 sigma = half * (ca * dx * dx + dy_c) + dy_b * dx
-                alpha = min(alpha_max, opacity * _exp_neg(max(sigma, zero)))
+                alpha = min(alpha_max, opacity * _exp_neg(sigma if sigma >= zero else zero))  # NaN -> 0
                 used = (sigma >= zero) & (sigma <= cut) & (alpha >= alpha_min) & (done[row + k] == 0)
                 alphas[k] = alpha if used else zero
             for k in range(k0, k1 + 1):
