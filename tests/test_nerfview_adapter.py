@@ -54,6 +54,14 @@ def test_renderer_methods_exist(name):
     assert callable(getattr(nv.Renderer, name, None)), f"nerfview's Renderer.{name} is gone"
 
 
+@pytest.mark.parametrize("name", nv.RENDERER_VIEWER_CALLS)
+def test_renderer_viewer_calls_exist(name):
+    assert f"self.viewer.{name}(" in inspect.getsource(nv.Renderer), (
+        f"nerfview's Renderer no longer calls viewer.{name}"
+    )
+    assert callable(getattr(nerfview.Viewer, name, None)), f"nerfview.Viewer.{name} is gone"
+
+
 def test_renderer_states_and_trace_context():
     source = inspect.getsource(nv.Renderer)
     for state in ("low_move", "low_static", "high"):

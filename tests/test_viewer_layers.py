@@ -47,3 +47,60 @@ def test_private_nerfview_names_only_in_the_adapter():
     ]
     assert not offenders, offenders
     assert "nerfview._" not in (VIEWER / "renderer.py").read_text()
+
+
+def nerfview_private_names() -> set[str]:
+    """Underscored names nerfview's own modules define: methods (``def _x``) and attributes (``self._x = ...``)."""
+    import nerfview
+
+    names = set()
+    for path in Path(nerfview.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names.update(t.attr for target in targets for t in ast.walk(target) if isinstance(t, ast.Attribute))
+    return {name for name in names if name.startswith("_") and not name.startswith("__") and name != "_"}
+
+
+def used_names(path: Path) -> set[str]:
+    """Names a module reads or writes as attributes, defines as functions, or spells in a string (getattr)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.add(node.value)
+    return names
+
+
+def test_every_private_nerfview_name_is_declared_in_the_adapter():
+    """Each of nerfview's private names the viewer touches is in one of the adapter's lists (which
+    tests/test_nerfview_adapter.py checks against the installed nerfview); only the adapter, the Renderer
+    subclass (renderer.py) and the Viewer subclass's hooks (app.py) touch any."""
+    from gags_viewer.viewer import nerfview_adapter as nv
+
+    private = nerfview_private_names()
+    assert {"_renderers", "_state", "_define_transitions", "_keyframes"} <= private, "the scan reads nerfview"
+    renderer_names = set(nv.RENDERER_ATTRIBUTES + nv.RENDERER_METHODS)
+    allowed = {
+        "nerfview_adapter.py": set(
+            nv.VIEWER_HOOKS
+            + nv.VIEWER_ATTRIBUTES
+            + nv.CAMERA_PATH_ATTRIBUTES
+            + nv.RENDERER_ATTRIBUTES
+            + nv.RENDERER_VIEWER_CALLS
+        )
+        | renderer_names,
+        "renderer.py": renderer_names | set(nv.RENDERER_VIEWER_CALLS),
+        "app.py": set(nv.VIEWER_HOOKS + nv.RENDERER_VIEWER_CALLS),
+    }
+    offenders = {
+        path.name: sorted((used_names(path) & private) - allowed.get(path.name, set()))
+        for path in sorted(VIEWER.glob("*.py"))
+    }
+    offenders = {name: names for name, names in offenders.items() if names}
+    assert not offenders, f"nerfview private names outside the adapter's lists: {offenders}"

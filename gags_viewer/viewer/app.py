@@ -68,7 +68,7 @@ class _ClientView:
     def get_camera_state(self, client: viser.ClientHandle):
         return self._viewer.get_camera_state(client)
 
-    def _after_render(self) -> None:
+    def _after_render(self) -> None:  # called by a Renderer after each frame (nv.RENDERER_VIEWER_CALLS)
         pass
 
 
@@ -158,7 +158,7 @@ class ViewerApp(FrameSource):
     def compose_for(self, camera: Camera, settings: ViewSettings, session: ClientSession) -> Frame:
         # While the camera moves (nerfview's low-resolution states) pixel mode shows gaussian mode's
         # frame; the pixel-mode frame comes with the full-resolution one when the camera rests.
-        moving = getattr(session.renderer, "_state", "high") != "high"
+        moving = session.renderer is not None and session.renderer.moving
         frame = self.compose(camera, preview_settings(settings, moving), wait_for_text=False)
         # What this browser waits for is what its latest frame lacked (a frame that raced with the
         # encoder's callback must not leave a stale entry behind).

@@ -26,6 +26,7 @@ __all__ = [
     "VIEWER_ATTRIBUTES",
     "RENDERER_ATTRIBUTES",
     "RENDERER_METHODS",
+    "RENDERER_VIEWER_CALLS",
     "CAMERA_PATH_ATTRIBUTES",
     "camera_ready",
     "set_target_fps",
@@ -52,8 +53,12 @@ RENDERER_ATTRIBUTES = ("_target_fps", "_state", "_task", "_render_event", "_may_
 :class:`~gags_viewer.viewer.renderer.ClientRenderer` (the one module besides this one that touches nerfview's
 internals: it re-implements the Renderer's loop, so it reads the state the loop keeps)."""
 
-RENDERER_METHODS = ("_get_img_wh", "_may_interrupt_trace", "run", "submit")
+RENDERER_METHODS = ("_define_transitions", "_get_img_wh", "_may_interrupt_trace", "run", "submit")
 """Methods of nerfview's ``Renderer`` that ClientRenderer calls or overrides."""
+
+RENDERER_VIEWER_CALLS = ("_after_render",)
+"""Private methods a ``Renderer`` calls on its viewer: the per-browser stand-in
+(:class:`~gags_viewer.viewer.app._ClientView`) provides them, and ClientRenderer calls them as nerfview does."""
 
 CAMERA_PATH_ATTRIBUTES = ("_keyframes", "_position_spline", "_orientation_spline")
 """Private attributes of nerfview's ``render_panel.CameraPath`` used here."""

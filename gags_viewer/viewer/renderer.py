@@ -96,6 +96,11 @@ class ClientRenderer(Renderer):
         self.paused = False
         """While True (the browser splats the field itself) nothing is rendered or sent."""
 
+    @property
+    def moving(self) -> bool:
+        """Whether the renderer is in one of nerfview's low-resolution (camera moving) states."""
+        return self._state != "high"
+
     def _define_transitions(self) -> None:
         super()._define_transitions()
         self.transitions["low_move"]["static"] = "high"
