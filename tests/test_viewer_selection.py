@@ -68,9 +68,22 @@ def test_tint_changes_only_the_selection(source):
 @pytest.mark.parametrize("display", DISPLAY_MODES)
 def test_every_display_mode_shows_the_selection(source, display):
     camera = demo_camera(64, 48)
-    off = source.compose(camera, settings(display=display, selection_show="off")).image
-    alone = source.compose(camera, settings(display=display, selection_show="alone")).image
-    assert alone.shape == off.shape and not np.array_equal(alone, off)
+    frames = {
+        show: source.compose(camera, settings(display=display, selection_show=show)).image.astype(int)
+        for show in ("off", "tinted", "alone", "hidden")
+    }
+    for show in ("tinted", "alone", "hidden"):
+        assert frames[show].shape == frames["off"].shape
+        assert not np.array_equal(frames[show], frames["off"]), f"'{show}' shows nothing in {display} mode"
+    # The tint blends in only where the selected Gaussians are seen: where they cover under
+    # 0.5 / (255 · strength) of a pixel, the blend moves it by under half a level (one after rounding).
+    from gags_viewer.viewer.selection_view import TINT_STRENGTH
+
+    mask = source.selections.select(source.engine, settings()).mask
+    seen = render(keep_only(source.field, mask), camera, rgb=False, backend=BACKEND).alpha.numpy()
+    unseen = seen < 0.5 / (255.0 * TINT_STRENGTH)
+    assert unseen.any() and (~unseen).any()
+    assert np.abs(frames["tinted"] - frames["off"])[unseen].max() <= 1
 
 
 def test_selection_follows_text_and_threshold(source):

@@ -2,8 +2,8 @@
 
 So undo is keeping the old field (:class:`EditHistory`), and saving is ``save_field`` / ``write_ply`` of
 the result. Decoders, granularity decoder and metadata travel with every edit (an edited field stays
-queryable). The ``shown_*`` / ``tinted`` helpers make display variants of a field with the same Gaussians
-in the same order (only opacities or colours change), so per-Gaussian caches of the original stay valid.
+queryable). :func:`shown_only` makes a display variant of a field with the same Gaussians in the same order
+(only opacities change), so per-Gaussian caches of the original stay valid.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from gags_viewer.errors import GagsError
-from gags_viewer.field.language_field import SH_C0, LanguageField
+from gags_viewer.field.language_field import LanguageField
 
 PER_GAUSSIAN = ("means", "quats", "log_scales", "opacity_logits", "sh", "features")
 """LanguageField attributes with one row per Gaussian."""
@@ -64,28 +64,6 @@ def shown_only(field: LanguageField, visible: Tensor) -> LanguageField:
     visible = _check_mask(field, visible)
     logits = torch.where(visible, field.opacity_logits, torch.full_like(field.opacity_logits, HIDDEN_OPACITY_LOGIT))
     return dataclasses.replace(field, opacity_logits=logits)
-
-
-def tinted(field: LanguageField, masks: Tensor, colors: Tensor, strength: float = 0.6) -> LanguageField:
-    """A display copy where the Gaussians of each mask take on its colour (same N).
-
-    The base colour (SH degree 0) of a tinted Gaussian becomes (1 − strength)·base + strength·colour and its
-    view-dependent coefficients are scaled by (1 − strength). A Gaussian in several masks takes the last.
-
-    Args:
-        masks: [T, N] bool.
-        colors: [T, 3] in [0, 1].
-        strength: 0 keeps the colours, 1 paints them flat.
-    """
-    sh = field.sh.clone()
-    colors = colors.to(sh)
-    for mask, color in zip(masks, colors):
-        mask = _check_mask(field, mask)
-        base = sh[mask, 0, :] * SH_C0 + 0.5
-        sh[mask, 0, :] = (((1.0 - strength) * base + strength * color) - 0.5) / SH_C0
-        if sh.shape[1] > 1:
-            sh[mask, 1:, :] *= 1.0 - strength
-    return dataclasses.replace(field, sh=sh)
 
 
 T = TypeVar("T")

@@ -33,7 +33,7 @@ from gags_viewer.render.api import render
 from gags_viewer.render.camera import Camera
 from gags_viewer.viewer.display import DISPLAYS, Pass, View, query_legend, run_rgb, with_contrasting_colors
 from gags_viewer.viewer.export import Legend, draw_legend
-from gags_viewer.viewer.selection_view import SelectionViews
+from gags_viewer.viewer.selection_view import SelectionViews, tint_image
 from gags_viewer.viewer.settings import LANGUAGE_DISPLAY_MODES, QUERY_DISPLAY_MODES, ViewSettings
 
 
@@ -321,6 +321,13 @@ class FrameSource:
             cache=self.pass_cache,
         )
         if view is not None:
+            if view.tint is not None:
+                start = time.perf_counter()
+                with _locked(self.raster_lock):
+                    tinted = tint_image(frame.image, field, camera, view.tint, backend=self.backend)  # type: ignore[arg-type]
+                frame.image = to_uint8(tinted)
+                frame.timings["tint"] = time.perf_counter() - start
+                frame.timings["total"] = frame.timings.get("total", 0.0) + frame.timings["tint"]
             frame.legend.notes.append(view.note)
             frame.pending = tuple(dict.fromkeys(frame.pending + view.pending))
         return frame

@@ -1,12 +1,16 @@
-"""Showing a 3D selection in every display mode: the field is changed before rendering, not the image.
+"""Showing a 3D selection in every display mode.
 
 A browser's settings name a selection (:attr:`ViewSettings.selection_source`, the official per-Gaussian
-query of :mod:`gags_viewer.language.selection`) and how to show it: ``tinted`` (the selected Gaussians
-take their query's colour), ``alone`` (everything else transparent) or ``hidden`` (the selection
-transparent). :meth:`SelectionViews.view` returns a display copy of the field with the same Gaussians in
-the same order (only opacities or colours differ) and a query engine on that copy which shares the
-original engine's per-Gaussian caches, so every display mode (RGB, relevancy, PCA, granularity, depth...)
-renders the selection the same way and nothing is decoded again.
+query of :mod:`gags_viewer.language.selection`) and how to show it:
+
+- ``alone`` / ``hidden``: the field is changed before rendering: :meth:`SelectionViews.view` returns a
+  display copy with the same Gaussians in the same order, the others (or the selected ones) transparent,
+  and a query engine on that copy which shares the original engine's per-Gaussian caches, so every display
+  mode (RGB, relevancy, PCA, granularity, depth...) renders it and nothing is decoded again;
+- ``tinted``: the field is not changed; the selected Gaussians' query colours are composited in one more
+  render pass and blended into the displayed image where those Gaussians are seen
+  (:func:`tint_image`), so the tint shows in every display mode, including those that do not show the
+  field's colours (relevancy, PCA, depth, alpha).
 """
 
 from __future__ import annotations
@@ -15,15 +19,21 @@ import copy
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import cast
 
+import numpy as np
 import torch
+from torch import Tensor
 
-from gags_viewer.field.edit import shown_only, tinted
+from gags_viewer.field.edit import shown_only
 from gags_viewer.field.language_field import LanguageField
 from gags_viewer.language.selection import GaussianSelector, OfficialRule, Selection, parse_selection
+from gags_viewer.render.api import BackendName, render
+from gags_viewer.render.camera import Camera
 from gags_viewer.viewer.settings import LANGUAGE_DISPLAY_MODES, ViewSettings, default_query_color
 
 TINT_STRENGTH = 0.65
+"""How far a tinted pixel fully covered by the selection moves towards its query colour."""
 
 
 def engine_on(engine, field: LanguageField):
@@ -45,6 +55,52 @@ def warm(engine, settings: ViewSettings) -> None:
         engine.feature_pca()
 
 
+def tint_channels(terms, term_masks: Tensor, mask: Tensor, colors) -> Tensor:
+    """Per-Gaussian channels of a tint: (colour · m, m), m = 1 for a selected Gaussian. [N, 4]
+
+    A selected Gaussian takes the colour of the last added term that selects it.
+
+    Args:
+        terms: the selection's terms (``-`` terms add no colour).
+        term_masks: what each term selects. [T, N] bool
+        mask: the combined selection. [N] bool
+        colors: one (r, g, b) 0-255 per term.
+    """
+    selected = mask.float()
+    rgb = torch.zeros(mask.shape[0], 3, dtype=torch.float32, device=mask.device)
+    for term, term_mask, color in zip(terms, term_masks, colors):
+        if not term.subtract:
+            rgb[term_mask & mask] = torch.tensor(color, dtype=torch.float32, device=mask.device) / 255.0
+    return torch.cat([rgb, selected[:, None]], dim=1)
+
+
+def tint_image(
+    image: np.ndarray,
+    field: LanguageField,
+    camera: Camera,
+    channels: Tensor,
+    strength: float = TINT_STRENGTH,
+    backend: BackendName = "auto",
+) -> Tensor:
+    """Blend a selection's colours into a displayed image, where its Gaussians are seen.
+
+    ``channels`` (:func:`tint_channels`) are composited like any per-Gaussian channel, so occlusion is
+    respected: c = Σ wᵢ·mᵢ is the share of the pixel the selected Gaussians make, t = Σ wᵢ·mᵢ·colourᵢ;
+    the pixel becomes (1 − strength·c)·pixel + strength·t. Any display mode's image can be tinted.
+
+    Args:
+        image: the composed frame. [H, W, 3] uint8 (H, W = camera.height, camera.width)
+        field: the shown field. channels: [N, 4].
+
+    Returns:
+        The tinted image in [0, 1]. [H, W, 3] float
+    """
+    composited = render(field, camera, rgb=False, features=channels.to(field.means), depth=False, backend=backend)
+    coverage = cast(Tensor, composited.features).float()
+    pixel = torch.from_numpy(np.ascontiguousarray(image)).to(coverage.device, torch.float32) / 255.0
+    return pixel * (1.0 - strength * coverage[..., 3:]) + strength * coverage[..., :3]
+
+
 def term_color(settings: ViewSettings, phrase: str, position: int) -> tuple[int, int, int]:
     """A selection phrase's colour: its query colour when it is also a query, else the palette's."""
     queries = settings.queries
@@ -56,14 +112,16 @@ def term_color(settings: ViewSettings, phrase: str, position: int) -> tuple[int,
 
 @dataclass
 class SelectionView:
-    """What a frame shows instead of the field: ``field``/``engine`` (display copies), the selection, and a
-    legend note; ``pending`` lists phrases still being encoded (then field/engine are the originals)."""
+    """What a frame shows instead of the field: ``field``/``engine`` (display copies, or the originals),
+    the selection, and a legend note; ``pending`` lists phrases still being encoded (then field/engine are
+    the originals). ``tint``: the channels :func:`tint_image` blends in (shown ``tinted``), else None."""
 
     field: LanguageField
     engine: object
     selection: Selection | None
     note: str = ""
     pending: tuple[str, ...] = ()
+    tint: Tensor | None = None
 
 
 class SelectionViews:
@@ -119,18 +177,14 @@ class SelectionViews:
         selection = self.select(engine, settings)
         field = engine.field
         show = settings.selection_show
-        if show == "alone":
-            shown = shown_only(field, selection.mask)
-        elif show == "hidden":
-            shown = shown_only(field, ~selection.mask)
-        else:
-            adds = [(m & selection.mask, c) for t, m, c in zip(terms, selection.term_masks, colors) if not t.subtract]
-            masks = torch.stack([m for m, _ in adds])
-            rgb = torch.tensor([c for _, c in adds], dtype=torch.float32) / 255.0
-            shown = tinted(field, masks, rgb, TINT_STRENGTH)
-        warm(engine, settings)
         note = f"selection {show}: {selection.count:,} of {field.num_gaussians:,} Gaussians (official rule > {settings.selection_threshold:.2f})"
-        result = SelectionView(shown, engine_on(engine, shown), selection, note)
+        if show == "tinted":
+            tint = tint_channels(selection.terms, selection.term_masks, selection.mask, colors)
+            result = SelectionView(field, engine, selection, note, tint=tint)
+        else:
+            shown = shown_only(field, selection.mask if show == "alone" else ~selection.mask)
+            warm(engine, settings)
+            result = SelectionView(shown, engine_on(engine, shown), selection, note)
         with self._lock:
             self._views[key] = (engine, result)
             while len(self._views) > self._capacity:
