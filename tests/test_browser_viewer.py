@@ -281,6 +281,7 @@ def test_export_matching_gaussians_as_a_queryable_field(page_a, server, scene, t
     assert int((selection.features[:, 0] == 1).sum()) == int(mug.sum())
     assert int((selection.features[:, 1] == 1).sum()) == 0 and int(plant.sum()) > 0
     assert selection.decoder is not None and selection.metadata.decoder_kind == scene.field.metadata.decoder_kind
+    assert "'mug' by the official GAGS 3D query" in selection.metadata.source, "the export names its rule"
     assert main(["info", str(exported)]) == 0
     printed = capsys.readouterr().out
     assert "decoder: none" not in printed and scene.clip.checkpoint_file in printed

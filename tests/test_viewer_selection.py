@@ -121,9 +121,12 @@ def test_delete_undo_redo_and_save(source, tmp_path):
     path = editor.save(tmp_path / "edited")
     reloaded = load_field(path)
     assert torch.equal(reloaded.means, deleted.field.means) and reloaded.decoder is not None
+    assert "'red cube' by the official GAGS 3D query" in reloaded.metadata.source, "the saved field names the rule"
     assert np.array_equal(rgb_of(reloaded, camera), image)
     ply = editor.save(tmp_path / "plain", "ply")
-    assert load_field(ply).features is None
+    plain = load_field(ply)
+    assert plain.features is None and plain.num_gaussians == deleted.field.num_gaussians
+    assert np.array_equal(rgb_of(plain, camera), image), "the Inria PLY renders the same"
 
     kept = editor.edit("keep", settings(selection_text="green ball", selection_show="off"))
     assert kept.field.num_gaussians < deleted.field.num_gaussians

@@ -56,12 +56,12 @@ EVAL_RULES = {
     "gaussian": "gaussian mode: per-Gaussian relevancy (neighbour-averaged features) rendered, then the 2D §4.3 "
     "protocol; not the 3D per-Gaussian query (§4.7)",
 }
+"""Which relevancy rule each eval mode scores (reported with the results)."""
 LEVEL_RULE = (
     "LangSplat levels (gags-method.md §4.6): every level scored; per (frame, query) the mask uses the level whose "
     "½(r + box30(r)) peaks highest, the localization the level whose box30(r) peaks highest"
 )
 """Added to the rule for fields with several feature levels."""
-"""Which relevancy rule each eval mode scores (reported with the results)."""
 
 
 class EvalError(GagsError):

@@ -47,16 +47,22 @@ def subset(field: LanguageField, keep: Tensor, note: str = "selection") -> Langu
     return dataclasses.replace(field, metadata=metadata, **changes)
 
 
-def delete(field: LanguageField, selection: Tensor) -> LanguageField:
-    """A new field without the selected Gaussians. selection: [N] bool"""
-    selection = _check_mask(field, selection)
-    return subset(field, ~selection, note=f"{int(selection.sum())} Gaussians deleted")
+def _edit_note(action: str, count: int, reason: str) -> str:
+    return f"{count} Gaussians {action}" + (f" ({reason})" if reason else "")
 
 
-def keep_only(field: LanguageField, selection: Tensor) -> LanguageField:
-    """A new field with only the selected Gaussians. selection: [N] bool"""
+def delete(field: LanguageField, selection: Tensor, reason: str = "") -> LanguageField:
+    """A new field without the selected Gaussians. selection: [N] bool; ``reason`` (how they were
+    selected) goes into the metadata's ``source``."""
     selection = _check_mask(field, selection)
-    return subset(field, selection, note=f"{int(selection.sum())} Gaussians kept")
+    return subset(field, ~selection, note=_edit_note("deleted", int(selection.sum()), reason))
+
+
+def keep_only(field: LanguageField, selection: Tensor, reason: str = "") -> LanguageField:
+    """A new field with only the selected Gaussians. selection: [N] bool; ``reason`` (how they were
+    selected) goes into the metadata's ``source``."""
+    selection = _check_mask(field, selection)
+    return subset(field, selection, note=_edit_note("kept", int(selection.sum()), reason))
 
 
 def shown_only(field: LanguageField, visible: Tensor) -> LanguageField:

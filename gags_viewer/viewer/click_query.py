@@ -25,8 +25,6 @@ from torch import Tensor
 from gags_viewer.errors import GagsError
 from gags_viewer.render.camera import Camera
 
-"""segment-anything model type by the width of its image encoder's patch embedding."""
-
 
 def click_pixel(screen_pos: tuple[float, float], width: int, height: int) -> tuple[int, int]:
     """The pixel (x, y) under a click at ``screen_pos`` (0-1, OpenCV image coordinates)."""

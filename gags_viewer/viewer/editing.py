@@ -88,11 +88,12 @@ class FieldEditor:
             selection = self.source.selections.select(state.engine, settings)
             if selection.count == 0:
                 raise GagsError(f"'{settings.selection_source}' selects no Gaussian; lower the selection threshold")
+            reason = f"'{settings.selection_source}' by the {selection.description}"
             if kind == "delete":
-                field = delete(state.field, selection.mask)
+                field = delete(state.field, selection.mask, reason)
                 text = f"deleted {selection.count:,} Gaussians ('{settings.selection_source}')"
             elif kind == "keep":
-                field = keep_only(state.field, selection.mask)
+                field = keep_only(state.field, selection.mask, reason)
                 text = f"kept {selection.count:,} Gaussians ('{settings.selection_source}')"
             else:
                 raise GagsError(f"unknown edit '{kind}'; choose delete or keep")

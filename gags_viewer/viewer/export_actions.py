@@ -81,7 +81,7 @@ def export_selection(viewer: ExportHost, session: ClientSession, name_hint: str 
     directory = ex.ensure_directory(viewer.output_dir / "selections")
     hint = name_hint or "_".join(t.phrase for t in selection.terms if not t.subtract)
     path = ex.unique_path(directory, ex.export_stem("selection", hint), "")
-    selected = keep_only(engine.field, selection.mask)
+    selected = keep_only(engine.field, selection.mask, f"'{settings.selection_source}' by the {selection.description}")
     metadata = dataclasses.replace(selected.metadata, clip=portable_clip_spec(engine.text_encoder.spec))
     write_native(dataclasses.replace(selected, metadata=metadata), path)
     if session.client is not None:

@@ -134,14 +134,7 @@ def select(
             f"'{query}' selects no Gaussian ({selection.description}); try another phrase or a lower --threshold"
         )
     edit = delete if invert else keep_only
-    edited = edit(loaded, selection.mask)
-    what = "everything but" if invert else "only"
-    edited = dataclasses.replace(
-        edited,
-        metadata=dataclasses.replace(
-            edited.metadata, source=f"{edited.metadata.source}; kept {what} '{query}' by the {selection.description}"
-        ),
-    )
+    edited = edit(loaded, selection.mask, reason=f"'{query}' by the {selection.description}")
     field_dir = field if field.is_dir() else field.parent
     path = save_edited(edited.to("cpu"), out, format, field_dir)
     print(f"selected {selection.count:,} of {loaded.num_gaussians:,} Gaussians by the {selection.description}")
