@@ -3,7 +3,8 @@
     python -m gags_viewer.viewer.selection_screenshots [FIELD] [OUT_DIR]
 
 FIELD defaults to the bundled demo (``scenes/demo``). Headless Chromium opens the viewer, types queries,
-opens the "Select & edit" panel and shows the selection tinted, alone and hidden, then deletes it.
+opens the "Select & edit" panel and shows the selection tinted, alone and hidden (RGB display), tinted in the
+depth display, then deletes it.
 """
 
 from __future__ import annotations
@@ -97,6 +98,11 @@ def main(argv=None) -> None:
                 choose(1, label)
                 settle(session, 5)
                 shot(name)
+            choose(1, "Tinted")  # the tint in a display mode that does not show the field's colours
+            choose(3, "Depth")
+            settle(session, 5)
+            shot("viewer-selection-tinted-depth.png")
+            choose(3, "RGB")
             choose(1, "Not marked")
             page.get_by_role("button", name="Delete selection").click()
             settle(session, 6)
