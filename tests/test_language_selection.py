@@ -9,7 +9,7 @@ import torch
 
 from gags_viewer.errors import GagsError
 from gags_viewer.field.language_field import FieldMetadata, LanguageField
-from gags_viewer.language.decoders import clip_decoder_from_state_dict, random_gags_decoder_state
+from gags_viewer.language.decoders import random_gags_decoder_state
 from gags_viewer.language.engine import QueryEngine
 from gags_viewer.language.selection import (
     GaussianSelector,
@@ -19,6 +19,7 @@ from gags_viewer.language.selection import (
     parse_selection,
     radius_vote,
 )
+from tests.test_language_decoders import conv_reference
 from tests.test_language_engine import FakeTextEncoder
 
 NEGATIVES = ["object", "things", "stuff", "texture"]
@@ -28,14 +29,16 @@ NEGATIVES = ["object", "things", "stuff", "texture"]
 
 
 def direct_relevancy(field, text, phrase, negatives):
-    """Step 1-2a: decode each Gaussian's own 16-D feature, LERF relevancy (exp form, float64)."""
-    decoder = clip_decoder_from_state_dict(field.decoder, "gags")
+    """Step 1-2a: decode the per-Gaussian 16-D features directly with CNN_decoder as a (16, N, 1) map (its
+    1x1 convolutions written from §3.3, float64), then LERF relevancy per Gaussian (§4.1, exp form)."""
+    state = {k: v.double() for k, v in field.decoder.items()}
+    with torch.no_grad():
+        decoded = conv_reference(state, field.features.double().T[:, :, None])[:, :, 0].T  # [N, 512]
     t_q = text.encode([phrase])[0].double()
     t_neg = text.encode(negatives).double()
     out = []
     for i in range(field.num_gaussians):
-        with torch.no_grad():
-            phi = decoder(field.features[i : i + 1])[0].double()
+        phi = decoded[i]
         s_q = float(phi @ t_q)
         worst = 1.0
         for t_j in t_neg:
