@@ -9,7 +9,7 @@ import torch
 
 from gags_viewer.demo import DEMO_FIELD
 from gags_viewer.errors import GagsError
-from gags_viewer.viewer.click_query import ClickQueries, SamClicker, click_pixel, load_sam_predictor
+from gags_viewer.viewer.click_query import ClickQueries, click_pixel, load_sam_predictor
 from tests.test_select_command import demo_camera
 from tests.tiny_sam import save_tiny_sam
 
@@ -71,14 +71,14 @@ def test_click_on_empty_space_is_a_clear_error(demo):
 
 @needs_demo
 def test_sam_click_runs_and_returns_a_mask_and_a_query(demo, tmp_path):
-    from gags_viewer.preprocess.clip_features import ClipImageEncoder, load_clip_model
-
     field, engine, scene, node_index = demo
     camera = demo_camera(160, 120)
     _, x, y = object_pixel(scene, camera, node_index["red_cube"])
-    encoder = ClipImageEncoder(load_clip_model(engine.text_encoder.spec))
-    clicks = ClickQueries(sam=SamClicker(load_sam_predictor(save_tiny_sam(tmp_path / "sam.pth")), encoder))
+    # as `view --sam-checkpoint` builds it: SAM read from the file, CLIP's image tower from the field's model
+    clicks = ClickQueries(sam_checkpoint=save_tiny_sam(tmp_path / "sam.pth"))
+    assert clicks.uses_sam
     result = clicks.query(engine, camera, x, y)
+    encoder = clicks.sam(engine).image_encoder
     assert result.phrase.startswith("[sam ") and result.mask.shape == (120, 160) and result.mask.dtype == bool
     assert result.mask.any()
     embedding = engine.text_encoder.cached(result.phrase)
@@ -91,6 +91,9 @@ def test_sam_click_runs_and_returns_a_mask_and_a_query(demo, tmp_path):
 
 
 def test_sam_checkpoint_is_loaded_safely(tmp_path):
+    assert not ClickQueries().uses_sam
+    with pytest.raises(GagsError, match="segment-anything checkpoint"):
+        ClickQueries().sam(engine=None)
     bad = tmp_path / "bad.pth"
     torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(64, 3, 16, 16)}, bad)
     with pytest.raises(GagsError, match="not a segment-anything checkpoint"):

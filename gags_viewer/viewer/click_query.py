@@ -108,21 +108,22 @@ class ClickQueries:
 
     Args:
         sam_checkpoint: a segment-anything checkpoint; None: feature clicks only.
-        sam: a ready :class:`SamClicker` instead (tests); overrides ``sam_checkpoint``.
     """
 
-    def __init__(self, sam_checkpoint: Path | None = None, sam: SamClicker | None = None):
+    def __init__(self, sam_checkpoint: Path | None = None):
         self.sam_checkpoint = sam_checkpoint
-        self._sam = sam
+        self._sam: SamClicker | None = None
         self._lock = threading.Lock()
         self._count = 0
 
     @property
     def uses_sam(self) -> bool:
-        return self._sam is not None or self.sam_checkpoint is not None
+        return self.sam_checkpoint is not None
 
     def sam(self, engine) -> SamClicker:
         """The SAM clicker, built on first use (SAM ViT-H takes a while to load)."""
+        if self.sam_checkpoint is None:
+            raise GagsError("SAM clicks need a segment-anything checkpoint (view --sam-checkpoint)")
         with self._lock:
             if self._sam is None:
                 from gags_viewer.preprocess.clip_features import ClipImageEncoder, load_clip_model
