@@ -9,7 +9,7 @@ import torch
 from gags_viewer.cli import main
 from gags_viewer.demo import DEMO_FIELD
 from gags_viewer.errors import GagsError
-from gags_viewer.field.edit import EditHistory, delete, keep_only, shown_only
+from gags_viewer.field.edit import EditHistory, delete, keep_only, shown_only, tinted
 from gags_viewer.field.load import load_field
 from gags_viewer.render.api import render
 from gags_viewer.render.camera import Camera, look_at
@@ -140,6 +140,16 @@ def test_display_variants_keep_every_gaussian():
     assert shown.num_gaussians == field.num_gaussians
     assert torch.equal(shown.opacities()[~visible], torch.zeros(int((~visible).sum())))
     assert torch.equal(shown.opacity_logits[visible], field.opacity_logits[visible])
+    channels = torch.zeros(field.num_gaussians, 4)
+    channels[visible] = torch.tensor([1.0, 0.0, 0.0, 1.0])  # red, fully tinted
+    for strength in (1.0, 0.25):
+        red = tinted(field, channels, strength)
+        colour, before = red.sh[:, 0, :] * 0.28209479177387814 + 0.5, field.sh[:, 0, :] * 0.28209479177387814 + 0.5
+        expected = (1 - strength) * before[visible] + strength * torch.tensor([1.0, 0.0, 0.0])
+        assert torch.allclose(colour[visible], expected, atol=1e-6)
+        assert torch.equal(red.sh[~visible], field.sh[~visible]) and not torch.equal(field.sh, red.sh)
+    with pytest.raises(GagsError, match="tint channels"):
+        tinted(field, channels[:, :3], 0.5)
 
 
 @needs_demo

@@ -68,8 +68,9 @@ def test_tint_changes_only_the_selection(source):
 @pytest.mark.parametrize("display", DISPLAY_MODES)
 def test_every_display_mode_shows_the_selection(source, display):
     camera = demo_camera(64, 48)
+    green = {"red cube": (0, 255, 0)}
     frames = {
-        show: source.compose(camera, settings(display=display, selection_show=show)).image.astype(int)
+        show: source.compose(camera, settings(display=display, selection_show=show, colors=green)).image.astype(int)
         for show in ("off", "tinted", "alone", "hidden")
     }
     for show in ("tinted", "alone", "hidden"):
@@ -84,6 +85,10 @@ def test_every_display_mode_shows_the_selection(source, display):
     unseen = seen < 0.5 / (255.0 * TINT_STRENGTH)
     assert unseen.any() and (~unseen).any()
     assert np.abs(frames["tinted"] - frames["off"])[unseen].max() <= 1
+    # Tinted towards pure green: no pixel loses green or gains red or blue (beyond one level of rounding).
+    change = frames["tinted"] - frames["off"]
+    assert change[..., 1].min() >= -1 and change[..., 0].max() <= 1 and change[..., 2].max() <= 1
+    assert change[..., 1].max() > 12
 
 
 def test_selection_follows_text_and_threshold(source):

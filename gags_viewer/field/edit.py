@@ -2,8 +2,8 @@
 
 So undo is keeping the old field (:class:`EditHistory`), and saving is ``save_field`` / ``write_ply`` of
 the result. Decoders, granularity decoder and metadata travel with every edit (an edited field stays
-queryable). :func:`shown_only` makes a display variant of a field with the same Gaussians in the same order
-(only opacities change), so per-Gaussian caches of the original stay valid.
+queryable). :func:`shown_only` / :func:`tinted` make display variants of a field with the same Gaussians in
+the same order (only opacities or colours change), so per-Gaussian caches of the original stay valid.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from gags_viewer.errors import GagsError
-from gags_viewer.field.language_field import LanguageField
+from gags_viewer.field.language_field import SH_C0, LanguageField
 
 PER_GAUSSIAN = ("means", "quats", "log_scales", "opacity_logits", "sh", "features")
 """LanguageField attributes with one row per Gaussian."""
@@ -70,6 +70,28 @@ def shown_only(field: LanguageField, visible: Tensor) -> LanguageField:
     visible = _check_mask(field, visible)
     logits = torch.where(visible, field.opacity_logits, torch.full_like(field.opacity_logits, HIDDEN_OPACITY_LOGIT))
     return dataclasses.replace(field, opacity_logits=logits)
+
+
+def tinted(field: LanguageField, channels: Tensor, strength: float) -> LanguageField:
+    """A display copy whose Gaussians take on colours (same N).
+
+    The base colour (SH degree 0) of Gaussian i becomes (1 − strength·mᵢ)·base + strength·mᵢ·colourᵢ and
+    its view-dependent coefficients are scaled by (1 − strength·mᵢ).
+
+    Args:
+        channels: per Gaussian (colour·m, m): colour in [0, 1], m in [0, 1] how much it is tinted. [N, 4]
+        strength: 0 keeps the colours, 1 paints the fully tinted Gaussians flat.
+    """
+    if channels.ndim != 2 or channels.shape != (field.num_gaussians, 4):
+        raise GagsError(f"tint channels must be [{field.num_gaussians}, 4], got {list(channels.shape)}")
+    channels = channels.to(field.sh)
+    rows = channels[:, 3] > 0  # the others keep their coefficients bit for bit
+    keep = 1.0 - strength * channels[rows, 3:]  # [R, 1]
+    sh = field.sh.clone()
+    sh[rows] *= keep[:, None, :]
+    base = field.sh[rows, 0, :] * SH_C0 + 0.5
+    sh[rows, 0, :] = (keep * base + strength * channels[rows, :3] - 0.5) / SH_C0
+    return dataclasses.replace(field, sh=sh)
 
 
 T = TypeVar("T")

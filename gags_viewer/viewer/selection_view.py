@@ -7,10 +7,10 @@ query of :mod:`gags_viewer.language.selection`) and how to show it:
   display copy with the same Gaussians in the same order, the others (or the selected ones) transparent,
   and a query engine on that copy which shares the original engine's per-Gaussian caches, so every display
   mode (RGB, relevancy, PCA, granularity, depth...) renders it and nothing is decoded again;
-- ``tinted``: the field is not changed; the selected Gaussians' query colours are composited in one more
-  render pass and blended into the displayed image where those Gaussians are seen
-  (:func:`tint_image`), so the tint shows in every display mode, including those that do not show the
-  field's colours (relevancy, PCA, depth, alpha).
+- ``tinted``: the selected Gaussians take on their query's colour. Where the display shows the field's
+  colours (:data:`COLOUR_MODES`) their colours are changed before rendering (:func:`~gags_viewer.field.edit.tinted`,
+  no extra pass); in the other modes (relevancy, PCA, depth, alpha) the same colours are composited in one
+  more render pass and blended into the displayed image where those Gaussians are seen (:func:`tint_image`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gags_viewer.field.edit import shown_only
+from gags_viewer.field.edit import shown_only, tinted
 from gags_viewer.field.language_field import LanguageField
 from gags_viewer.language.selection import GaussianSelector, OfficialRule, Selection, parse_selection
 from gags_viewer.render.api import BackendName, render
@@ -33,7 +33,10 @@ from gags_viewer.render.camera import Camera
 from gags_viewer.viewer.settings import LANGUAGE_DISPLAY_MODES, ViewSettings, default_query_color
 
 TINT_STRENGTH = 0.65
-"""How far a tinted pixel fully covered by the selection moves towards its query colour."""
+"""How far a fully tinted Gaussian (or pixel fully covered by the selection) moves towards its query colour."""
+
+COLOUR_MODES = frozenset({"rgb", "heatmap", "overlay", "mask", "granularity"})
+"""Display modes that show the field's own colours: a tint there recolours the selected Gaussians."""
 
 
 def engine_on(engine, field: LanguageField):
@@ -180,13 +183,21 @@ class SelectionViews:
         note = f"selection {show}: {selection.count:,} of {field.num_gaussians:,} Gaussians (official rule > {settings.selection_threshold:.2f})"
         if show == "tinted":
             tint = tint_channels(selection.terms, selection.term_masks, selection.mask, colors)
-            result = SelectionView(field, engine, selection, note, tint=tint)
+            if settings.display not in COLOUR_MODES:  # blended into the image (tint_image)
+                result = SelectionView(field, engine, selection, note, tint=tint)
+            else:
+                result = self._shown(engine, tinted(field, tint, TINT_STRENGTH), settings, selection, note)
         else:
-            shown = shown_only(field, selection.mask if show == "alone" else ~selection.mask)
-            warm(engine, settings)
-            result = SelectionView(shown, engine_on(engine, shown), selection, note)
+            visible = selection.mask if show == "alone" else ~selection.mask
+            result = self._shown(engine, shown_only(field, visible), settings, selection, note)
         with self._lock:
             self._views[key] = (engine, result)
             while len(self._views) > self._capacity:
                 self._views.popitem(last=False)
         return result
+
+    @staticmethod
+    def _shown(engine, shown: LanguageField, settings: ViewSettings, selection: Selection, note: str) -> SelectionView:
+        """A display copy of the field and an engine on it sharing ``engine``'s (warmed) caches."""
+        warm(engine, settings)
+        return SelectionView(shown, engine_on(engine, shown), selection, note)
