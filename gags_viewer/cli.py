@@ -13,7 +13,8 @@ from gags_viewer.errors import GagsError
 from gags_viewer.eval.runner import EvalConfig
 from gags_viewer.preprocess.run import PreprocessConfig
 from gags_viewer.train.config import TrainConfig
-from gags_viewer.viewer.commands import demo, render, train_view, view
+from gags_viewer.viewer.commands import demo, train_view, view
+from gags_viewer.viewer.render_command import render
 from gags_viewer.viewer.select_command import select
 
 

@@ -361,7 +361,7 @@ def test_video_of_the_camera_path(page_a, server, scene, tmp_path):
     assert saved.exists()
 
     from gags_viewer.viewer.camera_path import read_camera_path
-    from gags_viewer.viewer.commands import render_frames
+    from gags_viewer.viewer.render_command import render_frames
     from gags_viewer.viewer.settings import settings_for_render
 
     cameras = read_camera_path(saved).cameras
