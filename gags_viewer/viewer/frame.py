@@ -164,7 +164,7 @@ def compose_frame(
     queries, negatives = settings.queries, settings.negatives
     if mode in QUERY_DISPLAY_MODES and not queries:
         produced = _produce(view, ("rgb", tuple(settings.background)), run_rgb, lock, cache)
-        return _finish(produced.rgb, Legend(title="Type a query (e.g. mug; plant)"), (), produced, start)
+        return _finish(_colour(produced), Legend(title="Type a query (e.g. mug; plant)"), (), produced, start)
     if mode in QUERY_DISPLAY_MODES and not negatives:
         raise GagsError("relevancy needs at least one negative phrase")
     if mode in QUERY_DISPLAY_MODES and not wait_for_text and not engine.ready(queries, negatives):
@@ -174,7 +174,7 @@ def compose_frame(
         legend.notes.append(
             "encoding " + ", ".join(f"'{p}'" for p in missing[:3]) + ("…" if len(missing) > 3 else "") + "…"
         )
-        return _finish(produced.rgb, legend, missing, produced, start)
+        return _finish(_colour(produced), legend, missing, produced, start)
 
     if mode in QUERY_DISPLAY_MODES:
         view.settings = settings = with_contrasting_colors(settings, engine, wait=wait_for_text)
@@ -197,6 +197,13 @@ def _produce(view: View, pass_key: tuple, run, lock, cache: PassCache | None) ->
     if cache is not None:
         cache.put(view, pass_key, produced)
     return produced
+
+
+def _colour(produced: Pass) -> Tensor:
+    """The RGB image of an rgb pass (:func:`run_rgb` always renders it). [H, W, 3]"""
+    if produced.rgb is None:
+        raise GagsError("the rgb render pass returned no colour image")
+    return produced.rgb
 
 
 def _finish(image: Tensor, legend: Legend, pending: Sequence[str], produced: Pass, start: float) -> Frame:
@@ -281,6 +288,7 @@ class FrameSource:
             render(self.field, camera, rgb=True, backend=self.backend)
         self.prepare_field()
         if self.field.means.device.type == "cpu":
+            layer: str
             try:
                 import numba
 
