@@ -267,3 +267,33 @@ def test_pending_phrases_are_released_once_and_atomically():
     finally:
         stop.set()
         thread.join()
+
+
+def test_a_panel_change_waits_for_the_next_frame_sent_or_a_short_while():
+    """The browser handles messages in order: a panel redrawn before the frame delays the frame, so panel
+    changes wait until the frame has gone (or PANEL_WAIT_S without one, e.g. browser-side rendering)."""
+    import time
+
+    from gags_viewer.viewer import session as session_module
+
+    session = ClientSession(None, ViewSettings(), _good)
+    done = threading.Event()
+    session.after_frame(done.set)
+    assert not done.wait(0.1)  # no frame sent yet
+    session.frame_sent()
+    assert done.wait(2.0)
+
+    late = threading.Event()
+    start = time.monotonic()
+    session.after_frame(late.set)  # no frame follows
+    assert late.wait(5.0)
+    assert time.monotonic() - start >= 0.9 * session_module.PANEL_WAIT_S
+
+    order: list[int] = []
+    for i in range(5):
+        session.after_frame(lambda i=i: order.append(i))
+    session.frame_sent()
+    deadline = time.monotonic() + 5.0
+    while len(order) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert order == [0, 1, 2, 3, 4]  # in the order they were asked for

@@ -204,7 +204,7 @@ class GagsViewer(nerfview.Viewer):
             panels = panels_holder.get("panels")
             if panels is not None:
                 if legend_changed:
-                    panels.show_legend(legend)
+                    session.after_frame(lambda: panels.show_legend(legend))  # this frame first
                 panels.show_stats()
 
         def on_status(error) -> None:
@@ -222,7 +222,11 @@ class GagsViewer(nerfview.Viewer):
             return preview_settings(settings, moving=True) is settings  # no stand-in while moving
 
         renderer = ClientRenderer(
-            viewer=view, client=client, lock=view.lock, moving_frame_is_final=moving_frame_is_final
+            viewer=view,
+            client=client,
+            lock=view.lock,
+            moving_frame_is_final=moving_frame_is_final,
+            on_sent=session.frame_sent,
         )
         nv.set_target_fps(renderer, session.settings.moving_fps)
         session.view = view

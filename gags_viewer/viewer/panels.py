@@ -197,9 +197,7 @@ class ClientPanels:
         @self.queries.on_update
         def _(_) -> None:
             if self._apply(self.queries, self.session.settings.queries_text, queries_text=self.queries.value):
-                self._rebuild_colors()
-                self.selection.refresh_count()  # an empty selection box follows the queries
-                self._check_vocabulary()
+                self.session.after_frame(self._follow_queries)  # the new frame is painted first
                 settings = self.session.settings
                 if settings.queries and settings.display not in QUERY_DISPLAY_MODES:
                     self.display.value = DISPLAY_LABELS["overlay"]
@@ -308,6 +306,12 @@ class ClientPanels:
             handle.loading, handle.body, handle.color, handle.auto_close_seconds = False, message, color, 6.0
         else:
             session.notify("Click to query", message, color=color)
+
+    def _follow_queries(self) -> None:
+        """The panel parts that follow the query text: colour pickers, selection count, vocabulary notes."""
+        self._rebuild_colors()
+        self.selection.refresh_count()  # an empty selection box follows the queries
+        self._check_vocabulary()
 
     def _check_vocabulary(self) -> None:
         """Note the queries far from the model's fixed vocabulary (encoded on a thread of its own)."""

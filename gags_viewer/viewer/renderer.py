@@ -79,13 +79,15 @@ class ClientRenderer(Renderer):
         lock: held while rendering.
         moving_frame_is_final: whether a frame rendered while the camera moves shows what the resting
             frame would (no stand-in, such as pixel mode's gaussian-mode preview); nerfview assumes not.
+        on_sent: called after each frame sent to the browser.
     """
 
-    def __init__(self, viewer, client, lock: threading.Lock, moving_frame_is_final=lambda: False):
+    def __init__(self, viewer, client, lock: threading.Lock, moving_frame_is_final=lambda: False, on_sent=lambda: None):
         super().__init__(viewer=viewer, client=client, lock=lock)
         self._task_lock = threading.Lock()
         self._rendering = False
         self._moving_frame_is_final = moving_frame_is_final
+        self._on_sent = on_sent
         self._full_frame_seconds: float | None = None
         """How long the last full-resolution frame took."""
         self._shown_final = False
@@ -218,5 +220,6 @@ class ClientRenderer(Renderer):
                 self.client.scene.set_background_image(image, format="jpeg", jpeg_quality=quality)
                 self.frames_sent += 1
                 self.sent_times.append((time.time(), final))
+            self._on_sent()
         except Exception:  # noqa: BLE001 - the browser left while its frame was on the way
             log.debug("could not send a frame to client %s", getattr(self.client, "client_id", "?"), exc_info=True)
