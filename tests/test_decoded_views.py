@@ -114,5 +114,5 @@ def test_decoded_pixels_score_like_the_fused_path():
         assert [h.shape[0] for h in decoded.hidden] == [n.shape[0] for n in decoded.norm]
         assert sum(h.shape[0] for h in decoded.hidden) == index.numel() and decoded.hidden[0].shape[1] == 256
         got = score_pixels(folded, decoded, zero)
-        expected = fused_pixel_relevancy(folded, feature_map, alpha, zero, chunk_size=6, min_alpha=min_alpha)
+        expected = fused_pixel_relevancy(folded, feature_map, index, zero, chunk_size=6)
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)

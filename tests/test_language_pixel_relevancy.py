@@ -9,7 +9,13 @@ import torch
 
 from gags_viewer.demo import DEMO_FIELD
 from gags_viewer.language.decoders import GagsClipDecoder, MLPDecoder, random_gags_decoder_state
-from gags_viewer.language.pixel_relevancy import FoldedRelevancy, cast_decoder, decode_dtype, fused_pixel_relevancy
+from gags_viewer.language.pixel_relevancy import (
+    FoldedRelevancy,
+    cast_decoder,
+    covered_pixels,
+    decode_dtype,
+    fused_pixel_relevancy,
+)
 from gags_viewer.language.relevancy import TEMPERATURE, relevancy
 
 PRECISION_BOUND = 0.01
@@ -97,7 +103,7 @@ def test_only_covered_pixels_are_decoded():
     background = torch.tensor([[-1.0, -2.0]])
 
     scorer = _CountingScorer()
-    out = fused_pixel_relevancy(scorer, feature_map, alpha, background, chunk_size=3, min_alpha=0.0)
+    out = fused_pixel_relevancy(scorer, feature_map, covered_pixels(feature_map, alpha, 0.0), background, chunk_size=3)
     assert out.shape == (2, h, w)
     assert scorer.rows == 2 * w + w + 1
     torch.testing.assert_close(out[0, :2], feature_map[:2, :, 0])
@@ -105,7 +111,9 @@ def test_only_covered_pixels_are_decoded():
     assert (out[0, 4:] == -1.0).all() and (out[1, 4:] == -2.0).all()
 
     scorer = _CountingScorer()
-    out = fused_pixel_relevancy(scorer, feature_map, alpha, background, chunk_size=4, min_alpha=0.5 / 255)
+    out = fused_pixel_relevancy(
+        scorer, feature_map, covered_pixels(feature_map, alpha, 0.5 / 255), background, chunk_size=4
+    )
     assert scorer.rows == 2 * w
     assert (out[0, 2:] == -1.0).all()
     torch.testing.assert_close(out[1, :2], feature_map[:2, :, 0])

@@ -8,7 +8,8 @@ Shared by the viewer, the render CLI and the evaluation. Two modes (DESIGN.md, "
   Pixels nothing was rendered into (α = 0, feature exactly 0) are decoded once, not per pixel; their
   relevancy is that of the zero feature, as in the official evaluator. The decoder's last layer is folded
   into the phrases' embeddings and, on CUDA, the decoder runs in float16
-  (:mod:`~gags_viewer.language.pixel_relevancy`). Values are raw (not smoothed, not
+  (:mod:`~gags_viewer.language.pixel_relevancy`). The last view's decoded pixels are kept, so a query
+  change on an unchanged view decodes nothing (:mod:`~gags_viewer.language.decoded_views`). Values are raw (not smoothed, not
   normalised): the evaluation protocol needs them so.
 - ``"gaussian"`` (fast): decode each Gaussian once (cached per field; by default its feature averaged with
   its nearest neighbours', see :mod:`gags_viewer.field.neighbours`), keep per-phrase similarities per
@@ -480,25 +481,19 @@ class QueryEngine:
             out = self.render_features(camera, rgb=rgb, background=background)
             self._sync()
             timings["render"] = time.perf_counter() - start
-            decoded = self._decode_to_keep(scorer, out, min_decode_alpha, timings)
+            blocks = split_levels(_rendered_features(out), self.levels)  # [L, H, W, D]
+            indices = [covered_pixels(block, out.alpha, min_decode_alpha) for block in blocks]
+            decoded = self._decode_to_keep(scorer, blocks, indices, timings)
             if decoded is not None:
                 self._decoded_views.put(self.field, key, DecodedView(out, decoded))
 
-        blocks = split_levels(_rendered_features(out), self.levels)  # [L, H, W, D]
-        zero = scorer.zero_feature(blocks.shape[-1])
+        zero = scorer.zero_feature(_rendered_features(out).shape[-1] // self.levels)
         if decoded is None:  # too large to keep: decoded and scored chunk by chunk
             per_level = [
                 fused_pixel_relevancy(
-                    scorer,
-                    block,
-                    out.alpha,
-                    zero,
-                    chunk_size=self.chunk_size,
-                    min_alpha=min_decode_alpha,
-                    sync=self._sync,
-                    timings=timings,
+                    scorer, block, index, zero, chunk_size=self.chunk_size, sync=self._sync, timings=timings
                 )
-                for block in blocks
+                for block, index in zip(blocks, indices)
             ]
         else:
             per_level = [score_pixels(scorer, level, zero, sync=self._sync, timings=timings) for level in decoded]
@@ -507,12 +502,10 @@ class QueryEngine:
         return self._level_result(torch.stack(per_level), None, out, queries, negatives, "pixel", timings)
 
     def _decode_to_keep(
-        self, scorer: FoldedRelevancy, out: RenderOutput, min_alpha: float, timings: dict
+        self, scorer: FoldedRelevancy, blocks: Tensor, indices: list[Tensor], timings: dict
     ) -> tuple[DecodedPixels, ...] | None:
-        """Every level's covered pixels decoded (to keep for later queries on this view), or None when
-        they would not fit the decoded-view budget."""
-        blocks = split_levels(_rendered_features(out), self.levels)
-        indices = [covered_pixels(block, out.alpha, min_alpha) for block in blocks]
+        """Every level's pixels ``indices`` of the feature blocks [L, H, W, D] decoded (to keep for later
+        queries on this view), or None when they would not fit the decoded-view budget."""
         if not self._decoded_views.fits(sum(decoded_bytes(scorer, index.numel()) for index in indices)):
             return None
         self._decoded_views.clear()  # the old view goes before the new one is decoded

@@ -157,7 +157,9 @@ def cast_decoder(decoder: _Decoder, dtype: torch.dtype) -> _Decoder:
 
 def covered_pixels(feature_map: Tensor, alpha: Tensor, min_alpha: float = 0.0) -> Tensor:
     """Row-major indices of the pixels to decode: α > ``min_alpha``, and for ``min_alpha`` 0 also any
-    pixel with a nonzero feature. [H, W, D], [H, W] -> [P] int64"""
+    pixel with a nonzero feature. 0 keeps the official protocol (only exactly empty pixels get the zero
+    feature's relevancy); the viewer passes ~1/255, below which a highlight cannot change the displayed
+    colour. [H, W, D], [H, W] -> [P] int64"""
     flat = feature_map.reshape(-1, feature_map.shape[-1])
     covered = alpha.reshape(-1) > min_alpha
     if min_alpha <= 0.0:
@@ -179,27 +181,23 @@ def _as_maps(rel: Tensor, height: int, width: int) -> Tensor:
 def fused_pixel_relevancy(
     scorer: Callable[[Tensor], Tensor],
     feature_map: Tensor,
-    alpha: Tensor,
+    index: Tensor,
     background_relevancy: Tensor,
     *,
     chunk_size: int,
-    min_alpha: float = 0.0,
     sync: Callable[[], None] = lambda: None,
     timings: dict | None = None,
 ) -> Tensor:
-    """Score a rendered feature map per pixel, chunk by chunk, decoding only covered pixels (nothing of
-    the decoding is kept: see :func:`decode_pixels` for that).
+    """Score the pixels ``index`` of a rendered feature map, chunk by chunk, keeping nothing of the
+    decoding (:func:`decode_pixels` keeps it); the other pixels get ``background_relevancy``.
 
     Args:
         scorer: features [P, D] -> relevancy [P, K] (a :class:`FoldedRelevancy`, or decode + score).
         feature_map: [H, W, D] rendered features (background 0).
-        alpha: [H, W] accumulated opacity.
+        index: the pixels to decode, from :func:`covered_pixels`. [P] int64
         background_relevancy: relevancy given to the pixels that are not decoded. [1, K]
         chunk_size: pixels decoded at once.
-        min_alpha: pixels with α ≤ ``min_alpha`` and (for 0) a zero feature are not decoded. 0 keeps the
-            official protocol (only exactly empty pixels get the zero feature's relevancy); the viewer
-            passes ~1/255, below which a highlight cannot change the displayed colour.
-        sync: called after each chunk (CUDA synchronisation for exact timings).
+        sync: called after the last chunk (CUDA synchronisation for exact timings).
         timings: if given, the seconds of decode + relevancy are added to its "decode" entry.
 
     Returns:
@@ -208,7 +206,6 @@ def fused_pixel_relevancy(
     start = time.perf_counter()
     h, w, d = feature_map.shape
     flat = feature_map.reshape(-1, d)
-    index = covered_pixels(feature_map, alpha, min_alpha)
     rel = _filled(background_relevancy, h * w, flat.device)
     for i in range(0, index.numel(), chunk_size):
         rows = index[i : i + chunk_size]
@@ -236,10 +233,6 @@ class DecodedPixels:
     norm: tuple[Tensor, ...]
     height: int
     width: int
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.element_size() * t.numel() for t in (self.index, *self.hidden, *self.norm))
 
 
 def decoded_bytes(folded: FoldedRelevancy, pixels: int) -> int:
