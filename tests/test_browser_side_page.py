@@ -27,6 +27,7 @@ from tests.test_browser_viewer import (  # noqa: F401 - fixture
     _free_port,
     _wait,
     browser,
+    wait_for_highlight,
 )
 from tests.test_viewer_fixtures import project_mask
 
@@ -74,33 +75,17 @@ def _phrase_mask(engine, phrase: str, negatives, camera, threshold: float = 0.5)
 
 def _highlighted(page, before, phrase, other, engine, negatives):
     """Wait until ``phrase``'s pixels changed from ``before`` (towards its legend colour) and ``other``'s did not."""
-    state: dict = {}
 
-    def ok():
-        image = page.screenshot()
-        camera = page.camera(image)
-        own = _phrase_mask(engine, phrase, negatives, camera)
-        not_own = _phrase_mask(engine, other, negatives, camera) & ~own
-        own[:TOP_MARGIN] = False
-        not_own[:TOP_MARGIN] = False
-        changed = _changed(image, before)
-        state.update(own=changed[own].mean(), other=changed[not_own].mean(), image=image, changed=changed & own)
-        return own.sum() > 200 and not_own.sum() > 200 and state["own"] > 0.4 and state["other"] < 0.05
+    def masks(camera):
+        return _phrase_mask(engine, phrase, negatives, camera), _phrase_mask(engine, other, negatives, camera)
 
-    try:
-        _wait(ok, timeout=60, period=0.5, what=f"'{phrase}' highlighted in the browser")
-    except AssertionError:
-        _dump(f"browser-side-{phrase}", before=before, page=state.get("image"))
-        raise AssertionError(
-            f"'{phrase}': {state.get('own', 0):.2f} of its pixels changed, {state.get('other', 0):.2f} of '{other}''s"
-        ) from None
+    shown, changed = wait_for_highlight(page, before, masks, phrase, other, "browser-side", min_other_pixels=201)
     swatches = dict(page.session.legend.swatches)
     assert phrase in swatches, page.session.legend
     target = np.array(swatches[phrase])
-    image, changed = state["image"].astype(int), state["changed"]
-    towards = np.abs(image[changed] - target).sum(1).mean()
+    towards = np.abs(shown[changed].astype(int) - target).sum(1).mean()
     assert towards < np.abs(before[changed].astype(int) - target).sum(1).mean()
-    return state["image"]
+    return shown
 
 
 def _canvas(pw_page) -> np.ndarray:

@@ -143,36 +143,48 @@ def _changed(a: np.ndarray, b: np.ndarray, level: int = 40) -> np.ndarray:
     return np.abs(a.astype(int) - b.astype(int)).sum(-1) > level
 
 
-def _highlight_check(page: Page, rgb: np.ndarray, phrase: str, other: str, scene):
-    """Wait until the page shows ``phrase`` highlighted (vs the RGB screenshot) and ``other`` not."""
-    state = {}
+def wait_for_highlight(page, reference, masks, phrase: str, other: str, label: str, min_other_pixels: int = 0):
+    """Wait until most of ``phrase``'s pixels changed from ``reference`` on the page and almost none of
+    ``other``'s. ``masks(camera)`` -> (own, other) bool [H, W]. Returns (page image, changed own pixels)."""
+    state: dict = {}
 
     def ok():
         image = page.screenshot()
-        camera = page.camera(image)
-        own = scene.object_mask(phrase, camera)
-        not_own = scene.object_mask(other, camera) & ~own
+        own, not_own = masks(page.camera(image))
+        not_own = not_own & ~own
         own[:TOP_MARGIN] = False
         not_own[:TOP_MARGIN] = False
-        changed = _changed(image, rgb)
-        state.update(own=changed[own].mean(), other=changed[not_own].mean(), image=image, changed=changed)
-        return own.sum() > 200 and state["own"] > 0.4 and state["other"] < 0.05
+        changed = _changed(image, reference)
+        state.update(own=changed[own].mean(), other=changed[not_own].mean(), image=image, changed=changed & own)
+        return own.sum() > 200 and not_own.sum() >= min_other_pixels and state["own"] > 0.4 and state["other"] < 0.05
 
     try:
         _wait(ok, timeout=60, period=0.5, what=f"'{phrase}' highlighted")
     except AssertionError:
-        _dump(f"fail-{phrase}", rgb=rgb, page=state.get("image"))
+        _dump(f"{label}-{phrase}", reference=reference, page=state.get("image"))
         raise AssertionError(
             f"'{phrase}': {state.get('own', 0):.2f} of its pixels changed, {state.get('other', 0):.2f} of '{other}''s"
         ) from None
-    image, changed = state["image"].astype(int), state["changed"]
-    changed[:TOP_MARGIN] = False
+    return state["image"], state["changed"]
+
+
+def _highlight_check(page: Page, rgb: np.ndarray, phrase: str, other: str, scene):
+    """Wait until the page shows ``phrase`` highlighted (vs the RGB screenshot) and ``other`` not."""
+    shown, changed = wait_for_highlight(
+        page,
+        rgb,
+        lambda camera: (scene.object_mask(phrase, camera), scene.object_mask(other, camera)),
+        phrase,
+        other,
+        "fail",
+    )
+    image = shown.astype(int)
     # The highlight has the query's colour, the one the legend shows: pixels moved towards it.
     color = np.array(dict(page.session.legend.swatches)[phrase])
     towards = color - rgb[changed].astype(int)
     moved = ((image[changed] - rgb[changed]) * towards).sum(-1) / np.maximum(np.linalg.norm(towards, axis=-1), 1)
     assert moved.mean() > 20, (color, moved.mean())
-    return state["image"]
+    return shown
 
 
 @pytest.fixture(scope="module")
