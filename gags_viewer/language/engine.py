@@ -9,8 +9,8 @@ Shared by the viewer, the render CLI and the evaluation. Two modes (DESIGN.md, "
   relevancy is that of the zero feature, as in the official evaluator. The decoder's last layer is folded
   into the phrases' embeddings and, on CUDA, the decoder runs in float16
   (:mod:`~gags_viewer.language.pixel_relevancy`). The last view's decoded pixels are kept, so a query
-  change on an unchanged view decodes nothing (:mod:`~gags_viewer.language.decoded_views`). Values are raw (not smoothed, not
-  normalised): the evaluation protocol needs them so.
+  change on an unchanged view decodes nothing (:mod:`~gags_viewer.language.decoded_views`). Values are
+  raw (not smoothed, not normalised): the evaluation protocol needs them so.
 - ``"gaussian"`` (fast): decode each Gaussian once (cached per field; by default its feature averaged with
   its nearest neighbours', see :mod:`gags_viewer.field.neighbours`), keep per-phrase similarities per
   Gaussian (cached), LERF relevancy per Gaussian [K, N], then composite the K relevancy channels in one
