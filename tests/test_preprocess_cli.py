@@ -209,6 +209,11 @@ def test_bad_input_gives_one_line_errors(reference, raw_scene, tmp_path, capsys)
     err = one_line_error(capsys, missing)
     assert "sam_vit_h_4b8939.pth" in err and "https://dl.fbaipublicfiles.com/segment_anything/" in err
 
+    assert "--sam-crop-layers must be 0-3" in one_line_error(capsys, preprocess_args(scene, "--sam-crop-layers", "-1"))
+    assert "--points-per-batch must be at least 1" in one_line_error(
+        capsys, preprocess_args(scene, "--points-per-batch", "0")
+    )
+
     no_sparse = fresh_copy(raw_scene, tmp_path, "no_sparse")
     shutil.rmtree(no_sparse / "sparse")
     assert "sparse/0" in one_line_error(capsys, preprocess_args(no_sparse))

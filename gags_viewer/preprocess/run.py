@@ -53,6 +53,10 @@ MIN_SEEN_FRACTION = 0.01
 """Below this fraction of Gaussians seen by some view, the model does not belong to the scene."""
 
 
+MAX_CROP_LAYERS = 3
+"""SAM's crop layers multiply the prompts by 1 + 4 + 16 + ...: more than 3 is never useful."""
+
+
 @dataclass
 class PreprocessConfig:
     """Options of ``gags-viewer preprocess``."""
@@ -93,6 +97,18 @@ class PreprocessConfig:
     """a Ray cluster address ("auto", "ray://host:10001", "local") to fan the images out to."""
     progress: bool = True
     """show progress bars."""
+
+    def check(self) -> None:
+        """Raise GagsError (one line) for option values the stages cannot run with."""
+        for flag, value, low in (
+            ("--points-per-batch", self.points_per_batch, 1),
+            ("--clip-batch", self.clip_batch, 1),
+            ("--max-height", self.max_height, 16),
+        ):
+            if value < low:
+                raise GagsError(f"{flag} must be at least {low}, got {value}")
+        if self.sam_crop_layers is not None and not 0 <= self.sam_crop_layers <= MAX_CROP_LAYERS:
+            raise GagsError(f"--sam-crop-layers must be 0-{MAX_CROP_LAYERS}, got {self.sam_crop_layers}")
 
     def torch_device(self) -> torch.device:
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -235,6 +251,7 @@ def preprocess_scene(
     Returns:
         What was written in this run (images already done are skipped and not listed).
     """
+    config.check()
     scene = Path(config.scene)
     names = registered_images(scene)
     device = config.torch_device()
