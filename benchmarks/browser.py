@@ -1,32 +1,40 @@
 """Responsiveness as a person feels it: the demo in headless Chromium, timed on the page's own pixels.
 
-    python benchmarks/browser.py                 # 20 queries and 20 orbits, p50 / p95
+    python benchmarks/browser.py                 # 20 tries of each measurement, p50 / p95
     python benchmarks/browser.py --tries 5       # a quick look
+    python benchmarks/browser.py --compare PATH  # the source tree at PATH first, then this one
 
 The viewer serves the bundled demo field in this process (on the CPU unless --device cuda) and Debian's
-Chromium opens it through Playwright (1200x800 window). Two measurements, each ``--tries`` times:
+Chromium opens it through Playwright (1200x800 window). Three measurements, each ``--tries`` times:
 
-- **Query to highlight** (after one untimed query that loads the text model): a new phrase (never
-  encoded before; the objects cycle so that each query highlights something else) is put into the query
-  box and Enter pressed; the clock starts as the phrase goes in (viser sends a text box's value on every
-  edit, so the server has the query before Enter: what a person waits for is the time from their last
-  keystroke) and stops when the browser first paints a canvas that differs from the one before (more
-  than 0.2 % of its pixels by more than 40 levels), or at 10 s.
-- **Orbit settle**: the mouse drags across the canvas (an orbit) and is released; the clock starts at the
-  release and stops at the last change the browser paints (nothing changes for ``--quiet`` s after it).
+- **Query to highlight** (gaussian mode; after one untimed query that loads the text model): a new
+  phrase is put into the query box and Enter pressed (the objects cycle, so each query highlights
+  something else; after the first five the phrases were never encoded before). The clock starts as the
+  phrase goes in (viser sends a text box's value on every edit, so the server has the query before
+  Enter: what a person waits for is the time from their last keystroke). *first change*: the first
+  painted frame that differs from the one before; *highlight*: the first painted frame that shows what
+  the canvas settles on (a frame without the highlight, shown while a phrase is encoded, is a change
+  but not the highlight).
+- **Orbit settle** (gaussian mode): the mouse drags across the canvas and is released; the clock starts
+  at the release and stops at the first frame that shows what the canvas settles on.
+- **Pixel orbit settle** (pixel mode, the GAGS protocol: every covered pixel decoded): the same orbit;
+  the clock stops when the pixel-mode frame is painted.
 
 Painted frames come from Chrome's screencast (DevTools ``Page.startScreencast``), each stamped with the
-time the compositor drew it: screenshots took 130-420 ms each here and hid where the time goes. Each
-line also splits the time at the moment the server sent the frame that was then painted: *server*
-(request to frame sent) and *browser* (frame sent to painted: websocket, JPEG decode, WebGL).
-On a shared CPU the absolute numbers move with the load; compare trees in one run (``--compare PATH``
-runs the same measurements on the source tree at PATH first, in a subprocess).
+time the compositor drew it. Nothing is decoded or compared while a try runs (that would take CPU from
+the server and the browser on a small machine): each try waits ``--window`` seconds (pixel mode
+``--pixel-window``), then its frames are read. A try counts as settled when its frames did not change in
+the last ``--quiet`` seconds of the window; else it is reported as the whole window. Each line also
+splits the time at the moment the server sent the frame that was then painted: *server* (request to
+frame sent) and *browser* (frame sent to painted: websocket, JPEG decode, WebGL). On a shared CPU the
+absolute numbers move with the load; compare trees in one run (``--compare``).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import importlib.util
 import io
 import itertools
 import os
@@ -36,23 +44,36 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(os.environ.get("GAGS_BENCH_TREE") or Path(__file__).resolve().parent.parent)
+"""The source tree measured (``--compare`` sets it for the other tree)."""
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from gags_viewer.viewer.screenshots import CHROMIUM, FLAGS, labelled_input  # noqa: E402 - the headless Chromium the tests use
+
+def _this_checkouts_browser_helpers():
+    """The headless-Chromium helpers the tests use (``gags_viewer/viewer/screenshots.py``, standard
+    library only at import), from this checkout also when an older tree is measured."""
+    path = Path(__file__).resolve().parent.parent / "gags_viewer" / "viewer" / "screenshots.py"
+    spec = importlib.util.spec_from_file_location("_benchmark_browser_helpers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_helpers = _this_checkouts_browser_helpers()
+CHROMIUM, FLAGS, labelled_input = _helpers.CHROMIUM, _helpers.FLAGS, _helpers.labelled_input
 
 VIEWPORT = {"width": 1200, "height": 800}
 OBJECTS = ("red cube", "green ball", "lamp", "cyan bowl", "mushroom cap")
 TEMPLATES = ("{}", "a {}", "the {}", "a photo of a {}", "this is a {}", "there is a {}")
 """New phrases in the demo model's caption forms; consecutive ones name different objects (the canvas changes)."""
-TIMEOUT_S = 10.0
 TOP_MARGIN = 170  # notifications show in the canvas' top-left corner
 CAST_SCALE = 0.5
 """Screencast frames are half the window's size (cheaper to encode and compare)."""
@@ -105,46 +126,80 @@ class Screencast:
     def latest_before(self, t: float) -> int:
         return max((i for i, (ts, _) in enumerate(self.frames) if ts < t), default=len(self.frames) - 1)
 
-    def first_change(self, reference: np.ndarray, start: float, timeout: float) -> float | None:
-        """Paint time of the first frame after ``start`` that differs from ``reference``."""
-        checked = 0
-        while True:
-            frames = self.frames
-            for i in range(checked, len(frames)):
-                if frames[i][0] > start and _changed(reference, self.image(i)):
-                    return frames[i][0]
-            checked = len(frames)
-            if time.time() - start > timeout:
-                return None
-            self.wait(0.02)
-
-    def last_change(self, start: float, quiet: float, timeout: float = 20.0) -> float:
-        """Paint time of the last change after ``start``, once nothing changed for ``quiet`` s."""
-        previous = self.image(self.latest_before(start))
-        last, checked = start, self.latest_before(start) + 1
-        while time.time() - max(last, start) < quiet and time.time() - start < timeout:
-            self.wait(0.05)
-            frames = self.frames
-            for i in range(checked, len(frames)):
-                current = self.image(i)
-                if _changed(previous, current):
-                    last = frames[i][0]
-                previous = current
-            checked = len(frames)
-        return last
+    def after(self, start: float, end: float) -> list[int]:
+        return [i for i, (ts, _) in enumerate(self.frames) if start < ts <= end]
 
     def stop(self) -> None:
         self.cdp.send("Page.stopScreencast")
         self.cdp.detach()
 
 
-def _sent_before(renderer, painted: float) -> float | None:
-    """When the server sent the latest frame it sent before ``painted`` (``time.time()``); None for trees
-    whose renderer does not record it."""
-    return max((t for t, _ in list(getattr(renderer, "sent_times", ())) if t <= painted), default=None)
+@dataclass
+class Try:
+    """One timed action, read from the frames painted in its window (seconds from its start)."""
+
+    first_change: float
+    settled: float
+    server: float | None
+    """When the server sent the frame painted at ``settled`` (None: no frame was sent in the window)."""
 
 
-def measure(tries: int, device: str, quiet: float) -> dict:
+def read_try(cast: Screencast, sends: list[float], start: float, window: float, quiet: float) -> Try:
+    """The first change and the settle time of the frames painted in (start, start + window].
+
+    Settled: the first frame painted after the last frame the server sent in the window that shows what
+    the canvas ends on (by the pixels alone when none was sent). The pixels alone cannot tell pixel
+    mode's frame from the gaussian-mode one shown while the camera moved when the two look alike.
+    """
+    end = start + window
+    reference = cast.image(cast.latest_before(start))
+    indices = cast.after(start, end)
+    images = [cast.image(i) for i in indices]
+    times = [cast.frames[i][0] - start for i in indices]
+    first = next((t for t, im in zip(times, images) if _changed(reference, im)), window)
+    if not images or any(_changed(images[-1], im) for t, im in zip(times, images) if t >= window - quiet):
+        return Try(first, window, None)  # still changing at the end of the window: not settled
+    sent = max((t - start for t in list(sends) if start < t <= end), default=None)
+    since = -1.0 if sent is None else sent
+    settled = next((t for t, im in zip(times, images) if t >= since and not _changed(images[-1], im)), window)
+    if sent is None and not _changed(reference, images[-1]):
+        settled = 0.0
+    return Try(first, settled, sent)
+
+
+@dataclass
+class Results:
+    tries: dict[str, list[Try]] = field(default_factory=dict)
+
+    def add(self, name: str, one: Try) -> None:
+        self.tries.setdefault(name, []).append(one)
+
+
+def _record_sends(client) -> list[float]:
+    """Record when the server sends this browser a frame (``time.time()``), in any tree."""
+    sends: list[float] = []
+    send = client.scene.set_background_image
+
+    def recorded(*args, **kwargs):
+        send(*args, **kwargs)
+        sends.append(time.time())
+
+    client.scene.set_background_image = recorded
+    return sends
+
+
+def _orbit(page, cx: float, cy: float, i: int) -> float:
+    """Drag across the canvas and release; returns the release time."""
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    for step in range(1, 11):
+        page.mouse.move(cx + (1 if i % 2 == 0 else -1) * 12 * step, cy + 3 * step)
+        time.sleep(0.02)
+    page.mouse.up()
+    return time.time()
+
+
+def measure(tries: int, device: str, window: float, pixel_window: float, quiet: float, pixel_tries: int) -> Results:
     import torch
     from playwright.sync_api import sync_playwright
 
@@ -158,7 +213,7 @@ def measure(tries: int, device: str, quiet: float) -> dict:
     server, viewer = serve(field, engine, port=_free_port(), block=False, query="lamp")
     url = f"http://127.0.0.1:{server.get_port()}"
     phrases = (t.format(o) for t, o in itertools.product(TEMPLATES, OBJECTS))
-    result: dict[str, list] = {"enter": [], "enter_server": [], "orbit": [], "orbit_server": []}
+    results = Results()
     try:
         with sync_playwright() as p:
             executable = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
@@ -169,39 +224,36 @@ def measure(tries: int, device: str, quiet: float) -> dict:
             box.wait_for(timeout=120_000)
             cast = Screencast(page)
             renderer = next(iter(nv.renderers(viewer).values()))
-            cast.last_change(time.time(), quiet=2.0, timeout=120.0)
+            sends = _record_sends(renderer.client)
+            cast.wait(3.0)
             canvas = page.locator("canvas").first.bounding_box()
             cx, cy = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
             box.fill("brown table")  # not timed: loads the text model
             box.press("Enter")
-            cast.last_change(time.time(), quiet=2.0, timeout=120.0)
+            cast.wait(3.0)
             for _ in range(tries):
                 start = time.time()
-                before = cast.image(cast.latest_before(start))
                 box.fill(next(phrases))
                 box.press("Enter")
-                painted = cast.first_change(before, start, TIMEOUT_S)
-                sent = _sent_before(renderer, painted) if painted is not None else None
-                result["enter"].append(TIMEOUT_S if painted is None else painted - start)
-                result["enter_server"].append(None if sent is None else sent - start)
-                cast.last_change(time.time(), quiet)
+                cast.wait(window)
+                results.add("query", read_try(cast, sends, start, window, quiet))
             for i in range(tries):
-                page.mouse.move(cx, cy)
-                page.mouse.down()
-                for step in range(1, 11):
-                    page.mouse.move(cx + (1 if i % 2 == 0 else -1) * 12 * step, cy + 3 * step)
-                    time.sleep(0.02)
-                page.mouse.up()
-                start = time.time()
-                painted = cast.last_change(start, quiet)
-                sent = _sent_before(renderer, painted)
-                result["orbit"].append(painted - start)
-                result["orbit_server"].append(None if sent is None or sent < start else sent - start)
+                start = _orbit(page, cx, cy, i)
+                cast.wait(window)
+                results.add("orbit", read_try(cast, sends, start, window, quiet))
+            if pixel_tries:
+                page.get_by_role("combobox", name="Query mode").click()
+                page.get_by_role("option", name="pixel", exact=True).click()
+                cast.wait(pixel_window)
+                for _ in range(pixel_tries):
+                    start = _orbit(page, cx, cy, 0)  # always onwards: a view never seen (none is decoded yet)
+                    cast.wait(pixel_window)
+                    results.add("pixel orbit", read_try(cast, sends, start, pixel_window, quiet))
             cast.stop()
             browser.close()
     finally:
         server.stop()
-    return result
+    return results
 
 
 def _summary(values: list[float]) -> str:
@@ -210,37 +262,39 @@ def _summary(values: list[float]) -> str:
     return f"p50 {statistics.median(ms):6.0f} ms  p95 {p95:6.0f} ms  (n={len(ms)})"
 
 
+def report(results: Results) -> None:
+    labels = {"query": ("query: first change", "query to highlight"), "orbit": (None, "orbit settle")}
+    for name, runs in results.tries.items():
+        first_label, settled_label = labels.get(name, (None, f"{name} settle"))
+        if first_label:
+            print(f"{first_label:22s}  {_summary([r.first_change for r in runs])}")
+        print(f"{settled_label:22s}  {_summary([r.settled for r in runs])}", flush=True)
+        split = [(r.server, r.settled - r.server) for r in runs if r.server is not None]
+        if split:
+            print(f"  of which server       {_summary([s for s, _ in split])}")
+            print(f"  of which browser      {_summary([b for _, b in split])}", flush=True)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tries", type=int, default=20)
+    parser.add_argument("--pixel-tries", type=int, default=5, help="pixel-mode orbits (0: none)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quiet", type=float, default=1.0, help="seconds without change that mean settled")
+    parser.add_argument("--window", type=float, default=1.5, help="seconds each query or orbit is watched")
+    parser.add_argument("--pixel-window", type=float, default=5.0, help="seconds each pixel-mode orbit is watched")
+    parser.add_argument("--quiet", type=float, default=0.5, help="seconds without change at a window's end")
     parser.add_argument("--compare", type=Path, help="first measure the source tree at this path")
     args = parser.parse_args(argv)
     if args.compare is not None:
         root = args.compare.resolve()
-        env = {**os.environ, "PYTHONPATH": str(root)}
-        command = [
-            sys.executable,
-            str(root / "benchmarks" / "browser.py"),
-            "--tries",
-            str(args.tries),
-            "--device",
-            args.device,
-            "--quiet",
-            str(args.quiet),
-        ]
+        env = {**os.environ, "PYTHONPATH": str(root), "GAGS_BENCH_TREE": str(root)}
+        options = ["--tries", args.tries, "--pixel-tries", args.pixel_tries, "--device", args.device]
+        options += ["--window", args.window, "--pixel-window", args.pixel_window, "--quiet", args.quiet]
         print(f"# before: {root}", flush=True)
-        subprocess.run(command, cwd=root, env=env, check=True)
+        script = Path(__file__).resolve()
+        subprocess.run([sys.executable, str(script), *map(str, options)], cwd=root, env=env, check=True)
         print(f"# after: {ROOT}", flush=True)
-    result = measure(args.tries, args.device, args.quiet)
-    for name, key in (("query to highlight", "enter"), ("orbit settle", "orbit")):
-        total, server = result[key], result[f"{key}_server"]
-        split = [(s, t - s) for s, t in zip(server, total) if s is not None]
-        print(f"{name:18s}  {_summary(total)}", flush=True)
-        if split:
-            print(f"  of which server   {_summary([s for s, _ in split])}")
-            print(f"  of which browser  {_summary([b for _, b in split])}", flush=True)
+    report(measure(args.tries, args.device, args.window, args.pixel_window, args.quiet, args.pixel_tries))
 
 
 if __name__ == "__main__":

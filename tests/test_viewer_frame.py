@@ -170,6 +170,50 @@ def test_frame_source_encodes_in_background_and_calls_back(scene):
     assert not source.compose(scene.camera(64, 48), settings, wait_for_text=False).pending
 
 
+def test_the_first_frame_of_a_new_phrase_shows_its_highlight(scene, tmp_path):
+    """The viewer waits briefly for a new phrase's encoding: no frame without the highlight first."""
+    from gags_viewer.viewer.app import ViewerApp
+    from gags_viewer.viewer.session import ClientSession
+
+    app = ViewerApp(scene.field, scene.engine, output_dir=tmp_path)
+    camera = scene.camera(64, 48)
+    settings = ViewSettings(queries_text="a kettle spout", display="overlay")
+    assert not scene.engine.ready(settings.queries, settings.negatives)
+    session = ClientSession(None, settings, app.compose_for)
+    frame = app.compose_for(camera, settings, session)
+    assert frame.pending == () and not session.pending_phrases
+    np.testing.assert_array_equal(frame.image, compose_frame(scene.field, camera, settings, scene.engine).image)
+
+
+def test_a_phrase_slower_than_the_wait_shows_the_view_then_its_highlight(scene, tmp_path, monkeypatch):
+    import threading
+
+    from gags_viewer.viewer import app as app_module
+    from gags_viewer.viewer.session import ClientSession
+
+    encoder = scene.engine.text_encoder
+    encode, release, rerendered = encoder.encode, threading.Event(), threading.Event()
+
+    def slow_encode(phrases):
+        assert release.wait(60)
+        return encode(phrases)
+
+    monkeypatch.setattr(encoder, "encode", slow_encode)
+    monkeypatch.setattr(app_module, "TEXT_WAIT_S", 0.05)
+    app = app_module.ViewerApp(scene.field, scene.engine, output_dir=tmp_path)
+    camera = scene.camera(64, 48)
+    settings = ViewSettings(queries_text="a teapot handle", display="overlay")
+    session = ClientSession(None, settings, app.compose_for)
+    session.rerender = rerendered.set
+    app.sessions[0] = session
+    frame = app.compose_for(camera, settings, session)  # returns while the encoder is still blocked
+    assert frame.pending == ("a teapot handle",) and session.pending_phrases == {"a teapot handle"}
+    np.testing.assert_array_equal(frame.image, compose_frame(scene.field, camera, ViewSettings(display="rgb")).image)
+    release.set()
+    assert rerendered.wait(60)  # encoded: the browser is asked for the frame with the highlight
+    assert not app.compose_for(camera, settings, session).pending
+
+
 def test_no_query_shows_rgb_with_a_hint(scene):
     camera = scene.camera(64, 48)
     frame = compose_frame(scene.field, camera, ViewSettings(queries_text="", display="overlay"), scene.engine)

@@ -46,6 +46,12 @@ log = logging.getLogger(__name__)
 
 CAMERA_WAIT_S = 30.0
 
+TEXT_WAIT_S = 0.15
+"""How long a frame waits for new phrases to be encoded before it shows the view without their
+highlight (and the highlight follows once they are). The demo's text model takes a few ms, a CLIP
+ViT-B text tower tens of ms on a CPU: the highlight then comes with the first frame, instead of a frame
+without it that costs a render and a paint in between."""
+
 
 class _ClientView:
     """The parts of ``nerfview.Viewer`` that a nerfview ``Renderer`` reads, for one browser."""
@@ -159,7 +165,9 @@ class ViewerApp(FrameSource):
         # While the camera moves (nerfview's low-resolution states) pixel mode shows gaussian mode's
         # frame; the pixel-mode frame comes with the full-resolution one when the camera rests.
         moving = session.renderer is not None and session.renderer.moving
-        frame = self.compose(camera, preview_settings(settings, moving), wait_for_text=False)
+        settings = preview_settings(settings, moving)
+        self.await_text(settings, TEXT_WAIT_S)
+        frame = self.compose(camera, settings, wait_for_text=False)
         # What this browser waits for is what its latest frame lacked (a frame that raced with the
         # encoder's callback must not leave a stale entry behind).
         session.set_pending(frame.pending)

@@ -20,6 +20,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
+from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 
@@ -169,7 +170,7 @@ def compose_frame(
         raise GagsError("relevancy needs at least one negative phrase")
     if mode in QUERY_DISPLAY_MODES and not wait_for_text and not engine.ready(queries, negatives):
         produced = _produce(view, ("rgb", tuple(settings.background)), run_rgb, lock, cache)
-        missing = tuple(p for p in list(queries) + list(negatives) if engine.text_encoder.cached(p) is None)
+        missing = unencoded_phrases(engine, settings)
         legend = query_legend(settings, mode)
         legend.notes.append(
             "encoding " + ", ".join(f"'{p}'" for p in missing[:3]) + ("…" if len(missing) > 3 else "") + "…"
@@ -186,6 +187,12 @@ def compose_frame(
     frame = _finish(image, legend, (), produced, start)
     frame.timings["composite"] += paint_s
     return frame
+
+
+def unencoded_phrases(engine, settings: ViewSettings) -> tuple[str, ...]:
+    """The query and negative phrases of ``settings`` that ``engine``'s text encoder has not encoded yet."""
+    phrases = list(settings.queries) + list(settings.negatives)
+    return tuple(p for p in phrases if engine.text_encoder.cached(p) is None)
 
 
 def _produce(view: View, pass_key: tuple, run, lock, cache: PassCache | None) -> Pass:
@@ -362,6 +369,19 @@ class FrameSource:
             self.on_text_ready(todo, f)
 
         future.add_done_callback(done)
+
+    def await_text(self, settings: ViewSettings, timeout: float) -> None:
+        """Encode the phrases ``settings`` shows that are not encoded yet (:meth:`request_text`) and wait
+        up to ``timeout`` seconds for them."""
+        if self.engine is None or not settings.shows_queries:
+            return
+        missing = unencoded_phrases(self.engine, settings)
+        if not missing:
+            return
+        self.request_text(missing)
+        with self._text_lock:
+            futures = {self._inflight[p] for p in missing if p in self._inflight}
+        wait_for_futures(futures, timeout=timeout)
 
     def on_text_ready(self, phrases: tuple[str, ...], future: Future) -> None:
         """Called (on the encoder's thread) when phrases finished encoding or failed."""
