@@ -33,6 +33,11 @@ class FakeClient:
 
     def __init__(self, view):
         self.scene = FakeScene(view)
+        self.flushed_after: list[int] = []
+        """Frames sent when each flush of the outgoing messages was asked for."""
+
+    def flush(self):
+        self.flushed_after.append(len(self.scene.frames))
 
 
 class FakeView:
@@ -122,6 +127,7 @@ def test_a_change_at_rest_is_not_abandoned_and_comes_at_once():
         arrived, started_by_then, value = client.scene.frames[sent]
         assert value == 3 and started_by_then == started + 1
         assert arrived - submitted < 0.15  # not held back by the idle wait (generous for busy machines)
+        assert _wait_for(lambda: sent + 1 in client.flushed_after)  # sent now, not in viser's next window
     finally:
         renderer.running = False
 

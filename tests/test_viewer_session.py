@@ -206,6 +206,7 @@ def test_a_slow_browser_does_not_hold_up_another():
             self.client_id = client_id
             self.frames = []
             self.scene = types.SimpleNamespace(set_background_image=lambda img, **kw: self.frames.append(time.time()))
+            self.flush = lambda: None
             self.camera = types.SimpleNamespace(_state=types.SimpleNamespace(update_timestamp=1.0))
 
     stub = types.SimpleNamespace(state="rendering", get_camera_state=lambda client: _state())

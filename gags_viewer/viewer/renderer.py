@@ -218,6 +218,7 @@ class ClientRenderer(Renderer):
                     return
                 self._shown_final = final
                 self.client.scene.set_background_image(image, format="jpeg", jpeg_quality=quality)
+                self.client.flush()  # now, not at the end of viser's message window (up to 1/60 s)
                 self.frames_sent += 1
                 self.sent_times.append((time.time(), final))
             self._on_sent()
