@@ -11,10 +11,11 @@ Chromium opens it through Playwright (1200x800 window). Three measurements, each
   phrase is put into the query box and Enter pressed (the objects cycle, so each query highlights
   something else; after the first five the phrases were never encoded before). The clock starts as the
   phrase goes in (viser sends a text box's value on every edit, so the server has the query before
-  Enter: what a person waits for is the time from their last keystroke). *first change*: the first
-  painted frame that differs from the one before; *highlight*: the first painted frame that shows what
-  the canvas settles on (a frame without the highlight, shown while a phrase is encoded, is a change
-  but not the highlight).
+  Enter: what a person waits for is the time from their last keystroke; the page's own clock stamps
+  that edit, and the mouse release below, so Playwright's round trips are not counted). *first
+  change*: the first painted frame that differs from the one before; *highlight*: the first painted
+  frame that shows what the canvas settles on (a frame without the highlight, shown while a phrase
+  is encoded, is a change but not the highlight).
 - **Orbit settle** (gaussian mode): the mouse drags across the canvas and is released; the clock starts
   at the release and stops at the first frame that shows what the canvas settles on.
 - **Pixel orbit settle** (pixel mode, the GAGS protocol: every covered pixel decoded): the same orbit;
@@ -188,15 +189,31 @@ def _record_sends(client) -> list[float]:
     return sends
 
 
+EVENT_CLOCK = """
+window.__lastEvent = {};
+for (const type of ["input", "pointerup"]) {
+  document.addEventListener(type, () => { window.__lastEvent[type] = performance.timeOrigin + performance.now(); }, true);
+}
+"""
+"""Installed in the page: when it last saw an edit of a text box and a mouse release (ms since the epoch)."""
+
+
+def _event_time(page, kind: str, fallback: float) -> float:
+    """When the page saw its latest ``kind`` event (``time.time()`` clock; ``fallback`` if none): the
+    moment a person's action happened, without Playwright's own round trips to the browser."""
+    value = page.evaluate(f"window.__lastEvent && window.__lastEvent['{kind}']")
+    return fallback if not value else float(value) / 1000.0
+
+
 def _orbit(page, cx: float, cy: float, i: int) -> float:
-    """Drag across the canvas and release; returns the release time."""
+    """Drag across the canvas and release; returns the release time, as the page saw it."""
     page.mouse.move(cx, cy)
     page.mouse.down()
     for step in range(1, 11):
         page.mouse.move(cx + (1 if i % 2 == 0 else -1) * 12 * step, cy + 3 * step)
         time.sleep(0.02)
     page.mouse.up()
-    return time.time()
+    return _event_time(page, "pointerup", time.time())
 
 
 def measure(tries: int, device: str, window: float, pixel_window: float, quiet: float, pixel_tries: int) -> Results:
@@ -219,6 +236,7 @@ def measure(tries: int, device: str, window: float, pixel_window: float, quiet: 
             executable = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
             browser = p.chromium.launch(executable_path=executable, args=FLAGS)
             page = browser.new_context(viewport=VIEWPORT).new_page()
+            page.add_init_script(EVENT_CLOCK)
             page.goto(url)
             box = page.locator(labelled_input("Queries"))
             box.wait_for(timeout=120_000)
@@ -232,8 +250,9 @@ def measure(tries: int, device: str, window: float, pixel_window: float, quiet: 
             box.press("Enter")
             cast.wait(3.0)
             for _ in range(tries):
-                start = time.time()
+                before = time.time()
                 box.fill(next(phrases))
+                start = _event_time(page, "input", before)
                 box.press("Enter")
                 cast.wait(window)
                 results.add("query", read_try(cast, sends, start, window, quiet))
