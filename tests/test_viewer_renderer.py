@@ -258,6 +258,34 @@ def test_a_change_at_rest_renders_full_resolution_at_once_when_that_is_quick(ren
         renderer.running = False
 
 
+def test_quick_is_judged_by_the_last_settings_change_at_rest():
+    """As in pixel mode: a frame after a move decodes the view (slow), a frame for a settings change at
+    rest re-scores it (quick). Once a settings change was quick, the next goes straight to full
+    resolution, also after a move whose frame was slow."""
+    renderer, view, client = _start(ClientRenderer, render_seconds=0.3)
+    try:
+        _at_rest(renderer, client, timeout=10)
+        full = (view.render_tab_state.viewer_width, view.render_tab_state.viewer_height)
+        set_target_fps(renderer, 10.0)
+        view.render_tab_state.num_view_rays_per_sec = 64 * 48 * 10.0 / 10  # low size: a tenth of the pixels
+        sizes = _frame_sizes(view)
+        view.render_seconds = 0.0
+        renderer.submit(RenderTask("rerender", view.get_camera_state(None)))
+        assert _wait_for(lambda: len(sizes) >= 2)
+        time.sleep(0.5)
+        assert sizes[0] != full and sizes[-1] == full and len(sizes) == 2  # judged by the slow frame
+        for action, seconds in (("rerender", 0.0), ("move", 0.3), ("rerender", 0.0)):
+            view.render_seconds = seconds
+            sizes.clear()
+            renderer.submit(RenderTask(action, view.get_camera_state(None)))
+            assert _wait_for(lambda: renderer._state == "high" and sizes, timeout=5)
+            time.sleep(1.0)
+            if action == "rerender":
+                assert sizes == [full]
+    finally:
+        renderer.running = False
+
+
 @pytest.mark.parametrize("final", [True, False])
 def test_a_moving_frame_that_is_the_resting_one_is_not_rendered_again(final):
     """Moving frames at full size with no stand-in are sent at the resting quality, and the camera coming

@@ -21,7 +21,10 @@ demo on a CPU: nerfview's rules added 0.2-0.4 s to every query and orbit):
 - a camera coming to rest goes straight to the full-resolution frame (nerfview first renders one more
   low-resolution frame and only after another 0.2 s wait the full one);
 - a settings change at rest renders the full-resolution frame at once when that frame is quick
-  (``QUICK_FULL_FRAME_S``): the low-resolution frame first, then the wait, would only make it later;
+  (``QUICK_FULL_FRAME_S``): the low-resolution frame first, then the wait, would only make it later.
+  "Quick" is judged by the last settings change at rest when there was one, not by the last frame after
+  a move: pixel mode decodes a new view in about a second on a CPU, but re-scores a decoded one for new
+  queries in tens of ms (its low-resolution stand-in would only flash gaussian mode's colours);
 - a moving frame that already is the resting frame (full size, and the display shows no stand-in while
   the camera moves: see ``moving_frame_is_final``) is sent at the resting quality and is not rendered
   again when the camera stops.
@@ -90,6 +93,11 @@ class ClientRenderer(Renderer):
         self._on_sent = on_sent
         self._full_frame_seconds: float | None = None
         """How long the last full-resolution frame took."""
+        self._rest_change_seconds: float | None = None
+        """How long the last full-resolution frame for a settings change at rest took."""
+        self._since_rest_change = False
+        """Whether the frames being rendered follow a settings change made with the camera at rest (and
+        no move since)."""
         self._shown_final = False
         """Whether the last frame sent is the resting frame for the camera it was rendered for."""
         self.frames_sent = 0
@@ -146,17 +154,22 @@ class ClientRenderer(Renderer):
                 return None
             if self._state == "high" and task.action == "static":
                 return None
+            at_rest = self._state in ("high", "low_static")
             self._state = self.transitions[self._state][task.action]
             if task.action == "rerender" and self._state == "low_static" and self._full_frame_is_quick():
                 self._state = "high"
+            if task.action != "static":
+                self._since_rest_change = task.action == "rerender" and at_rest
             self._may_interrupt_render = False
             self._rendering = True
             self._shown_final = False  # what is shown is not this request's frame
             return task
 
     def _full_frame_is_quick(self) -> bool:
-        """Whether the last full-resolution frame took no longer than ``QUICK_FULL_FRAME_S``."""
-        return self._full_frame_seconds is not None and self._full_frame_seconds <= QUICK_FULL_FRAME_S
+        """Whether the last full-resolution frame for a settings change at rest (else the last one) took
+        no longer than ``QUICK_FULL_FRAME_S``."""
+        seconds = self._rest_change_seconds if self._rest_change_seconds is not None else self._full_frame_seconds
+        return seconds is not None and seconds <= QUICK_FULL_FRAME_S
 
     def _may_interrupt_trace(self, frame, event, arg):
         """Abandon the frame (raise) only when one of this package's functions is entered.
@@ -208,6 +221,8 @@ class ClientRenderer(Renderer):
             tab.num_view_rays_per_sec = (width * height) / max(seconds, 1e-10)
             if full_size and final:
                 self._full_frame_seconds = seconds
+                if self._since_rest_change:
+                    self._rest_change_seconds = seconds
         return (image[0] if isinstance(image, tuple) else image), final
 
     def _send(self, image, final: bool) -> None:
