@@ -16,7 +16,6 @@ from torch import Tensor
 from gags_viewer.errors import RenderError
 from gags_viewer.field.language_field import LanguageField
 from gags_viewer.render.camera import Camera
-from gags_viewer.render.sh import sh_to_rgb
 
 BackendName = Literal["auto", "gsplat", "torch", "numba"]
 
@@ -36,20 +35,27 @@ class Backend(Protocol):
         unit_quats: Tensor,
         scales: Tensor,
         opacities: Tensor,
-        colors: Tensor,
+        colors: Tensor | None,
         camera: Camera,
         background: Tensor,
+        sh: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Composite per-Gaussian channels front to back.
+        """Composite per-Gaussian channels front to back: the colour from ``sh`` first (if given), then
+        ``colors`` (if given).
+
+        The colour of a Gaussian seen from the camera centre is clamp_min(SH(dir) + 0.5, 0)
+        (:func:`gags_viewer.render.sh.sh_to_rgb`); a backend may evaluate it only for the Gaussians it
+        does not cull (gsplat does).
 
         Args:
             means: [N, 3]; unit_quats: [N, 4] (wxyz); scales: [N, 3]; opacities: [N] in [0, 1].
-            colors: [N, C] channels to composite.
+            colors: [N, C] channels to composite, or None.
             camera: the pinhole camera (image size camera.height x camera.width).
-            background: [C] value added with the remaining transmittance.
+            background: [3 + C] (or [3], or [C]) value added with the remaining transmittance.
+            sh: [N, K, 3] SH coefficients, K = (degree + 1)², or None.
 
         Returns:
-            image [H, W, C] and accumulated alpha [H, W].
+            image [H, W, 3 + C] and accumulated alpha [H, W].
         """
         ...
 
@@ -101,7 +107,7 @@ def render(
     rgb: bool = True,
     features: Tensor | None = None,
     background: Sequence[float] = (0.0, 0.0, 0.0),
-    backend: BackendName = "auto",
+    backend: BackendName | Backend = "auto",
     depth: bool = True,
 ) -> RenderOutput:
     """Render ``field`` from ``camera``: RGB, extra per-Gaussian channels, depth and alpha in one pass.
@@ -113,14 +119,13 @@ def render(
         features: [N, C] per-Gaussian channels to composite (e.g. ``field.features`` or K relevancy
             scores per Gaussian), or None.
         background: RGB background colour in [0, 1].
-        backend: "auto" picks gsplat on CUDA, torch on CPU when any input requires grad, else numba.
+        backend: "auto" picks gsplat on CUDA, torch on CPU when any input requires grad, else numba; or a
+            backend object.
         depth: whether to composite a depth channel and return ``depth``.
     """
     means = field.means
     quats, scales, opacities = activations(field)
     parts = []
-    if rgb:
-        parts.append(sh_to_rgb(field.sh, means, camera.center))
     if features is not None:
         if features.ndim != 2 or features.shape[0] != field.num_gaussians:
             raise RenderError(f"features must be [N={field.num_gaussians}, C], got {list(features.shape)}")
@@ -128,18 +133,21 @@ def render(
     if depth:
         camera_rotation = camera.world_to_camera[:3, :3].to(means)
         parts.append((means @ camera_rotation[2] + camera.world_to_camera[2, 3].to(means))[:, None])
-    if not parts:
+    if not (rgb or parts):
         raise RenderError("nothing to render: ask for rgb, features or depth")
-    colors = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+    colors = None if not parts else parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+    sh = field.sh if rgb else None
 
     num_features = 0 if features is None else features.shape[1]
     bg = _background(
         tuple(float(v) for v in background)[: 3 if rgb else 0], num_features + int(depth), means.dtype, means.device
     )
     if backend == "auto":
-        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (means, quats, scales, opacities, colors))
+        inputs = (means, quats, scales, opacities, *(t for t in (colors, sh) if t is not None))
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
         backend = cast(BackendName, choose_backend(means.device, needs_grad))
-    image, alpha = get_backend(backend).rasterize(means, quats, scales, opacities, colors, camera, bg)
+    rasterizer = get_backend(backend) if isinstance(backend, str) else backend
+    image, alpha = rasterizer.rasterize(means, quats, scales, opacities, colors, camera, bg, sh=sh)
 
     expected_depth = None
     if depth:

@@ -26,6 +26,7 @@ from gags_viewer.errors import RenderError
 from gags_viewer.render import numba_kernels
 from gags_viewer.render.camera import Camera
 from gags_viewer.render.projection import EPS_2D, FAR_PLANE, NEAR_PLANE, RADIUS_SIGMAS, project_gaussians
+from gags_viewer.render.sh import rgb_then_channels
 
 _RENDER_LOCK = threading.Lock()
 
@@ -81,12 +82,14 @@ class NumbaBackend:
             )
 
     def rasterize(
-        self, means, unit_quats, scales, opacities, colors, camera: Camera, background, timings=None
+        self, means, unit_quats, scales, opacities, colors, camera: Camera, background, sh=None, timings=None
     ) -> tuple[Tensor, Tensor]:
         """See :class:`gags_viewer.render.api.Backend`. Returns ([H, W, C], [H, W]) on the CPU.
 
-        ``timings``, if a dict, receives seconds per stage (project, sort, pack, bin, schedule, composite).
+        SH colours are evaluated for all N Gaussians, in torch. ``timings``, if a dict, receives seconds per
+        stage (project, sort, pack, bin, schedule, composite).
         """
+        colors = rgb_then_channels(sh, colors, means, camera.center)
         num_gaussians = means.shape[0]
         shapes = (tuple(means.shape), tuple(unit_quats.shape), tuple(scales.shape))
         if shapes != ((num_gaussians, 3), (num_gaussians, 4), (num_gaussians, 3)):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from gags_viewer.errors import RenderError
+
 C0 = 0.28209479177387814
 C1 = 0.4886025119029199
 C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
@@ -59,3 +61,22 @@ def sh_to_rgb(sh: Tensor, means: Tensor, camera_center: Tensor) -> Tensor:
     dirs = torch.nn.functional.normalize(means - camera_center.to(means), dim=-1)
     basis = sh_basis(degree, dirs)  # [N, K]
     return torch.clamp_min(torch.bmm(basis[:, None, :], sh)[:, 0] + 0.5, 0.0)
+
+
+def rgb_then_channels(sh: Tensor | None, colors: Tensor | None, means: Tensor, camera_center: Tensor) -> Tensor:
+    """The channels a backend composites: the colour from ``sh`` (if given), then ``colors`` (if given).
+
+    Args:
+        sh: [N, K, 3] SH coefficients, or None.
+        colors: [N, C] further per-Gaussian channels, or None.
+        means: [N, 3] Gaussian centres; camera_center: [3].
+
+    Returns:
+        [N, 3 + C] (3 only with ``sh``, C only with ``colors``).
+    """
+    if sh is None:
+        if colors is None:
+            raise RenderError("nothing to composite: give sh, colors or both")
+        return colors
+    rgb = sh_to_rgb(sh, means, camera_center)
+    return rgb if colors is None else torch.cat([rgb, colors.to(rgb.dtype)], dim=-1)

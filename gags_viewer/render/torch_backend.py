@@ -38,6 +38,7 @@ from torch import Tensor
 
 from gags_viewer.render.camera import Camera
 from gags_viewer.render.projection import Projected, project_gaussians
+from gags_viewer.render.sh import rgb_then_channels
 
 TILE = 16
 ALPHA_MIN, ALPHA_MAX = 1.0 / 255.0, 0.999
@@ -279,12 +280,14 @@ class TorchBackend:
         unit_quats: Tensor,
         scales: Tensor,
         opacities: Tensor,
-        colors: Tensor,
+        colors: Tensor | None,
         camera: Camera,
         background: Tensor,
+        sh: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """See :class:`gags_viewer.render.api.Backend`. Returns ([H, W, C], [H, W]), differentiable w.r.t.
-        all Gaussian inputs."""
+        all Gaussian inputs (SH colours are evaluated for all N Gaussians, in torch)."""
+        colors = rgb_then_channels(sh, colors, means, camera.center)
         height, width = camera.height, camera.width
         dtype, device = means.dtype, means.device
         proj = project_gaussians(means, unit_quats, scales, camera)
