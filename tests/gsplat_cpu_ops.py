@@ -62,11 +62,10 @@ class CpuOps:
     def rasterize(
         self, means2d, conics, colors, opacities, width, height, tile_size, offsets, flatten_ids, *, backgrounds
     ):
-        """gsplat's classic compositing per tile, front to back along the tile's list (channel counts that
-        gsplat would pad with zeros run unpadded: the result is the same). -> ([1, H, W, c], [1, H, W, 1])
-        in the input dtype."""
+        """gsplat's classic compositing per tile, front to back along the tile's list; refuses channel
+        counts that gsplat would pad again. -> ([1, H, W, c], [1, H, W, 1]) in the input dtype."""
         channels = colors.shape[-1]
-        assert 1 <= channels <= SUPPORTED_CHANNELS[-1]
+        assert channels in SUPPORTED_CHANNELS, f"gsplat would pad {channels} channels itself"
         assert backgrounds.shape == (1, channels)
         self.calls.append(("rasterize_to_pixels", channels))
         dtype = colors.dtype

@@ -66,16 +66,30 @@ def test_padded_channels_follows_gsplat():
         ((3,), [(0, 3)]),
         ((16,), [(0, 16)]),
         ((17,), [(0, 17)]),  # 16 features + depth
-        ((3, 16), [(0, 3), (3, 19)]),  # 2 calls + 19 channels = 35 < 1 call + 32
-        ((3, 17), [(0, 3), (3, 20)]),  # 36 < 40; the cut at the rgb block, not 16 + 4
+        ((3, 16), [(0, 19)]),  # 1 call + 32 channels = 56 < 2 calls + 19 = 67
+        ((3, 17), [(0, 20)]),
         ((3, 1), [(0, 4)]),
-        ((3, 3), [(0, 6)]),  # 1 call + 8 = 16 < 2 calls + 6 = 22
-        ((3, 9), [(0, 12)]),  # 24 < 28
+        ((3, 3), [(0, 6)]),  # 24 + 8 < 48 + 6
+        ((3, 9), [(0, 12)]),
+        ((3, 30), [(0, 33)]),  # no padding
     ],
 )
 def test_channel_groups_for_the_viewer_modes(blocks, expected):
-    assert CALL_COST_IN_CHANNELS == 8  # the expected splits are worked out by hand for this cost
+    assert CALL_COST_IN_CHANNELS == 24  # the expected splits are worked out by hand for this cost
     assert channel_groups(blocks) == expected
+
+
+@pytest.mark.parametrize(
+    "blocks, call_cost, expected",
+    [
+        ((3, 16), 8, [(0, 3), (3, 19)]),  # 16 + 19 = 35 < 8 + 32; the cut at the rgb block, not 16 + 3
+        ((3, 17), 8, [(0, 3), (3, 20)]),  # 36 < 40
+        ((3, 16), 13, [(0, 19)]),  # 45 = 26 + 19: a tie, and fewer calls win
+        ((2, 32), 24, [(0, 2), (2, 34)]),  # 48 + 34 = 82 < 24 + 64 = 88
+    ],
+)
+def test_channel_groups_split_where_the_call_cost_allows(blocks, call_cost, expected):
+    assert channel_groups(blocks, call_cost) == expected
 
 
 def _work(sizes) -> int:
@@ -109,7 +123,10 @@ def test_channel_groups_split_more_than_513_channels():
 # -- the pipeline against the reference -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("with_sh, channels", [(True, 0), (False, 16), (True, 16), (True, 17), (True, 1), (True, 3)])
+@pytest.mark.parametrize(
+    "with_sh, channels",
+    [(True, 0), (False, 16), (True, 16), (True, 17), (True, 1), (True, 3), (True, 32)],  # 3 + 32: two calls
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_matches_reference(with_sh, channels, dtype):
     field = _field(40, seed=channels, channels=max(channels, 1))
@@ -155,7 +172,15 @@ def test_sh_is_evaluated_for_visible_gaussians_only():
 
 @pytest.mark.parametrize(
     "with_sh, channels, calls",
-    [(True, 0, [3]), (False, 16, [16]), (True, 16, [3, 16]), (True, 17, [3, 17]), (True, 3, [6])],
+    [
+        (True, 0, [3]),
+        (False, 16, [16]),
+        (True, 16, [32]),
+        (True, 17, [32]),
+        (True, 3, [8]),
+        (True, 30, [33]),
+        (True, 32, [3, 32]),
+    ],
 )
 def test_one_projection_and_intersection_per_frame(with_sh, channels, calls):
     field = _field(12, seed=1, channels=max(channels, 1))
@@ -183,12 +208,13 @@ def test_one_projection_and_intersection_per_frame(with_sh, channels, calls):
         (True, 16, True),
         (True, 1, False),  # gaussian mode, K = 1
         (True, 3, True),  # gaussian mode, K = 3, with depth
+        (True, 32, True),  # two rasterizer calls: 3 + 33
     ],
 )
 def test_render_matches_torch_backend(rgb, features, depth):
     """Both float32 paths are within 1e-4 of the float64 reference away from cuts (the backend tests
     above and tests/test_render_torch.py), so within 2e-4 of each other."""
-    field = _field(48, seed=11)
+    field = _field(48, seed=11, channels=32)
     camera = _camera(36, 28)
     scores = None if features is None else field.features[:, :features]
     background = (0.1, 0.5, 0.8)

@@ -3,8 +3,9 @@
 One frame: ``fully_fused_projection`` once; colours from the SH coefficients only for the Gaussians that
 projection kept (``spherical_harmonics`` with ``masks=radii > 0``, then +0.5 and clamped at 0, as
 ``gsplat.rasterization`` does); ``isect_tiles`` / ``isect_offset_encode`` once; then one
-``rasterize_to_pixels`` call per channel group of :func:`channel_groups`, so that no call pads its
-channels with zeros. Classic mode, eps2d 0.3, near plane 0.01: the semantics of the CPU backends.
+``rasterize_to_pixels`` call per channel group of :func:`channel_groups` (padded to a channel count
+gsplat has a kernel for here, where that pays, in the one copy that gathers the group's channels).
+Classic mode, eps2d 0.3, near plane 0.01: the semantics of the CPU backends.
 
 The primitives are injectable (:class:`GsplatOps`): the tests run this whole pipeline on the CPU with
 pure-torch twins of them.
@@ -17,10 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from gags_viewer.render.camera import Camera
-from gags_viewer.render.channel_groups import channel_groups
+from gags_viewer.render.channel_groups import channel_groups, padded_channels
 from gags_viewer.render.projection import EPS_2D, FAR_PLANE, NEAR_PLANE
 
 TILE = 16
@@ -63,16 +65,18 @@ class GsplatOps:
         )
 
 
-def _columns(blocks: list[Tensor], start: int, stop: int) -> Tensor:
-    """Channels [start, stop) of the blocks laid side by side ([1, N, c_i] each); a whole block is
-    returned as it is, without a copy. [1, N, stop - start]"""
+def _columns(blocks: list[Tensor], start: int, stop: int, width: int) -> Tensor:
+    """Channels [start, stop) of the blocks laid side by side ([1, N, c_i] each), zero-padded to ``width``
+    channels; a whole block that needs no padding is returned as it is, without a copy. [1, N, width]"""
     pieces, offset = [], 0
     for block in blocks:
-        width = block.shape[-1]
-        low, high = max(start - offset, 0), min(stop - offset, width)
+        size = block.shape[-1]
+        low, high = max(start - offset, 0), min(stop - offset, size)
         if low < high:
-            pieces.append(block if (low, high) == (0, width) else block[..., low:high])
-        offset += width
+            pieces.append(block if (low, high) == (0, size) else block[..., low:high])
+        offset += size
+    if width > stop - start:
+        pieces.append(pieces[0].new_zeros(*pieces[0].shape[:-1], width - (stop - start)))
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
 
 
@@ -133,19 +137,20 @@ class GsplatBackend:
         offsets = ops.isect_offset_encode(isect_ids, 1, tiles_x, tiles_y)
         images, alpha = [], None
         for start, stop in channel_groups([block.shape[-1] for block in blocks]):
+            width_padded = padded_channels(stop - start)  # padded here in one copy, not again inside gsplat
             image, group_alpha = ops.rasterize_to_pixels(
                 means2d,
                 conics,
-                _columns(blocks, start, stop),
+                _columns(blocks, start, stop, width_padded),
                 opacities[None],
                 width,
                 height,
                 TILE,
                 offsets,
                 flatten_ids,
-                backgrounds=background[None, start:stop],
+                backgrounds=F.pad(background[None, start:stop], (0, width_padded - (stop - start))),
             )
-            images.append(image[0])
+            images.append(image[0, ..., : stop - start])
             alpha = group_alpha[0, ..., 0] if alpha is None else alpha  # the same in every group
         assert alpha is not None, "channel_groups covers at least one channel"
         return (images[0] if len(images) == 1 else torch.cat(images, dim=-1)), alpha
