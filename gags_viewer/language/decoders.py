@@ -75,20 +75,6 @@ def linear_layers(state: StateDict, name: str = "decoder") -> dict[int, tuple[Te
     return layers
 
 
-def linear_relu(layer: nn.Linear, x: Tensor) -> Tensor:
-    """relu(layer(x)). Without autograd on rows [P, in], one fused bias-and-product call whose output
-    the ReLU overwrites (no temporaries: on a CPU pixel decoding is bound by these products, and each
-    temporary is another pass over [P, out] in memory). [..., in] -> [..., out]"""
-    if torch.is_grad_enabled() or x.ndim != 2:
-        return F.relu(layer(x))
-    return torch.addmm(layer.bias, x, layer.weight.t()).relu_()
-
-
-def add_into(a: Tensor, b: Tensor) -> Tensor:
-    """a + b; without autograd written into ``a`` (which the caller no longer needs)."""
-    return a + b if torch.is_grad_enabled() else a.add_(b)
-
-
 def _chunked(fn: Callable[[Tensor], Tensor], x: Tensor, chunk_size: int) -> Tensor:
     """Apply a row-wise ``fn`` to ``x`` [..., D] in chunks of rows. -> [..., E]"""
     lead = x.shape[:-1]
@@ -166,11 +152,11 @@ class GagsClipDecoder(_Decoder):
         """Everything but the last layer: relu(L14(relu(L12(h3 + h4)))). [..., D] -> [..., width]"""
         self._check_input(x)
         L = self.linears
-        h1 = linear_relu(L[0], x)
-        h2 = linear_relu(L[2], linear_relu(L[1], h1))
-        h3 = linear_relu(L[3], add_into(h2, h1))
-        h4 = linear_relu(L[5], linear_relu(L[4], h3))
-        return linear_relu(L[7], linear_relu(L[6], add_into(h4, h3)))
+        h1 = F.relu(L[0](x))
+        h2 = F.relu(L[2](F.relu(L[1](h1))))
+        h3 = F.relu(L[3](h1 + h2))
+        h4 = F.relu(L[5](F.relu(L[4](h3))))
+        return F.relu(L[7](F.relu(L[6](h3 + h4))))
 
     @staticmethod
     def from_state_dict(state: StateDict) -> GagsClipDecoder:
@@ -232,8 +218,8 @@ class MLPDecoder(_Decoder):
     def hidden(self, x: Tensor) -> Tensor:
         """Every layer but the last, each followed by ReLU (the input itself for one layer). [..., D] -> [..., width]"""
         self._check_input(x)
-        for layer in self.linears[:-1]:
-            x = linear_relu(layer, x)
+        for layer in self.layers[:-1]:
+            x = F.relu(layer(x))
         return x
 
     @staticmethod
