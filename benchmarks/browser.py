@@ -5,7 +5,8 @@
     python benchmarks/browser.py --compare PATH  # the source tree at PATH first, then this one
 
 The viewer serves the bundled demo field in this process (on the CPU unless --device cuda) and Debian's
-Chromium opens it through Playwright (1200x800 window). Three measurements, each ``--tries`` times:
+Chromium opens it through Playwright (1200x800 window). Three measurements, each ``--tries`` times
+(pixel mode ``--pixel-tries``):
 
 - **Query to highlight** (gaussian mode; after one untimed query that loads the text model): a new
   phrase is put into the query box and Enter pressed (the objects cycle, so each query highlights
@@ -19,7 +20,8 @@ Chromium opens it through Playwright (1200x800 window). Three measurements, each
 - **Orbit settle** (gaussian mode): the mouse drags across the canvas and is released; the clock starts
   at the release and stops at the first frame that shows what the canvas settles on.
 - **Pixel orbit settle** (pixel mode, the GAGS protocol: every covered pixel decoded): the same orbit;
-  the clock stops when the pixel-mode frame is painted.
+  the clock stops when the pixel-mode frame is painted. Then **pixel query**: new phrases in pixel
+  mode with the camera at rest.
 
 Painted frames come from Chrome's screencast (DevTools ``Page.startScreencast``), each stamped with the
 time the compositor drew it. Nothing is decoded or compared while a try runs (that would take CPU from
@@ -229,7 +231,7 @@ def measure(tries: int, device: str, window: float, pixel_window: float, quiet: 
     engine = build_engine(field, path, dev)
     server, viewer = serve(field, engine, port=_free_port(), block=False, query="lamp")
     url = f"http://127.0.0.1:{server.get_port()}"
-    phrases = (t.format(o) for t, o in itertools.product(TEMPLATES, OBJECTS))
+    phrases = itertools.cycle([t.format(o) for t, o in itertools.product(TEMPLATES, OBJECTS)])
     results = Results()
     try:
         with sync_playwright() as p:
@@ -249,13 +251,17 @@ def measure(tries: int, device: str, window: float, pixel_window: float, quiet: 
             box.fill("brown table")  # not timed: loads the text model
             box.press("Enter")
             cast.wait(3.0)
-            for _ in range(tries):
+
+            def query(name: str, seconds: float) -> None:
                 before = time.time()
                 box.fill(next(phrases))
                 start = _event_time(page, "input", before)
                 box.press("Enter")
-                cast.wait(window)
-                results.add("query", read_try(cast, sends, start, window, quiet))
+                cast.wait(seconds)
+                results.add(name, read_try(cast, sends, start, seconds, quiet))
+
+            for _ in range(tries):
+                query("query", window)
             for i in range(tries):
                 start = _orbit(page, cx, cy, i)
                 cast.wait(window)
@@ -268,6 +274,8 @@ def measure(tries: int, device: str, window: float, pixel_window: float, quiet: 
                     start = _orbit(page, cx, cy, 0)  # always onwards: a view never seen (none is decoded yet)
                     cast.wait(pixel_window)
                     results.add("pixel orbit", read_try(cast, sends, start, pixel_window, quiet))
+                for _ in range(pixel_tries):
+                    query("pixel query", pixel_window)
             cast.stop()
             browser.close()
     finally:
