@@ -358,6 +358,7 @@ def test_end_to_end_with_engine(field_dir, tmp_path, mode):
     assert report.settings["negatives"] == ["object", "things", "stuff", "texture"]
     assert "§4.3" in report.settings["rule"] and "not the 3D per-Gaussian query" in report.settings["rule"]
     assert report.scene == tmp_path.name  # ".../labels" is named after its parent
+    assert report.settings.get("decode_precision") == ("float32" if mode == "pixel" else None)  # auto on CPU
     assert (out / f"{tmp_path.name}.json").is_file() and (out / "frames" / "frame_00001" / "red_mug.png").is_file()
 
     # The runner's relevancy is the engine's, at label resolution, for the frame's camera.
@@ -397,6 +398,19 @@ def test_end_to_end_with_colmap_scene(field_dir, tmp_path):
     report = run_eval(EvalConfig(field=field_dir, labels=labels, scene_data=scene, device="cpu"), console=quiet())
     assert report.mapping == FRAME_CONVENTION and report.frame_cameras == {"frame_00002": "IMG_0002"}
     assert report.settings["camera_source"].startswith("COLMAP")
+
+
+def test_decode_precision_is_chosen_on_the_cli_and_reported(field_dir, tmp_path):
+    from gags_viewer.cli import main
+
+    write_cameras_json(field_dir, ["frame_00001"])
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    write_frame(labels, "frame_00001", [obj("plant", 0, 0, 31, 23)], h=24, w=32)
+    out = tmp_path / "out"
+    args = ["eval", str(field_dir), "--labels", str(labels), "--device", "cpu", "--out", str(out), "--no-images"]
+    assert main([*args, "--decode-precision", "float16"]) == 0
+    assert json.loads((out / f"{tmp_path.name}.json").read_text())["settings"]["decode_precision"] == "float16"
 
 
 def test_gaussian_neighbours_below_one_is_one_line_from_the_cli(field_dir, tmp_path, capsys):

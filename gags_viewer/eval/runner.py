@@ -46,6 +46,7 @@ from gags_viewer.eval.report import (
     write_report,
 )
 from gags_viewer.language.langsplat import levels_by_peak
+from gags_viewer.language.pixel_relevancy import DecodePrecision
 from gags_viewer.render.camera import Camera
 
 FRAME_CONVENTION = "frame-number convention"
@@ -80,6 +81,9 @@ class EvalConfig:
     """Preprocessed scene with a COLMAP reconstruction (sparse/0); default: cameras.json beside the field."""
     mode: Literal["pixel", "gaussian"] = "pixel"
     """pixel: render features and decode every pixel (the GAGS protocol); gaussian: the fast mode."""
+    decode_precision: DecodePrecision = "auto"
+    """Pixel mode: the decoder's precision. auto is float16 on CUDA (within 0.01 relevancy of float32),
+    float32 elsewhere; float32 decodes as the official code does."""
     gaussian_neighbours: int = 8
     """Gaussian mode: decode each Gaussian's feature averaged with its nearest neighbours', this many
     including itself (1: its own feature; see gags_viewer.field.neighbours)."""
@@ -462,7 +466,10 @@ def engine_relevancy_fn(
         checkpoint_file=config.clip_checkpoint,
     )
     engine = QueryEngine(
-        field.to(device), shared_text_encoder(spec, device=device), neighbours=config.gaussian_neighbours
+        field.to(device),
+        shared_text_encoder(spec, device=device),
+        neighbours=config.gaussian_neighbours,
+        decode_precision=config.decode_precision,
     )
     engine.text_encoder.load()  # a field whose text model cannot be built is refused before any frame
     negatives = engine.resolve_negatives(config.negatives)
@@ -482,6 +489,8 @@ def engine_relevancy_fn(
     }
     if config.mode == "gaussian":
         settings["gaussian_neighbours"] = config.gaussian_neighbours
+    else:
+        settings["decode_precision"] = str(engine.decode_dtype).removeprefix("torch.")
     if field.level_count > 1:
         settings["levels"] = list(field.metadata.levels)
     return relevancy_fn, settings
