@@ -121,3 +121,45 @@ def test_malformed_state_dicts_raise_field_errors():
     decoder = GagsClipDecoder.from_state_dict(state)
     with pytest.raises(FieldError, match="16-D"):
         decoder.decode(torch.randn(3, 8))
+
+
+def test_in_place_inference_matches_the_official_definition_and_keeps_no_alias():
+    """Inference with a :class:`Scratch` (activations written in place, buffers reused from chunk to
+    chunk) decodes as the 1x1-convolution definition does; each chunk's result is its own tensor."""
+    import threading
+
+    from gags_viewer.language.decoders import Scratch, thread_scratch
+
+    state = random_gags_decoder_state(seed=4)
+    decoder = GagsClipDecoder.from_state_dict(state)
+    x = torch.randn(300, 16)
+    expected = conv_reference(state, x.T[:, :, None])[:, :, 0].T  # [300, 512]
+    scratch = Scratch()
+    with torch.no_grad():
+        chunks = [decoder.hidden(x[i : i + n], scratch) for i, n in ((0, 200), (200, 64), (264, 36))]
+        first = chunks[0].clone()
+        again = decoder.hidden(x[:200], scratch)  # reuses the buffers the first chunk was computed in
+    torch.testing.assert_close(chunks[0], first, rtol=0, atol=0)  # not overwritten by later chunks
+    torch.testing.assert_close(again, first, atol=1e-6, rtol=1e-6)
+    got = F.normalize(decoder.head(torch.cat(chunks)), dim=-1)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+    other: list = []
+    thread = threading.Thread(target=lambda: other.append(thread_scratch()))
+    thread.start()
+    thread.join()
+    assert thread_scratch() is thread_scratch() and other[0] is not thread_scratch()
+
+
+@pytest.mark.parametrize("dims", [[16, 64, 32, 512], [16, 8, 512], [3, 512]])
+def test_in_place_inference_of_plain_mlps(dims):
+    from gags_viewer.language.decoders import Scratch
+
+    decoder = MLPDecoder(dims, "l2").requires_grad_(False)
+    x = torch.randn(50, dims[0])
+    reference = x
+    for layer in decoder.linears[:-1]:
+        reference = torch.relu(reference @ layer.weight.T + layer.bias)
+    with torch.no_grad():
+        got = decoder.hidden(x, Scratch())
+    torch.testing.assert_close(got, reference, atol=1e-5, rtol=1e-5)

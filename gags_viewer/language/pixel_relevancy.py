@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from gags_viewer.errors import GagsError
-from gags_viewer.language.decoders import _Decoder
+from gags_viewer.language.decoders import Scratch, _Decoder, thread_scratch
 from gags_viewer.language.relevancy import relevancy_from_similarities
 
 DecodePrecision = Literal["auto", "float32", "float16", "bfloat16"]
@@ -49,7 +49,7 @@ class FoldedRelevancy:
     (decoder, phrases, dtype), so the engine caches it per phrase set.
 
     Attributes:
-        hidden: the decoder without its last layer, in ``dtype``. [P, D] -> [P, width]
+        hidden: the decoder without its last layer, in ``dtype`` (and its :class:`Scratch`). [P, D] -> [P, width]
         projection: [Rᵀ | Wᵀ T] in ``dtype``. [width, r + K + M]
         norm_offset: Qᵀb. [r] float32
         norm_residual: ‖b − QQᵀb‖² (float).
@@ -59,7 +59,7 @@ class FoldedRelevancy:
         dtype: the precision of the decoder body and of the folded product.
     """
 
-    hidden: Callable[[Tensor], Tensor]
+    hidden: Callable[[Tensor, Scratch | None], Tensor]
     projection: Tensor
     norm_offset: Tensor
     norm_residual: float
@@ -112,10 +112,13 @@ class FoldedRelevancy:
     def hidden_and_norm(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """What the relevancy of any phrases needs of each feature row: the last hidden activation h and
         the norm of the decoded vector ‖W h + b‖. [P, D] -> ([P, width] in ``dtype``, [P, 1] float32)"""
-        hidden = self.hidden(features.to(self.dtype))
+        scratch = thread_scratch() if features.device.type == "cpu" else None  # CUDA's allocator is cheap
+        hidden = self.hidden(features.to(self.dtype), scratch)
         rank = self.norm_offset.shape[0]
-        z = project(hidden, self.projection[:, :rank]) + self.norm_offset
-        return hidden, ((z * z).sum(dim=-1, keepdim=True) + self.norm_residual).clamp(min=1e-24).sqrt()
+        out = None if scratch is None else scratch.take(0, hidden.shape[0], rank, self.norm_offset)
+        z = project(hidden, self.projection[:, :rank], out=out).add_(self.norm_offset)
+        squared = torch.linalg.vector_norm(z, dim=-1, keepdim=True).square_()
+        return hidden, (squared + self.norm_residual).clamp_(min=1e-24).sqrt_()
 
     @torch.no_grad()
     def score_hidden(self, hidden: Tensor, norm: Tensor) -> Tensor:
@@ -133,13 +136,14 @@ class FoldedRelevancy:
         return self._zero
 
 
-def project(hidden: Tensor, projection: Tensor) -> Tensor:
+def project(hidden: Tensor, projection: Tensor, out: Tensor | None = None) -> Tensor:
     """``hidden @ projection`` with float32 output: the products of half-precision inputs are summed in
     float32 and not rounded back to half precision (that rounding alone would cost bfloat16 ~0.01 of
     relevancy). On CUDA one tensor-core matmul with a float32 output; elsewhere the same numbers in float32.
+    ``out``: a [P, C] float32 buffer to write into (float32 inputs only; else a new tensor).
     [P, width] @ [width, C] -> [P, C] float32"""
     if hidden.dtype == torch.float32:
-        return hidden @ projection.float()
+        return torch.mm(hidden, projection.float(), out=out)
     if hidden.is_cuda:
         try:
             return torch.mm(hidden, projection, out_dtype=torch.float32)
