@@ -125,7 +125,7 @@ class QueryEngine:
             ``metadata.clip`` (build one with :func:`~gags_viewer.language.clip_weights.resolve_clip_spec`
             when the spec has paths relative to the field directory or the command line overrides it).
         backend: render backend (see :func:`gags_viewer.render.render`).
-        chunk_size: rows decoded at once (default: 16k on CPU, 256k on CUDA).
+        chunk_size: rows decoded at once (default: 4k on CPU, 256k on CUDA).
         temperature: LERF temperature τ.
         alpha_normalize: gaussian mode divides rendered relevancy by α (see the module docstring).
         min_alpha: below this coverage gaussian-mode relevancy is 0.
