@@ -29,21 +29,34 @@ def test_demo_field_loads_and_fits_the_budget():
     assert (DEMO_FIELD / "cameras.json").is_file() and len(list((DEMO_FIELD / LABELS_DIR).glob("frame_*.json"))) >= 3
 
 
-@pytest.mark.parametrize("mode", ["pixel", "gaussian"])
-def test_object_queries_meet_the_quality_bar_on_held_out_views(tmp_path, mode):
+def _held_out_report(tmp_path, mode: str, decode_precision: str = "auto"):
     from rich.console import Console
 
     from gags_viewer.eval.runner import EvalConfig, run_eval
 
     labels = tmp_path / "labels"
-    labels.mkdir()
+    labels.mkdir(exist_ok=True)
     for frame in FRAMES:
         for suffix in (".json", ".jpg"):
             shutil.copy(DEMO_FIELD / LABELS_DIR / f"{frame}{suffix}", labels / f"{frame}{suffix}")
-    report = run_eval(
-        EvalConfig(field=DEMO_FIELD, labels=labels, mode=mode, device="cpu"), console=Console(file=io.StringIO())
-    )
+    config = EvalConfig(field=DEMO_FIELD, labels=labels, mode=mode, device="cpu", decode_precision=decode_precision)
+    return run_eval(config, console=Console(file=io.StringIO()))
+
+
+@pytest.mark.parametrize("mode", ["pixel", "gaussian"])
+def test_object_queries_meet_the_quality_bar_on_held_out_views(tmp_path, mode):
+    report = _held_out_report(tmp_path, mode)
     objects = summarise(report)["levels"]["object"]
     assert objects["pairs"] >= 20
     assert objects["miou"] >= 0.85, summarise(report)["queries"]
     assert objects["localization"] >= 0.95, summarise(report)["queries"]
+
+
+def test_half_precision_decoding_leaves_the_lerf_ovs_numbers_unchanged(tmp_path):
+    """Pixel mode decoded in float16 (CUDA's default) scores as float32 does, to 0.1 point (issue 14)."""
+    exact = summarise(_held_out_report(tmp_path, "pixel", "float32"))["levels"]
+    half = summarise(_held_out_report(tmp_path, "pixel", "float16"))["levels"]
+    assert exact.keys() == half.keys() and "object" in exact
+    for level in exact:
+        assert abs(exact[level]["miou"] - half[level]["miou"]) <= 0.001, level
+        assert abs(exact[level]["localization"] - half[level]["localization"]) <= 0.001, level
