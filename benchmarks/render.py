@@ -359,7 +359,6 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch and numba threads (default: all)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--stages", action="store_true", help="also print the numba backend's stage times")
-    parser.add_argument("--scene", default=None, help="a field directory or PLY to use instead (not yet)")
     parser.add_argument(
         "--compare-tree",
         type=Path,
@@ -370,8 +369,6 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    if args.scene is not None:
-        parser.error("--scene is not supported yet: benchmarks use synthetic scenes for now")
     if args.quick:
         args.sizes, args.resolutions, args.repeats = "10k,100k", "640x480", min(args.repeats, 3)
     if args.threads:
