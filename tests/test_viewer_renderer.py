@@ -88,6 +88,16 @@ def _at_rest(renderer, client, timeout: float = 5.0) -> None:
     time.sleep(0.5)
 
 
+def _at_rest_then_record(renderer, view, client) -> tuple[tuple[int, int], list]:
+    """At rest at full resolution, with the low resolution a tenth of its pixels: (the full size, the
+    list the sizes of later frames are recorded in)."""
+    _at_rest(renderer, client, timeout=10)
+    full = (view.render_tab_state.viewer_width, view.render_tab_state.viewer_height)
+    set_target_fps(renderer, 10.0)
+    view.render_tab_state.num_view_rays_per_sec = 64 * 48 * 10.0 / 10
+    return full, _frame_sizes(view)
+
+
 def _request_as_the_wait_times_out(renderer, view) -> None:
     """Make the thread's next idle wait time out at the instant a settings change is submitted."""
     original = renderer._render_event.wait
@@ -244,11 +254,7 @@ def test_a_change_at_rest_renders_full_resolution_at_once_when_that_is_quick(ren
     one first and the idle wait would only delay it); slow ones: the quick low-resolution frame first."""
     renderer, view, client = _start(ClientRenderer, render_seconds)
     try:
-        _at_rest(renderer, client, timeout=10)
-        full = (view.render_tab_state.viewer_width, view.render_tab_state.viewer_height)
-        set_target_fps(renderer, 10.0)
-        view.render_tab_state.num_view_rays_per_sec = 64 * 48 * 10.0 / 10  # low size: a tenth of the pixels
-        sizes = _frame_sizes(view)
+        full, sizes = _at_rest_then_record(renderer, view, client)
         renderer.submit(RenderTask("rerender", view.get_camera_state(None)))
         assert _wait_for(lambda: len(sizes) >= 1 + low_res_first)
         time.sleep(2 * render_seconds + 0.5)
@@ -264,11 +270,7 @@ def test_quick_is_judged_by_the_last_settings_change_at_rest():
     resolution, also after a move whose frame was slow."""
     renderer, view, client = _start(ClientRenderer, render_seconds=0.3)
     try:
-        _at_rest(renderer, client, timeout=10)
-        full = (view.render_tab_state.viewer_width, view.render_tab_state.viewer_height)
-        set_target_fps(renderer, 10.0)
-        view.render_tab_state.num_view_rays_per_sec = 64 * 48 * 10.0 / 10  # low size: a tenth of the pixels
-        sizes = _frame_sizes(view)
+        full, sizes = _at_rest_then_record(renderer, view, client)
         view.render_seconds = 0.0
         renderer.submit(RenderTask("rerender", view.get_camera_state(None)))
         assert _wait_for(lambda: len(sizes) >= 2)
