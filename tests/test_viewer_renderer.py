@@ -14,7 +14,7 @@ from nerfview._renderer import Renderer, RenderTask
 from nerfview.render_panel import RenderTabState
 
 from gags_viewer.viewer.nerfview_adapter import InterruptRenderException, set_target_fps
-from gags_viewer.viewer.renderer import ClientRenderer
+from gags_viewer.viewer.renderer import IDLE_WAIT_S, ClientRenderer
 from gags_viewer.viewer.settings import split_phrases
 
 
@@ -246,6 +246,32 @@ def _frame_sizes(view):
 
     view.render_fn = recording
     return sizes
+
+
+def test_the_view_rests_idle_wait_after_the_last_request_not_after_the_last_frame():
+    """A camera that stops while its frame is rendered: the resting frame starts as that frame ends (the
+    last request is older than ``IDLE_WAIT_S`` by then), not another ``IDLE_WAIT_S`` later (nerfview's
+    wait, which ``Event.wait`` never cuts short)."""
+    renderer, view, client = _start(ClientRenderer)
+    try:
+        _at_rest(renderer, client)
+        spans: list[tuple[float, float]] = []
+        render = view.render_fn
+
+        def timed(camera_state, tab):
+            start = time.monotonic()
+            image = render(camera_state, tab)
+            spans.append((start, time.monotonic()))
+            return image
+
+        view.render_fn = timed
+        view.render_seconds = 2 * IDLE_WAIT_S
+        renderer.submit(RenderTask("move", view.get_camera_state(None)))
+        assert _wait_for(lambda: len(spans) >= 2 and renderer._state == "high")
+        (_, moving_end), (resting_start, _) = spans[:2]
+        assert resting_start - moving_end < IDLE_WAIT_S
+    finally:
+        renderer.running = False
 
 
 @pytest.mark.parametrize("render_seconds, low_res_first", [(0.0, False), (0.3, True)])

@@ -14,9 +14,9 @@ Driven by several threads (the camera's, the GUI's, the text encoder's), it lose
 
 :class:`ClientRenderer` keeps nerfview's states and resolutions but takes every request under one lock,
 lets its idle "static" request never replace a real one, raises the abandon flag only while a frame is
-being rendered, and logs instead of exiting. It waits 0.1 s, not 0.2 s, before deciding that the
-camera rests (``IDLE_WAIT_S``), and three transitions differ, each to show the resting view sooner (the
-demo on a CPU: nerfview's rules added 0.2-0.4 s to every query and orbit):
+being rendered, and logs instead of exiting. It decides that the camera rests 0.1 s after the last
+request, not 0.2 s after the last frame (``IDLE_WAIT_S``), and three transitions differ, each to show
+the resting view sooner (the demo on a CPU: nerfview's rules added 0.2-0.4 s to every query and orbit):
 
 - a camera coming to rest goes straight to the full-resolution frame (nerfview first renders one more
   low-resolution frame and only after another 0.2 s wait the full one);
@@ -43,9 +43,10 @@ from gags_viewer.viewer.nerfview_adapter import InterruptRenderException, Render
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 0.1
-"""How long the thread waits for a request before refining the resting view. A moving camera reports
-at up to 50 Hz (viser throttles camera messages to one per 20 ms), so 0.1 s without one means it rests;
-nerfview waits 0.2 s, which a person sees as a slower settle."""
+"""How long after the last request the thread decides that the view rests and refines it. A moving
+camera reports at up to 50 Hz (viser throttles camera messages to one per 20 ms), so 0.1 s without one
+means it rests; nerfview waits 0.2 s, and counts it from the end of the last frame, which a person sees
+as a slower settle (by up to a frame's time)."""
 
 QUICK_FULL_FRAME_S = 0.25
 """A settings change at rest renders the full-resolution frame at once when the last one took no longer
@@ -105,6 +106,8 @@ class ClientRenderer(Renderer):
         """(``time.time()`` when sent, whether it was the resting frame) of the latest frames."""
         self.paused = False
         """While True (the browser splats the field itself) nothing is rendered or sent."""
+        self._last_request = time.monotonic()
+        """When the latest request (a camera move or a settings change) was submitted."""
 
     @property
     def moving(self) -> bool:
@@ -131,6 +134,7 @@ class ClientRenderer(Renderer):
             if self.paused:
                 return
             self._task = task
+            self._last_request = time.monotonic()
             if self._rendering and self._state == "high" and task.action in INTERRUPTIBLE_ACTIONS:
                 self._may_interrupt_render = True
             self._render_event.set()
@@ -165,6 +169,15 @@ class ClientRenderer(Renderer):
             self._shown_final = False  # what is shown is not this request's frame
             return task
 
+    def _rest_wait(self) -> float:
+        """Seconds left until the view counts as resting: ``IDLE_WAIT_S`` after the latest request, so a
+        frame still being rendered when the camera stopped does not add its time to the wait. At rest
+        at full resolution, or paused, a plain ``IDLE_WAIT_S`` (nothing is refined then)."""
+        with self._task_lock:
+            if self.paused or self._state == "high":
+                return IDLE_WAIT_S
+            return max(0.0, IDLE_WAIT_S - (time.monotonic() - self._last_request))
+
     def _full_frame_is_quick(self) -> bool:
         """Whether the last full-resolution frame for a settings change at rest (else the last one) took
         no longer than ``QUICK_FULL_FRAME_S``."""
@@ -190,7 +203,7 @@ class ClientRenderer(Renderer):
             if not self.is_prepared_fn():
                 time.sleep(0.1)
                 continue
-            task = self._next_task(self._render_event.wait(IDLE_WAIT_S))
+            task = self._next_task(self._render_event.wait(self._rest_wait()))
             if task is None:
                 continue
             try:
