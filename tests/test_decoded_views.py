@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 
 import torch
 
@@ -29,11 +30,13 @@ class Spy:
     def __init__(self, monkeypatch):
         self.decoded_rows = 0
         self.renders = 0
+        lock = threading.Lock()  # pixels are decoded on several threads
         hidden_and_norm = FoldedRelevancy.hidden_and_norm
         render_features = QueryEngine.render_features
 
         def counting_decode(folded, features):
-            self.decoded_rows += features.shape[0]
+            with lock:
+                self.decoded_rows += features.shape[0]
             return hidden_and_norm(folded, features)
 
         def counting_render(engine, *args, **kwargs):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 import torch
@@ -85,9 +86,11 @@ def test_auto_precision_is_half_on_cuda_only():
 class _CountingScorer:
     def __init__(self):
         self.rows = 0
+        self._lock = threading.Lock()  # chunks are scored on several threads
 
     def __call__(self, features):
-        self.rows += features.shape[0]
+        with self._lock:
+            self.rows += features.shape[0]
         return features[:, :2] * 0 + features[:, :1]  # [P, 2]: the first feature channel, twice
 
 

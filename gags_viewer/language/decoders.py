@@ -9,8 +9,9 @@ one becomes an ``nn.Linear`` and the decoders run on any ``[..., D]`` tensor: a 
 
 Inference on a CPU writes the activations into reusable buffers (:class:`Scratch`, one per thread): a
 fresh [rows, width] tensor per layer costs the allocator page faults and zeroing, and ReLU and the
-residual additions another pass over memory each; in place, in chunks of 4k rows, the GAGS decoder runs
-at 180 GFLOPS instead of 140 (allocating, chunks of 16k rows; 2 AMD EPYC cores).
+residual additions another pass over memory each; in place, the GAGS decoder runs at 180 GFLOPS instead
+of 140 (allocating, chunks of 16k rows; 2 AMD EPYC cores). Pixel mode decodes chunks of 2k rows on CPU,
+one chunk per core at a time (:mod:`~gags_viewer.language.cpu_chunks`).
 
 - :class:`GagsClipDecoder`: GAGS ``CNN_decoder``, D → 512, 9 layers of width 256 with two residual
   additions, L2-normalised output (gags-method.md §3.3).
@@ -41,7 +42,7 @@ _KEY = re.compile(r"^(?:module\.)?decoder\.(\d+)\.(weight|bias)$")
 
 def default_chunk_size(device: torch.device | str) -> int:
     """Rows decoded at once: small on CPU (cache-friendly), large on a GPU."""
-    return 1 << 18 if torch.device(device).type == "cuda" else 1 << 12
+    return 1 << 18 if torch.device(device).type == "cuda" else 1 << 11
 
 
 class Scratch:
@@ -65,7 +66,8 @@ _THREAD = threading.local()
 
 
 def thread_scratch() -> Scratch:
-    """This thread's :class:`Scratch` (a render thread keeps three chunks of activations, 12 MB on a CPU)."""
+    """This thread's :class:`Scratch` (each thread that decodes keeps three chunks of activations, 6 MB
+    for the GAGS decoder in chunks of 2k rows)."""
     scratch = getattr(_THREAD, "scratch", None)
     if scratch is None:
         scratch = _THREAD.scratch = Scratch()

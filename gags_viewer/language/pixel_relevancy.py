@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from gags_viewer.errors import GagsError
+from gags_viewer.language.cpu_chunks import map_chunks
 from gags_viewer.language.decoders import Scratch, _Decoder, thread_scratch
 from gags_viewer.language.relevancy import relevancy_from_similarities
 
@@ -211,9 +212,13 @@ def fused_pixel_relevancy(
     h, w, d = feature_map.shape
     flat = feature_map.reshape(-1, d)
     rel = _filled(background_relevancy, h * w, flat.device)
-    for i in range(0, index.numel(), chunk_size):
-        rows = index[i : i + chunk_size]
-        rel[rows] = scorer(flat[rows])
+    starts = range(0, index.numel(), chunk_size)
+
+    def score(i: int) -> None:
+        rows = index[starts[i] : starts[i] + chunk_size]
+        rel[rows] = scorer(flat[rows])  # the chunks write disjoint rows
+
+    map_chunks(score, len(starts), flat.device)
     sync()
     _add_time(timings, "decode", start)
     return _as_maps(rel, h, w)
@@ -259,7 +264,10 @@ def decode_pixels(
     start = time.perf_counter()
     h, w, d = feature_map.shape
     flat = feature_map.reshape(-1, d)
-    chunks = [folded.hidden_and_norm(flat[index[i : i + chunk_size]]) for i in range(0, index.numel(), chunk_size)]
+    starts = range(0, index.numel(), chunk_size)
+    chunks = map_chunks(
+        lambda i: folded.hidden_and_norm(flat[index[starts[i] : starts[i] + chunk_size]]), len(starts), flat.device
+    )
     sync()
     _add_time(timings, "decode", start)
     return DecodedPixels(index, tuple(c[0] for c in chunks), tuple(c[1] for c in chunks), h, w)
@@ -278,7 +286,12 @@ def score_pixels(
     start = time.perf_counter()
     rel = _filled(background_relevancy, decoded.height * decoded.width, background_relevancy.device)
     if decoded.hidden:
-        scores = torch.cat([folded.score_hidden(h, n) for h, n in zip(decoded.hidden, decoded.norm)])
+        chunks = map_chunks(
+            lambda i: folded.score_hidden(decoded.hidden[i], decoded.norm[i]),
+            len(decoded.hidden),
+            decoded.hidden[0].device,
+        )
+        scores = torch.cat(chunks)
         rel[decoded.index.to(rel.device)] = scores.to(rel.device)
     sync()
     _add_time(timings, "relevancy", start)
