@@ -11,11 +11,13 @@ import torch
 from gags_viewer.demo import DEMO_FIELD
 from gags_viewer.language.decoders import GagsClipDecoder, MLPDecoder, random_gags_decoder_state
 from gags_viewer.language.pixel_relevancy import (
+    NORM_BLOCKS,
     FoldedRelevancy,
     cast_decoder,
     covered_pixels,
     decode_dtype,
     fused_pixel_relevancy,
+    project_triangular,
 )
 from gags_viewer.language.relevancy import TEMPERATURE, relevancy
 
@@ -68,6 +70,23 @@ def test_plain_mlp_decoders_fold_too(dims):
     x, text, reference = _case(decoder, 500, 3)
     got = FoldedRelevancy.build(decoder, text, 3, TEMPERATURE)(x)
     assert float((got - reference).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("width, rank", [(256, 256), (64, 32), (10, 10), (3, 3)])
+def test_the_triangular_norm_product_skips_the_zero_blocks_only(width, rank):
+    """``project_triangular`` equals the dense product with Rᵀ, and never reads the zero blocks above
+    its block diagonal (NaN there would spread into the result)."""
+    generator = torch.Generator().manual_seed(width)
+    hidden = torch.randn(300, width, generator=generator).relu()
+    lower = torch.randn(width, rank, generator=generator).tril()  # Rᵀ: row j of column i is 0 for j < i
+    dense = hidden @ lower
+    step = -(-rank // NORM_BLOCKS)
+    block_start = (torch.arange(rank) // step) * step  # the first row column i's block reads
+    skipped = torch.arange(width)[:, None] < block_start[None, :]
+    assert rank < NORM_BLOCKS or skipped.sum() >= 0.3 * (skipped.numel() - lower.count_nonzero())
+    got = project_triangular(hidden, lower.masked_fill(skipped, float("nan")), torch.empty(300, rank))
+    # the same products summed in another order: float32 rounding of sums of `width` terms
+    torch.testing.assert_close(got, dense, rtol=1e-5, atol=1e-5 * float(dense.abs().max()))
 
 
 def test_softmax_decoder_cannot_be_folded():

@@ -9,7 +9,8 @@ The decoder's last layer is folded into the relevancy (:class:`FoldedRelevancy`)
 activation and y = W h + b the 512-D output, the similarity of ŷ = y / ‖y‖ to a text embedding t is
 (h·Wᵀt + b·t) / ‖y‖, and with W = QR (reduced QR), ‖y‖² = ‖R h + Qᵀb‖² + ‖b − QQᵀb‖². So each pixel
 needs one [width → width + P] product instead of [width → 512] plus a normalisation and a [512 → P]
-product, and the norm is a sum of squares (no cancellation, safe in half precision). On CUDA the
+product, and the norm is a sum of squares (no cancellation, safe in half precision). R is upper
+triangular: on a CPU the norm's product skips its zero blocks (:func:`project_triangular`). On CUDA the
 decoder runs in float16 by default (tensor cores); the relevancy stays within 0.01 of float32.
 """
 
@@ -116,8 +117,11 @@ class FoldedRelevancy:
         scratch = thread_scratch() if features.device.type == "cpu" else None  # CUDA's allocator is cheap
         hidden = self.hidden(features.to(self.dtype), scratch)
         rank = self.norm_offset.shape[0]
-        out = None if scratch is None else scratch.take(0, hidden.shape[0], rank, self.norm_offset)
-        z = project(hidden, self.projection[:, :rank], out=out).add_(self.norm_offset)
+        if scratch is None or hidden.dtype != torch.float32:
+            z = project(hidden, self.projection[:, :rank])
+        else:
+            z = project_triangular(hidden, self.projection[:, :rank], scratch.take(0, hidden.shape[0], rank, hidden))
+        z.add_(self.norm_offset)
         squared = torch.linalg.vector_norm(z, dim=-1, keepdim=True).square_()
         return hidden, (squared + self.norm_residual).clamp_(min=1e-24).sqrt_()
 
@@ -137,20 +141,35 @@ class FoldedRelevancy:
         return self._zero
 
 
-def project(hidden: Tensor, projection: Tensor, out: Tensor | None = None) -> Tensor:
+def project(hidden: Tensor, projection: Tensor) -> Tensor:
     """``hidden @ projection`` with float32 output: the products of half-precision inputs are summed in
     float32 and not rounded back to half precision (that rounding alone would cost bfloat16 ~0.01 of
     relevancy). On CUDA one tensor-core matmul with a float32 output; elsewhere the same numbers in float32.
-    ``out``: a [P, C] float32 buffer to write into (float32 inputs only; else a new tensor).
     [P, width] @ [width, C] -> [P, C] float32"""
     if hidden.dtype == torch.float32:
-        return torch.mm(hidden, projection.float(), out=out)
+        return hidden @ projection.float()
     if hidden.is_cuda:
         try:
             return torch.mm(hidden, projection, out_dtype=torch.float32)
         except (TypeError, RuntimeError):  # torch without mm(out_dtype=...)
             pass
     return hidden.float() @ projection.float()
+
+
+NORM_BLOCKS = 4
+"""Column blocks of Rᵀ in :func:`project_triangular`: it skips 6 of 16 blocks (zeros), 37.5 % of the
+norm's products, in products still wide enough to run at full speed."""
+
+
+def project_triangular(hidden: Tensor, lower: Tensor, out: Tensor) -> Tensor:
+    """``hidden @ lower`` for a lower-triangular (or lower-trapezoidal) ``lower`` such as Rᵀ, without
+    its zero blocks: column block [a, b) of the product only needs rows a.. of ``lower``. Float32 only.
+    [P, width] @ [width, r] -> ``out`` [P, r]"""
+    step = -(-lower.shape[1] // NORM_BLOCKS)
+    for start in range(0, lower.shape[1], step):
+        stop = start + step
+        torch.mm(hidden[:, start:], lower[start:, start:stop], out=out[:, start:stop])
+    return out
 
 
 def cast_decoder(decoder: _Decoder, dtype: torch.dtype) -> _Decoder:
