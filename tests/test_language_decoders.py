@@ -128,7 +128,7 @@ def test_in_place_inference_matches_the_official_definition_and_keeps_no_alias()
     chunk) decodes as the 1x1-convolution definition does; each chunk's result is its own tensor."""
     import threading
 
-    from gags_viewer.language.decoders import Scratch, thread_scratch
+    from gags_viewer.language.decoder_inference import Scratch, thread_scratch
 
     state = random_gags_decoder_state(seed=4)
     decoder = GagsClipDecoder.from_state_dict(state)
@@ -153,7 +153,7 @@ def test_in_place_inference_matches_the_official_definition_and_keeps_no_alias()
 
 @pytest.mark.parametrize("dims", [[16, 64, 32, 512], [16, 8, 512], [3, 512]])
 def test_in_place_inference_of_plain_mlps(dims):
-    from gags_viewer.language.decoders import Scratch
+    from gags_viewer.language.decoder_inference import Scratch
 
     decoder = MLPDecoder(dims, "l2").requires_grad_(False)
     x = torch.randn(50, dims[0])

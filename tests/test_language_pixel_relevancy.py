@@ -73,18 +73,28 @@ def test_plain_mlp_decoders_fold_too(dims):
 
 
 @pytest.mark.parametrize("width, rank", [(256, 256), (64, 32), (10, 10), (3, 3)])
-def test_the_triangular_norm_product_skips_the_zero_blocks_only(width, rank):
+@pytest.mark.parametrize("dead_units", [False, True])
+def test_the_triangular_norm_product_skips_the_zero_blocks_and_the_dead_units_only(width, rank, dead_units):
     """``project_triangular`` equals the dense product with Rᵀ, and never reads the zero blocks above
-    its block diagonal (NaN there would spread into the result)."""
+    its block diagonal, nor the rows of units that are zero on every pixel (NaN there would spread
+    into the result)."""
+    from gags_viewer.language.decoder_inference import Scratch
+
     generator = torch.Generator().manual_seed(width)
     hidden = torch.randn(300, width, generator=generator).relu()
+    dead = torch.zeros(width, dtype=torch.bool)
+    if dead_units:
+        dead[torch.randperm(width, generator=generator)[: width // 2]] = True
+        hidden[:, dead] = 0.0
     lower = torch.randn(width, rank, generator=generator).tril()  # Rᵀ: row j of column i is 0 for j < i
     dense = hidden @ lower
     step = -(-rank // NORM_BLOCKS)
     block_start = (torch.arange(rank) // step) * step  # the first row column i's block reads
     skipped = torch.arange(width)[:, None] < block_start[None, :]
     assert rank < NORM_BLOCKS or skipped.sum() >= 0.3 * (skipped.numel() - lower.count_nonzero())
-    got = project_triangular(hidden, lower.masked_fill(skipped, float("nan")), torch.empty(300, rank))
+    unread = skipped | dead[:, None]
+    unit_major = hidden.T.contiguous().T  # as decoder inference hands it over
+    got = project_triangular(unit_major, lower.masked_fill(unread, float("nan")), Scratch()).T
     # the same products summed in another order: each sum of `width` float32 terms is within
     # width·ε·Σ|terms| of the exact one, so the two within twice that
     bound = 2 * width * torch.finfo(torch.float32).eps * (hidden.abs() @ lower.abs())

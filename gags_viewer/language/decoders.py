@@ -7,11 +7,10 @@ one becomes an ``nn.Linear`` and the decoders run on any ``[..., D]`` tensor: a 
 ``[H, W, D]`` or per-Gaussian features ``[N, D]``. Inputs are processed in chunks of rows so that a
 1080p decode (2 M pixels × 512 outputs) never holds more than one chunk of activations.
 
-Inference on a CPU writes the activations into reusable buffers (:class:`Scratch`, one per thread): a
-fresh [rows, width] tensor per layer costs the allocator page faults and zeroing, and ReLU and the
-residual additions another pass over memory each; in place, the GAGS decoder runs at 180 GFLOPS instead
-of 140 (allocating, chunks of 16k rows; 2 AMD EPYC cores). Pixel mode decodes chunks of 2k rows on CPU,
-one chunk per core at a time (:mod:`~gags_viewer.language.cpu_chunks`).
+Inference on a CPU (:meth:`_Decoder.hidden` with a :class:`Scratch`) keeps its activations unit-major in
+reused per-thread buffers and skips the units that are zero throughout a chunk
+(:mod:`~gags_viewer.language.decoder_inference`). Pixel mode decodes chunks of 2k rows on CPU, one chunk
+per core at a time (:mod:`~gags_viewer.language.cpu_chunks`).
 
 - :class:`GagsClipDecoder`: GAGS ``CNN_decoder``, D → 512, 9 layers of width 256 with two residual
   additions, L2-normalised output (gags-method.md §3.3).
@@ -23,7 +22,6 @@ one chunk per core at a time (:mod:`~gags_viewer.language.cpu_chunks`).
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable
 from typing import Literal, cast
 
@@ -32,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gags_viewer.errors import FieldError
+from gags_viewer.language.decoder_inference import Layers, Scratch
 
 StateDict = dict[str, Tensor]
 
@@ -43,60 +42,6 @@ _KEY = re.compile(r"^(?:module\.)?decoder\.(\d+)\.(weight|bias)$")
 def default_chunk_size(device: torch.device | str) -> int:
     """Rows decoded at once: small on CPU (cache-friendly), large on a GPU."""
     return 1 << 18 if torch.device(device).type == "cuda" else 1 << 11
-
-
-class Scratch:
-    """Activation buffers reused from chunk to chunk by inference (:meth:`_Decoder.hidden`): slot ``k``
-    is one [rows, width] tensor, grown when a larger one is asked for. Not thread-safe: one per thread
-    (:func:`thread_scratch`)."""
-
-    def __init__(self) -> None:
-        self._slots: dict[tuple[int, int, torch.dtype, torch.device], Tensor] = {}
-
-    def take(self, slot: int, rows: int, width: int, like: Tensor) -> Tensor:
-        """Slot ``slot`` as a [rows, width] tensor of ``like``'s dtype and device (contents undefined)."""
-        key = (slot, width, like.dtype, like.device)
-        buffer = self._slots.get(key)
-        if buffer is None or buffer.shape[0] < rows:
-            buffer = self._slots[key] = torch.empty(rows, width, dtype=like.dtype, device=like.device)
-        return buffer[:rows]
-
-
-_THREAD = threading.local()
-
-
-def thread_scratch() -> Scratch:
-    """This thread's :class:`Scratch` (each thread that decodes keeps three chunks of activations, 6 MB
-    for the GAGS decoder in chunks of 2k rows)."""
-    scratch = getattr(_THREAD, "scratch", None)
-    if scratch is None:
-        scratch = _THREAD.scratch = Scratch()
-    return scratch
-
-
-class _Layers:
-    """Linear + ReLU layers and residual additions, either allocating their outputs (training: autograd
-    needs every activation) or in place in a :class:`Scratch` (inference). ``slot`` names the buffer an
-    output goes to; None: a new tensor (the result the caller keeps)."""
-
-    def __init__(self, scratch: Scratch | None):
-        self.scratch = scratch
-
-    def linear_relu(self, layer: nn.Linear, x: Tensor, slot: int | None) -> Tensor:
-        """relu(layer(x)). [P, in] -> [P, out]"""
-        if self.scratch is None:
-            return F.relu(layer(x))
-        rows, width = x.shape[0], layer.out_features
-        out = (
-            torch.empty(rows, width, dtype=x.dtype, device=x.device)
-            if slot is None
-            else self.scratch.take(slot, rows, width, x)
-        )
-        return torch.addmm(layer.bias, x, layer.weight.t(), out=out).clamp_(min=0)
-
-    def add(self, into: Tensor, other: Tensor) -> Tensor:
-        """into + other, into ``into``'s buffer when in place."""
-        return into + other if self.scratch is None else into.add_(other)
 
 
 def linear_layers(state: StateDict, name: str = "decoder") -> dict[int, tuple[Tensor, Tensor]]:
@@ -214,7 +159,7 @@ class GagsClipDecoder(_Decoder):
         """Everything but the last layer: relu(L14(relu(L12(h3 + h4)))). [..., D] -> [..., width]
         (with ``scratch``: [P, D] -> [P, width], three buffers)"""
         self._check_input(x)
-        L, op = self.linears, _Layers(scratch)
+        L, op = self.linears, Layers(scratch)
         h1 = op.linear_relu(L[0], x, 0)
         h1_plus_h2 = op.add(op.linear_relu(L[2], op.linear_relu(L[1], h1, 1), 2), h1)
         h3 = op.linear_relu(L[3], h1_plus_h2, 0)
@@ -282,7 +227,7 @@ class MLPDecoder(_Decoder):
         """Every layer but the last, each followed by ReLU (the input itself for one layer). [..., D] -> [..., width]
         (with ``scratch``: [P, D] -> [P, width], two buffers)"""
         self._check_input(x)
-        body, op = self.linears[:-1], _Layers(scratch)
+        body, op = self.linears[:-1], Layers(scratch)
         for i, layer in enumerate(body):
             x = op.linear_relu(layer, x, None if i == len(body) - 1 else i % 2)
         return x

@@ -10,8 +10,9 @@ activation and y = W h + b the 512-D output, the similarity of ŷ = y / ‖y‖ 
 (h·Wᵀt + b·t) / ‖y‖, and with W = QR (reduced QR), ‖y‖² = ‖R h + Qᵀb‖² + ‖b − QQᵀb‖². So each pixel
 needs one [width → width + P] product instead of [width → 512] plus a normalisation and a [512 → P]
 product, and the norm is a sum of squares (no cancellation, safe in half precision). R is upper
-triangular: on a CPU the norm's product skips its zero blocks (:func:`project_triangular`). On CUDA the
-decoder runs in float16 by default (tensor cores); the relevancy stays within 0.01 of float32.
+triangular: on a CPU the norm's product skips its zero blocks, and the units that are zero on every pixel
+of a chunk (:func:`project_triangular`). On CUDA the decoder runs in float16 by default (tensor cores);
+the relevancy stays within 0.01 of float32.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from torch import Tensor
 
 from gags_viewer.errors import GagsError
 from gags_viewer.language.cpu_chunks import map_chunks
-from gags_viewer.language.decoders import Scratch, _Decoder, thread_scratch
+from gags_viewer.language.decoder_inference import Scratch, active_units, thread_scratch
+from gags_viewer.language.decoders import _Decoder
 from gags_viewer.language.relevancy import relevancy_from_similarities
 
 DecodePrecision = Literal["auto", "float32", "float16", "bfloat16"]
@@ -118,11 +120,11 @@ class FoldedRelevancy:
         hidden = self.hidden(features.to(self.dtype), scratch)
         rank = self.norm_offset.shape[0]
         if scratch is None or hidden.dtype != torch.float32:
-            z = project(hidden, self.projection[:, :rank])
+            z = project(hidden, self.projection[:, :rank]).add_(self.norm_offset)
+            squared = torch.linalg.vector_norm(z, dim=-1, keepdim=True).square_()
         else:
-            z = project_triangular(hidden, self.projection[:, :rank], scratch.take(0, hidden.shape[0], rank, hidden))
-        z.add_(self.norm_offset)
-        squared = torch.linalg.vector_norm(z, dim=-1, keepdim=True).square_()
+            z_t = project_triangular(hidden, self.projection[:, :rank], scratch)
+            squared = z_t.add_(self.norm_offset[:, None]).square_().sum(dim=0)[:, None]  # 15x vector_norm's speed here
         return hidden, (squared + self.norm_residual).clamp_(min=1e-24).sqrt_()
 
     @torch.no_grad()
@@ -145,31 +147,44 @@ def project(hidden: Tensor, projection: Tensor) -> Tensor:
     """``hidden @ projection`` with float32 output: the products of half-precision inputs are summed in
     float32 and not rounded back to half precision (that rounding alone would cost bfloat16 ~0.01 of
     relevancy). On CUDA one tensor-core matmul with a float32 output; elsewhere the same numbers in float32.
+    A unit-major ``hidden`` (a transposed view, as CPU inference gives) is multiplied as such: the
+    product reading it by rows is ~2x faster than ``hidden @ projection`` there.
     [P, width] @ [width, C] -> [P, C] float32"""
-    if hidden.dtype == torch.float32:
-        return hidden @ projection.float()
-    if hidden.is_cuda:
+    if hidden.is_cuda and hidden.dtype != torch.float32:
         try:
             return torch.mm(hidden, projection, out_dtype=torch.float32)
         except (TypeError, RuntimeError):  # torch without mm(out_dtype=...)
             pass
-    return hidden.float() @ projection.float()
+    hidden, projection = hidden.float(), projection.float()
+    if hidden.t().is_contiguous() and not hidden.is_contiguous():
+        return (projection.t() @ hidden.t()).t()
+    return hidden @ projection
 
 
 NORM_BLOCKS = 4
 """Column blocks of Rᵀ in :func:`project_triangular`: it skips 6 of 16 blocks (zeros), 37.5 % of the
 norm's products, in products still wide enough to run at full speed."""
 
+NORM_SLOT = 0
+"""The :class:`Scratch` slot :func:`project_triangular` writes to (free once the hidden layers are done)."""
 
-def project_triangular(hidden: Tensor, lower: Tensor, out: Tensor) -> Tensor:
-    """``hidden @ lower`` for a lower-triangular (or lower-trapezoidal) ``lower`` such as Rᵀ, without
-    its zero blocks: column block [a, b) of the product only needs rows a.. of ``lower``. Float32 only.
-    [P, width] @ [width, r] -> ``out`` [P, r]"""
-    step = -(-lower.shape[1] // NORM_BLOCKS)
-    for start in range(0, lower.shape[1], step):
+
+def project_triangular(hidden: Tensor, lower: Tensor, scratch: Scratch) -> Tensor:
+    """``(hidden @ lower)ᵀ`` for a lower-triangular (or lower-trapezoidal) ``lower`` such as Rᵀ, read
+    neither in its zero blocks (column block [a, b) of the product only needs rows a.. of ``lower``) nor
+    in the rows of the units that are zero in every row of ``hidden`` (:func:`active_units`). Float32,
+    unit-major, into ``scratch``'s slot :data:`NORM_SLOT`. [P, width] @ [width, r] -> [r, P]"""
+    rank = lower.shape[1]
+    out_t = scratch.take(NORM_SLOT, rank, hidden.shape[0], hidden)
+    units, hidden_active = active_units(hidden.t(), scratch)
+    if units is not None:
+        lower = lower.index_select(0, units)
+    step = -(-rank // NORM_BLOCKS)
+    for start in range(0, rank, step):
+        first = start if units is None else int(torch.searchsorted(units, start))
         stop = start + step
-        torch.mm(hidden[:, start:], lower[start:, start:stop], out=out[:, start:stop])
-    return out
+        torch.mm(lower[first:, start:stop].t(), hidden_active[first:], out=out_t[start:stop])
+    return out_t
 
 
 def cast_decoder(decoder: _Decoder, dtype: torch.dtype) -> _Decoder:
