@@ -180,3 +180,19 @@ def test_half_precision_on_cuda_within_the_bound(dtype):
     cuda = decoder.cuda()
     folded = FoldedRelevancy.build(cuda, text.cuda(), 3, TEMPERATURE, body=cast_decoder(cuda, dtype))
     assert float((folded(x.cuda()).cpu() - reference).abs().max()) < PRECISION_BOUND
+
+
+def test_in_tiles_orders_pixels_tile_by_tile_and_row_major_within():
+    from gags_viewer.language.pixel_relevancy import in_tiles
+
+    height, width, tile = 5, 7, 2
+    covered = [i for i in range(height * width) if i % 3 != 0]  # some pixels are not decoded
+    expected = [
+        r * width + c
+        for tile_row in range(0, height, tile)
+        for tile_col in range(0, width, tile)
+        for r in range(tile_row, min(tile_row + tile, height))
+        for c in range(tile_col, min(tile_col + tile, width))
+        if (r * width + c) % 3 != 0
+    ]
+    assert in_tiles(torch.tensor(covered), width, tile).tolist() == expected

@@ -206,6 +206,20 @@ def covered_pixels(feature_map: Tensor, alpha: Tensor, min_alpha: float = 0.0) -
     return covered.nonzero().squeeze(-1)
 
 
+TILE = 32
+"""Side of the square tiles a CPU decodes pixels in (:func:`in_tiles`)."""
+
+
+def in_tiles(index: Tensor, width: int, tile: int = TILE) -> Tensor:
+    """Row-major pixel indices of an image ``width`` pixels wide, reordered tile by tile (``tile`` ×
+    ``tile`` squares, row-major within each). A decode chunk then holds neighbouring pixels, which
+    switch on fewer distinct decoder units than a strip of whole rows does; the units no pixel of a chunk
+    uses are skipped on a CPU (:mod:`~gags_viewer.language.decoder_inference`). [P] -> [P]"""
+    rows, cols = index // width, index % width
+    tiles = (rows // tile) * -(-width // tile) + cols // tile
+    return index[torch.sort(tiles, stable=True).indices]
+
+
 def _filled(background_relevancy: Tensor, pixels: int, device: torch.device) -> Tensor:
     """[pixels, K] float32, every row the background's relevancy."""
     k = background_relevancy.shape[-1]
@@ -246,6 +260,8 @@ def fused_pixel_relevancy(
     h, w, d = feature_map.shape
     flat = feature_map.reshape(-1, d)
     rel = _filled(background_relevancy, h * w, flat.device)
+    if flat.device.type == "cpu":
+        index = in_tiles(index, w)
     starts = range(0, index.numel(), chunk_size)
 
     def score(i: int) -> None:
@@ -265,7 +281,7 @@ class DecodedPixels:
     they were decoded in (no copy into one buffer).
 
     Attributes:
-        index: row-major indices of the decoded pixels. [P] int64
+        index: indices (row-major in the image) of the decoded pixels, in decoding order. [P] int64
         hidden: their last hidden activations, in the decoder's dtype, chunk by chunk. [P_i, width] each
         norm: the norms of their decoded vectors, chunk by chunk. [P_i, 1] float32 each
         height, width: the image size.
@@ -298,6 +314,8 @@ def decode_pixels(
     start = time.perf_counter()
     h, w, d = feature_map.shape
     flat = feature_map.reshape(-1, d)
+    if flat.device.type == "cpu":
+        index = in_tiles(index, w)
     starts = range(0, index.numel(), chunk_size)
     chunks = map_chunks(
         lambda i: folded.hidden_and_norm(flat[index[starts[i] : starts[i] + chunk_size]]), len(starts), flat.device
