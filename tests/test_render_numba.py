@@ -1,7 +1,6 @@
 """The fast forward-only numba backend: against the brute-force reference, the shared projection, the
 torch backend, across thread counts, and with numba's on-disk cache unavailable."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -246,8 +245,6 @@ def test_no_gradients_and_degenerate_inputs():
 
 
 def test_matches_torch_backend_at_medium_size():
-    if importlib.util.find_spec("gags_viewer.render.torch_backend") is None:
-        pytest.skip("gags_viewer/render/torch_backend.py does not exist yet")
     g = torch.Generator().manual_seed(3)
     n = 3000
     means = torch.randn(n, 3, generator=g) * torch.tensor([1.5, 1.0, 1.5])
